@@ -11,6 +11,8 @@
 mod command;
 mod duration;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod length;
 pub mod login;
 mod reply;

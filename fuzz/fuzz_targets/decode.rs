@@ -1,0 +1,6 @@
+//! Fuzz target: arbitrary bytes through the RouterOS sentence decoder and reply parser.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    routeros_proto::fuzzing::decode_round_trip(data);
+});
