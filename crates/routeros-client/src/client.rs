@@ -1,0 +1,399 @@
+//! [`Client`]: one logged-in connection to one router, shared by cheap clones.
+//!
+//! `connect` opens TCP (and TLS), logs in, then starts the reader and writer tasks of
+//! [`crate::multiplexer`]. Each command gets a fresh `.tag`; `call` collects its rows under one
+//! whole-command timeout, `stream` hands them over through a bounded channel. A command whose
+//! caller gives up (timeout, dropped future, dropped stream) is cancelled with `/cancel`.
+//! It deliberately does not reconnect: once [`Client::is_closed`], make a new one.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use routeros_proto::{Command, Limits};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::multiplexer::{run_reader, run_writer, CloseReason, Shared, Sink, WriterMsg};
+use crate::stream::{collect, Response, RowStream};
+use crate::{login, tls, ClientConfig, Error, TlsConfig, STREAM_CAPACITY};
+
+/// How long `close` gives the writer to send `/quit` before it is aborted.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
+
+struct Tasks {
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    writer: mpsc::UnboundedSender<WriterMsg>,
+    tasks: tokio::sync::Mutex<Option<Tasks>>,
+    next_tag: AtomicU64,
+    local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    command_timeout: Duration,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: stop both tasks (no `/quit`; the socket just closes).
+    fn drop(&mut self) {
+        if let Some(tasks) = self.tasks.get_mut().take() {
+            tasks.reader.abort();
+            tasks.writer.abort();
+        }
+    }
+}
+
+/// A logged-in connection to one router. Clones share the connection; commands from many
+/// tasks are pipelined on it.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("router", &self.router())
+            .field("peer_addr", &self.inner.peer_addr)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Cancels a command's tag if the future waiting for it is dropped or times out.
+struct CancelOnDrop<'a> {
+    client: &'a Client,
+    tag: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.client.cancel_tag(self.tag);
+        }
+    }
+}
+
+impl Client {
+    /// Connects (TCP, or TLS when `cfg.tls` is set) and logs in.
+    pub async fn connect(cfg: ClientConfig) -> Result<Client, Error> {
+        let router = cfg.router.clone();
+        let tcp = timeout(cfg.connect_timeout, TcpStream::connect(&cfg.address))
+            .await
+            .map_err(|_| Error::Timeout {
+                router: router.clone(),
+                what: format!("the TCP connection to {}", cfg.address),
+            })?
+            .map_err(|e| Error::Io {
+                router: router.clone(),
+                source: std::io::Error::new(e.kind(), format!("connect to {}: {e}", cfg.address)),
+            })?;
+        let io_error = |source| Error::Io {
+            router: router.clone(),
+            source,
+        };
+        // Small request sentences must not wait for Nagle.
+        tcp.set_nodelay(true).map_err(io_error)?;
+        let local_addr = tcp.local_addr().map_err(io_error)?;
+        let peer_addr = tcp.peer_addr().map_err(io_error)?;
+        let mut transport: Box<dyn Transport> = match &cfg.tls {
+            None => Box::new(tcp),
+            Some(tls) => Box::new(
+                timeout(cfg.connect_timeout, tls::handshake(&cfg, tls, tcp))
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        router: router.clone(),
+                        what: format!("the TLS handshake with {}", cfg.address),
+                    })??,
+            ),
+        };
+        let mut buf = BytesMut::new();
+        timeout(
+            cfg.login_timeout,
+            login::login(&cfg, &mut transport, &mut buf),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            router: router.clone(),
+            what: format!("the login as {:?}", cfg.username),
+        })??;
+
+        let client = Self::start(
+            router,
+            transport,
+            buf,
+            cfg.limits,
+            cfg.command_timeout,
+            local_addr,
+            peer_addr,
+        );
+        tracing::info!(
+            router = %client.router(),
+            address = %cfg.address,
+            %local_addr,
+            tls = tls_mode(cfg.tls.as_ref()),
+            "connected to the router API"
+        );
+        Ok(client)
+    }
+
+    fn start(
+        router: String,
+        transport: Box<dyn Transport>,
+        buf: BytesMut,
+        limits: Limits,
+        command_timeout: Duration,
+        local_addr: SocketAddr,
+        peer_addr: SocketAddr,
+    ) -> Client {
+        let shared = Arc::new(Shared::new(router));
+        let (rd, wr) = tokio::io::split(transport);
+        let (writer, writer_rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(run_reader(rd, buf, limits, shared.clone()));
+        let writer_task = tokio::spawn(run_writer(wr, writer_rx, shared.clone()));
+        Client {
+            inner: Arc::new(Inner {
+                shared,
+                writer,
+                tasks: tokio::sync::Mutex::new(Some(Tasks {
+                    reader,
+                    writer: writer_task,
+                })),
+                next_tag: AtomicU64::new(1),
+                local_addr,
+                peer_addr,
+                command_timeout,
+            }),
+        }
+    }
+
+    /// The router's name from the config.
+    pub fn router(&self) -> &str {
+        self.inner.shared.router()
+    }
+
+    /// Our side of the socket; the daemon must never block this address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The router's side of the socket.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr
+    }
+
+    /// True after `!fatal`, EOF, an IO or protocol error, or [`Client::close`].
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closed()
+    }
+
+    /// How many commands are waiting for replies.
+    pub fn in_flight(&self) -> usize {
+        self.inner.shared.in_flight()
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// Encodes `cmd` with a fresh tag, registers `sink` for it and queues it for the writer.
+    fn start_command(&self, cmd: &Command, sink: Sink) -> Result<u64, Error> {
+        let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::new();
+        cmd.encode(Some(&tag.to_string()), &mut bytes)
+            .map_err(|source| Error::InvalidCommand {
+                router: self.router().to_owned(),
+                source,
+            })?;
+        self.inner.shared.register(tag, sink)?;
+        if self.inner.writer.send(WriterMsg::Send(bytes)).is_err() {
+            self.inner.shared.forget(tag);
+            return Err(Error::Closed {
+                router: self.router().to_owned(),
+            });
+        }
+        tracing::trace!(router = %self.router(), tag, path = cmd.path(), "command sent");
+        Ok(tag)
+    }
+
+    /// Stops waiting for `tag` and, if it was still running, tells the router to stop it.
+    /// Never blocks; replies that still arrive for `tag` are dropped by the reader.
+    pub(crate) fn cancel_tag(&self, tag: u64) {
+        if !self.inner.shared.forget(tag) || self.is_closed() {
+            return;
+        }
+        let mut bytes = Vec::new();
+        // Untagged on purpose: its own `!done` is then dropped as an untagged reply.
+        if Command::new("/cancel")
+            .attr("tag", tag.to_string())
+            .encode(None, &mut bytes)
+            .is_ok()
+        {
+            let _ = self.inner.writer.send(WriterMsg::Send(bytes));
+        }
+        tracing::debug!(router = %self.router(), tag, "command cancelled");
+    }
+
+    fn timeout_error(&self, path: &str) -> Error {
+        Error::Timeout {
+            router: self.router().to_owned(),
+            what: format!("the reply to {path}"),
+        }
+    }
+
+    /// Sends `cmd` and collects its rows. A `!trap` becomes [`Error::Trap`] (after its
+    /// `!done`). The whole command must finish within `command_timeout`, else it is
+    /// cancelled and [`Error::Timeout`] returned.
+    pub async fn call(&self, cmd: Command) -> Result<Response, Error> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let tag = self.start_command(&cmd, Sink::Collect(tx))?;
+        let mut guard = CancelOnDrop {
+            client: self,
+            tag,
+            armed: true,
+        };
+        let result = timeout(self.inner.command_timeout, collect(&mut rx, self.shared())).await;
+        match result {
+            Ok(r) => {
+                guard.armed = false;
+                r
+            }
+            // The guard cancels the tag.
+            Err(_) => Err(self.timeout_error(cmd.path())),
+        }
+    }
+
+    /// Sends all `cmds` at once (pipelined) and collects each one's result, in order.
+    ///
+    /// Each command gets `command_timeout` from the moment the one before it finished (the
+    /// router works through them in turn); once one times out, the rest are cancelled and
+    /// reported as timed out too, since the router has stopped answering.
+    pub async fn call_many<I>(&self, cmds: I) -> Vec<Result<Response, Error>>
+    where
+        I: IntoIterator<Item = Command>,
+    {
+        let mut started = Vec::new();
+        for cmd in cmds {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let tag = self.start_command(&cmd, Sink::Collect(tx));
+            let path = cmd.path().to_owned();
+            started.push((
+                path,
+                tag.map(|tag| {
+                    (
+                        CancelOnDrop {
+                            client: self,
+                            tag,
+                            armed: true,
+                        },
+                        rx,
+                    )
+                }),
+            ));
+        }
+        let mut results = Vec::with_capacity(started.len());
+        let mut deadline = Instant::now() + self.inner.command_timeout;
+        let mut timed_out = false;
+        for (path, entry) in started {
+            let (mut guard, mut rx) = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            if timed_out {
+                results.push(Err(self.timeout_error(&path)));
+                continue;
+            }
+            match timeout_at(deadline, collect(&mut rx, self.shared())).await {
+                Ok(r) => {
+                    guard.armed = false;
+                    results.push(r);
+                    deadline = Instant::now() + self.inner.command_timeout;
+                }
+                Err(_) => {
+                    timed_out = true;
+                    results.push(Err(self.timeout_error(&path)));
+                }
+            }
+        }
+        results
+    }
+
+    /// Sends `cmd` and hands its rows over as they arrive; see [`RowStream`]. `command_timeout`
+    /// bounds the gap between two replies, not the whole command.
+    pub async fn stream(&self, cmd: Command) -> Result<RowStream, Error> {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let tag = self.start_command(&cmd, Sink::Stream(tx))?;
+        Ok(RowStream::new(
+            self.clone(),
+            tag,
+            cmd.path().to_owned(),
+            rx,
+            self.inner.command_timeout,
+        ))
+    }
+
+    /// Adds `=count-only=` to a print and returns the router's count (`!done =ret=N`).
+    pub async fn count(&self, cmd: Command) -> Result<u64, Error> {
+        let path = cmd.path().to_owned();
+        let response = self.call(cmd.flag("count-only")).await?;
+        response
+            .ret
+            .as_deref()
+            .and_then(|r| r.trim().parse().ok())
+            .ok_or_else(|| Error::Unexpected {
+                router: self.router().to_owned(),
+                message: format!(
+                    "{path} with count-only answered {:?} instead of a number",
+                    response.ret
+                ),
+            })
+    }
+
+    /// Sends `/quit` (best effort), fails whatever is still waiting with [`Error::Closed`],
+    /// and stops and joins the reader and writer tasks. Calling it again does nothing.
+    pub async fn close(&self) {
+        let mut tasks = self.inner.tasks.lock().await;
+        let Some(Tasks { reader, mut writer }) = tasks.take() else {
+            return;
+        };
+        let was_open = !self.is_closed();
+        self.inner.shared.close(CloseReason::Closed);
+        reader.abort();
+        let _ = reader.await;
+        let mut quit = Vec::new();
+        if was_open && Command::new("/quit").encode(None, &mut quit).is_ok() {
+            let _ = self.inner.writer.send(WriterMsg::Quit(quit));
+        } else {
+            let _ = self.inner.writer.send(WriterMsg::Quit(Vec::new()));
+        }
+        if timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+            writer.abort();
+            let _ = writer.await;
+        }
+        tracing::debug!(router = %self.router(), "client closed");
+    }
+}
+
+fn tls_mode(tls: Option<&TlsConfig>) -> &'static str {
+    match tls {
+        None => "off",
+        Some(TlsConfig::CaFile(_)) => "ca-file",
+        Some(TlsConfig::Fingerprint(_)) => "fingerprint",
+        Some(TlsConfig::Insecure) => "insecure",
+    }
+}

@@ -1,0 +1,233 @@
+//! The one error type of the client crate.
+//!
+//! Every variant names the router and its message says what to do. It deliberately carries no
+//! command words: a `/login` command holds the password, so errors name only a command's path.
+
+use std::fmt;
+
+use routeros_proto::ProtoError;
+
+/// Everything that can go wrong talking to one router.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket failed (connect refused, reset, closed by the router, ...).
+    #[error(
+        "router {router}: connection error: {source}; check that the router is reachable and \
+         that its API service is enabled (/ip service)"
+    )]
+    Io {
+        router: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS setup or handshake failed; the message says what to check.
+    #[error("router {router}: TLS error: {message}")]
+    Tls { router: String, message: String },
+    /// The router sent bytes that are not valid RouterOS API; the connection is dropped.
+    #[error(
+        "router {router}: protocol error: {source}; the connection was dropped, check that the \
+         address points at the RouterOS API port (8728, or 8729 for TLS)"
+    )]
+    Protocol {
+        router: String,
+        #[source]
+        source: ProtoError,
+    },
+    /// A command could not be encoded (bad path or property name); nothing was sent and the
+    /// connection is fine. This is a bug in the caller.
+    #[error(
+        "router {router}: command not sent: {source}; this is a bug in rosguard, please report it"
+    )]
+    InvalidCommand {
+        router: String,
+        #[source]
+        source: ProtoError,
+    },
+    /// The router refused a command with `!trap`. The connection is fine.
+    #[error(
+        "router {router}: the router refused the command: {message}{}; check the command's \
+         arguments and that the API user's group has the policies it needs",
+        category_note(.category)
+    )]
+    Trap {
+        router: String,
+        category: Option<u32>,
+        message: String,
+    },
+    /// The router sent `!fatal` and closed the session.
+    #[error(
+        "router {router}: the router ended the session: {reason}; reconnect, and check the \
+         router's log if it repeats"
+    )]
+    Fatal { router: String, reason: String },
+    /// Nothing arrived in time.
+    #[error(
+        "router {router}: timed out waiting for {what}; check the network and the router's load, \
+         or raise the timeout"
+    )]
+    Timeout { router: String, what: String },
+    /// The router refused the username or password.
+    #[error(
+        "router {router}: login failed: {message}; check the username and password, and that the \
+         user's group has the api policy (read,write,api)"
+    )]
+    LoginFailed { router: String, message: String },
+    /// The connection is closed (by [`crate::Client::close`] or after an earlier failure).
+    #[error("router {router}: the connection is closed; reconnect to send more commands")]
+    Closed { router: String },
+    /// The router answered, but not in the shape this client needs (a `count-only` without a
+    /// number, a `print` without rows where one is required). The connection is fine.
+    #[error(
+        "router {router}: unexpected answer: {message}; check that the RouterOS version is \
+         supported"
+    )]
+    Unexpected { router: String, message: String },
+}
+
+/// A human note for a trap category, e.g. ` (category 1: argument value failure)`.
+fn category_note(category: &Option<u32>) -> CategoryNote {
+    CategoryNote(*category)
+}
+
+struct CategoryNote(Option<u32>);
+
+impl fmt::Display for CategoryNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(c) = self.0 else { return Ok(()) };
+        let name = match c {
+            0 => "missing item or command",
+            1 => "argument value failure",
+            2 => "execution interrupted",
+            3 => "scripting failure",
+            4 => "general failure",
+            5 => "API failure",
+            6 => "TTY failure",
+            7 => "value generated with :return",
+            _ => return write!(f, " (category {c})"),
+        };
+        write!(f, " (category {c}: {name})")
+    }
+}
+
+impl Error {
+    /// True when the connection is gone (or unusable) and the caller should reconnect:
+    /// `Io`, `Tls`, `Protocol`, `Fatal`, `Timeout` and `Closed`.
+    ///
+    /// A `Timeout` counts because a router that stops answering one command usually stops
+    /// answering all of them; the connection itself stays open until the caller drops it.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. }
+                | Error::Tls { .. }
+                | Error::Protocol { .. }
+                | Error::Fatal { .. }
+                | Error::Timeout { .. }
+                | Error::Closed { .. }
+        )
+    }
+
+    /// The router this error is about.
+    pub fn router(&self) -> &str {
+        match self {
+            Error::Io { router, .. }
+            | Error::Tls { router, .. }
+            | Error::Protocol { router, .. }
+            | Error::InvalidCommand { router, .. }
+            | Error::Trap { router, .. }
+            | Error::Fatal { router, .. }
+            | Error::Timeout { router, .. }
+            | Error::LoginFailed { router, .. }
+            | Error::Closed { router }
+            | Error::Unexpected { router, .. } => router,
+        }
+    }
+
+    /// The trap message, when this is a `!trap`.
+    pub fn trap_message(&self) -> Option<&str> {
+        match self {
+            Error::Trap { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_names_the_router() {
+        let r = || "edge-1".to_string();
+        let all = [
+            Error::Io {
+                router: r(),
+                source: std::io::Error::other("x"),
+            },
+            Error::Tls {
+                router: r(),
+                message: "x".into(),
+            },
+            Error::Protocol {
+                router: r(),
+                source: ProtoError::BadChallenge,
+            },
+            Error::InvalidCommand {
+                router: r(),
+                source: ProtoError::BadChallenge,
+            },
+            Error::Trap {
+                router: r(),
+                category: Some(1),
+                message: "x".into(),
+            },
+            Error::Fatal {
+                router: r(),
+                reason: "x".into(),
+            },
+            Error::Timeout {
+                router: r(),
+                what: "x".into(),
+            },
+            Error::LoginFailed {
+                router: r(),
+                message: "x".into(),
+            },
+            Error::Closed { router: r() },
+            Error::Unexpected {
+                router: r(),
+                message: "x".into(),
+            },
+        ];
+        for e in &all {
+            assert_eq!(e.router(), "edge-1");
+            assert!(e.to_string().starts_with("router edge-1: "), "{e}");
+        }
+        let lost: Vec<bool> = all.iter().map(Error::is_connection_lost).collect();
+        assert_eq!(
+            lost,
+            [true, true, true, false, false, true, true, false, true, false]
+        );
+    }
+
+    #[test]
+    fn trap_display_names_the_category() {
+        let e = Error::Trap {
+            router: "r".into(),
+            category: Some(1),
+            message: "invalid value".into(),
+        };
+        assert!(e
+            .to_string()
+            .contains("invalid value (category 1: argument value failure)"));
+        let e = Error::Trap {
+            router: "r".into(),
+            category: None,
+            message: "failure: already have such entry".into(),
+        };
+        assert!(e
+            .to_string()
+            .contains("refused the command: failure: already have such entry;"));
+    }
+}

@@ -1,0 +1,450 @@
+//! One connection, many commands: the tag -> waiter table, the reader task that fills it and
+//! the writer task that puts whole sentences on the wire.
+//!
+//! The reader owns the read half and the receive buffer; it is the only place that decodes.
+//! The writer owns the write half; callers hand it encoded sentences through a channel, so a
+//! caller that is cancelled mid-command can never leave half a sentence on the wire. This
+//! module deliberately knows nothing about what a command means (rows, traps, counts): it only
+//! routes replies by `.tag` and reports why the connection ended.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use routeros_proto::{decode_sentence, Limits, ProtoError, Reply, ReplyKind, Sentence};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::Error;
+
+/// How many replies a [`crate::RowStream`] buffers before the reader waits for its consumer.
+pub const STREAM_CAPACITY: usize = 1024;
+
+/// How much the read buffer grows by per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The most bytes of one incomplete sentence the reader buffers, on top of what
+/// [`Limits`] allows per word and per sentence: a peer cannot make us hold more than this
+/// (or the sentence cap of the limits, if lower) while it trickles a sentence in.
+const MAX_BUFFERED_SENTENCE: usize = 64 * 1024 * 1024;
+
+fn buffer_cap(limits: &Limits) -> usize {
+    limits
+        .max_sentence_bytes()
+        .min(MAX_BUFFERED_SENTENCE.max(limits.max_word_len.saturating_add(1024 * 1024)))
+}
+
+/// Why reading a sentence failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(io::Error),
+    Protocol(ProtoError),
+}
+
+impl ReadError {
+    pub(crate) fn into_error(self, router: &str) -> Error {
+        match self {
+            ReadError::Io(source) => Error::Io {
+                router: router.to_owned(),
+                source,
+            },
+            ReadError::Protocol(source) => Error::Protocol {
+                router: router.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
+/// Reads until `buf` holds one whole sentence and takes it off. EOF is an
+/// `UnexpectedEof` IO error that says whether it cut a sentence.
+pub(crate) async fn read_sentence<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Sentence, ReadError> {
+    let cap = buffer_cap(limits);
+    loop {
+        if let Some(sentence) = decode_sentence(buf, limits).map_err(ReadError::Protocol)? {
+            return Ok(sentence);
+        }
+        if buf.len() >= cap {
+            return Err(ReadError::Protocol(ProtoError::MalformedWord(format!(
+                "incomplete sentence larger than {cap} bytes"
+            ))));
+        }
+        // Grow by a fixed chunk, never by a length read from the wire.
+        buf.reserve(READ_CHUNK);
+        let n = rd.read_buf(buf).await.map_err(ReadError::Io)?;
+        if n == 0 {
+            let message = if buf.is_empty() {
+                "the router closed the connection"
+            } else {
+                "the router closed the connection in the middle of a reply"
+            };
+            return Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                message,
+            )));
+        }
+    }
+}
+
+/// Where the replies of one command go.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    /// `call`: the consumer collects everything anyway, so the reader never waits for it.
+    Collect(mpsc::UnboundedSender<Reply>),
+    /// `stream`: bounded; the reader waits when the consumer falls behind (see `dispatch`).
+    Stream(mpsc::Sender<Reply>),
+}
+
+/// Why the connection ended, kept so every waiter can be given the same clear error.
+#[derive(Debug, Clone)]
+pub(crate) enum CloseReason {
+    Io {
+        kind: io::ErrorKind,
+        message: String,
+    },
+    Protocol(ProtoError),
+    Fatal(String),
+    /// Closed by us ([`crate::Client::close`]).
+    Closed,
+}
+
+impl CloseReason {
+    fn from_read_error(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(e) => CloseReason::Io {
+                kind: e.kind(),
+                message: e.to_string(),
+            },
+            ReadError::Protocol(e) => CloseReason::Protocol(e),
+        }
+    }
+
+    fn to_error(&self, router: &str) -> Error {
+        let router = router.to_owned();
+        match self {
+            CloseReason::Io { kind, message } => Error::Io {
+                router,
+                source: io::Error::new(*kind, message.clone()),
+            },
+            CloseReason::Protocol(source) => Error::Protocol {
+                router,
+                source: source.clone(),
+            },
+            CloseReason::Fatal(reason) => Error::Fatal {
+                router,
+                reason: reason.clone(),
+            },
+            CloseReason::Closed => Error::Closed { router },
+        }
+    }
+}
+
+struct State {
+    pending: HashMap<u64, Sink>,
+    closed: Option<CloseReason>,
+}
+
+/// The state the client handles, the reader and the writer share.
+pub(crate) struct Shared {
+    router: String,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn new(router: String) -> Self {
+        Self {
+            router,
+            state: Mutex::new(State {
+                pending: HashMap::new(),
+                closed: None,
+            }),
+        }
+    }
+
+    pub(crate) fn router(&self) -> &str {
+        &self.router
+    }
+
+    /// The lock is only ever held for map operations, never across an await; a panic while
+    /// holding it cannot leave the map half-updated, so a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts waiting for replies tagged `tag`; fails fast when the connection is closed.
+    pub(crate) fn register(&self, tag: u64, sink: Sink) -> Result<(), Error> {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return Err(Error::Closed {
+                router: self.router.clone(),
+            });
+        }
+        st.pending.insert(tag, sink);
+        Ok(())
+    }
+
+    /// Stops waiting for `tag`; true if it was still awaited.
+    pub(crate) fn forget(&self, tag: u64) -> bool {
+        self.lock().pending.remove(&tag).is_some()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Number of commands in flight (for tests and metrics).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Marks the connection closed (the first reason wins) and fails every waiter: dropping
+    /// their senders wakes them, and they read the reason through [`Shared::lost_error`].
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let pending = {
+            let mut st = self.lock();
+            if st.closed.is_none() {
+                match &reason {
+                    CloseReason::Closed => {
+                        tracing::debug!(router = %self.router, in_flight = st.pending.len(), "connection closed");
+                    }
+                    other => {
+                        let error = other.to_error(&self.router);
+                        tracing::warn!(router = %self.router, in_flight = st.pending.len(), %error, "connection lost");
+                    }
+                }
+                st.closed = Some(reason);
+            }
+            std::mem::take(&mut st.pending)
+        };
+        drop(pending);
+    }
+
+    /// The error for a waiter whose channel closed before its `!done`.
+    pub(crate) fn lost_error(&self) -> Error {
+        match &self.lock().closed {
+            Some(reason) => reason.to_error(&self.router),
+            None => Error::Closed {
+                router: self.router.clone(),
+            },
+        }
+    }
+
+    /// Hands one reply to whoever waits for its tag, or drops it quietly.
+    async fn dispatch(&self, reply: Reply) {
+        let kind = reply.kind().as_word();
+        let Some(tag_text) = reply.tag() else {
+            tracing::debug!(router = %self.router, kind, "dropping an untagged reply");
+            return;
+        };
+        let Ok(tag) = tag_text.parse::<u64>() else {
+            tracing::debug!(router = %self.router, kind, tag = tag_text, "dropping a reply with a tag this client never sends");
+            return;
+        };
+        let sink = {
+            let mut st = self.lock();
+            if reply.kind() == ReplyKind::Done {
+                st.pending.remove(&tag)
+            } else {
+                st.pending.get(&tag).cloned()
+            }
+        };
+        let delivered = match sink {
+            None => {
+                // Late replies after /cancel or a timeout: expected, harmless.
+                tracing::debug!(router = %self.router, tag, kind, "dropping a reply nobody waits for");
+                return;
+            }
+            Some(Sink::Collect(tx)) => tx.send(reply).is_ok(),
+            // Backpressure, chosen deliberately: when a stream's consumer is behind, the reader
+            // waits here, stops reading the socket, and TCP flow control slows the router. The
+            // cost is that every other tag on this connection waits too, so a consumer must not
+            // await another command on the same client while its stream has more than
+            // STREAM_CAPACITY undelivered rows (collect first, or use a second connection).
+            // The alternative, an unbounded buffer, would hold a 1,000,000-row table in memory.
+            Some(Sink::Stream(tx)) => tx.send(reply).await.is_ok(),
+        };
+        if !delivered {
+            // The waiter went away without forgetting its tag (it always should); make sure
+            // the rest of its replies are dropped.
+            self.forget(tag);
+        }
+    }
+}
+
+/// The reader task: decodes sentences and dispatches them until the connection ends, then
+/// fails every waiter with the reason.
+pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
+    mut rd: R,
+    mut buf: BytesMut,
+    limits: Limits,
+    shared: std::sync::Arc<Shared>,
+) {
+    let reason = loop {
+        let sentence = match read_sentence(&mut rd, &mut buf, &limits).await {
+            Ok(s) => s,
+            Err(e) => break CloseReason::from_read_error(e),
+        };
+        let reply = match Reply::parse(sentence) {
+            Ok(r) => r,
+            Err(e) => break CloseReason::Protocol(e),
+        };
+        if reply.kind() == ReplyKind::Fatal {
+            break CloseReason::Fatal(reply.message().unwrap_or_else(|| "no reason given".into()));
+        }
+        shared.dispatch(reply).await;
+    };
+    shared.close(reason);
+}
+
+/// What callers ask of the writer task.
+///
+/// The channel is unbounded on purpose: dropping a `RowStream` (or a `call` future) must queue
+/// its `/cancel` without blocking, and every other entry is a command whose caller is waiting
+/// for its reply, so the queue is bounded by the callers' own concurrency.
+pub(crate) enum WriterMsg {
+    /// One or more encoded sentences.
+    Send(Vec<u8>),
+    /// Write these bytes (`/quit`), then shut the write half down and stop.
+    Quit(Vec<u8>),
+}
+
+/// The writer task: writes queued sentences whole, flushing once per burst. A write error
+/// closes the connection for everyone.
+pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<WriterMsg>,
+    shared: std::sync::Arc<Shared>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut quit = false;
+        let mut result = Ok(());
+        while let Some(msg) = next.take() {
+            let bytes = match msg {
+                WriterMsg::Send(b) => b,
+                WriterMsg::Quit(b) => {
+                    quit = true;
+                    b
+                }
+            };
+            result = wr.write_all(&bytes).await;
+            if result.is_err() || quit {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let result = match result {
+            Ok(()) => wr.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            if !quit {
+                shared.close(CloseReason::Io {
+                    kind: e.kind(),
+                    message: format!("writing to the router failed: {e}"),
+                });
+            }
+            return;
+        }
+        if quit {
+            break;
+        }
+    }
+    // Best effort: a FIN (and a TLS close_notify) so the router sees a clean close.
+    let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_cap_is_bounded_and_fits_one_word() {
+        let d = Limits::default();
+        assert_eq!(buffer_cap(&d), MAX_BUFFERED_SENTENCE);
+        let small = Limits {
+            max_word_len: 10,
+            max_words: 2,
+        };
+        assert_eq!(buffer_cap(&small), small.max_sentence_bytes());
+        let big = Limits {
+            max_word_len: 100 * 1024 * 1024,
+            max_words: 16,
+        };
+        assert!(buffer_cap(&big) > big.max_word_len);
+    }
+
+    #[tokio::test]
+    async fn hostile_prefix_is_a_protocol_error() {
+        let mut rd: &[u8] = b"\xF0\xFF\xFF\xFF\xFF";
+        let mut buf = BytesMut::new();
+        let e = read_sentence(&mut rd, &mut buf, &Limits::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            ReadError::Protocol(ProtoError::WordTooLong { .. })
+        ));
+        assert!(buf.capacity() <= 2 * READ_CHUNK);
+    }
+
+    #[tokio::test]
+    async fn eof_mid_sentence_says_so() {
+        let mut rd: &[u8] = b"\x05!do";
+        let mut buf = BytesMut::new();
+        let e = read_sentence(&mut rd, &mut buf, &Limits::default())
+            .await
+            .unwrap_err();
+        let ReadError::Io(e) = e else { panic!("{e:?}") };
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("middle of a reply"));
+    }
+
+    /// Endless 16 MiB words with no terminator: legal word by word, but the sentence never
+    /// ends. The reader must give up at the buffer cap instead of growing without bound.
+    struct EndlessWords {
+        pos: u64,
+    }
+
+    impl AsyncRead for EndlessWords {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            const WORD: u64 = 16 * 1024 * 1024;
+            const PREFIX: [u8; 4] = [0xE1, 0x00, 0x00, 0x00];
+            while buf.remaining() > 0 {
+                let at = self.pos % (WORD + 4);
+                if at < 4 {
+                    buf.put_slice(&PREFIX[at as usize..at as usize + 1]);
+                    self.pos += 1;
+                } else {
+                    let n = ((WORD + 4 - at) as usize).min(buf.remaining());
+                    buf.put_slice(&vec![b'a'; n]);
+                    self.pos += n as u64;
+                }
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn endless_sentence_stops_at_the_buffer_cap() {
+        let mut rd = EndlessWords { pos: 0 };
+        let mut buf = BytesMut::new();
+        let e = read_sentence(&mut rd, &mut buf, &Limits::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ReadError::Protocol(ProtoError::MalformedWord(m)) if m.contains("larger than")),
+            "{e:?}"
+        );
+        assert!(buf.len() < MAX_BUFFERED_SENTENCE + 2 * READ_CHUNK);
+    }
+}

@@ -1,0 +1,229 @@
+//! Streaming prints: many rows through the bounded channel, backpressure, cancel (explicit,
+//! by drop, by gap timeout) with the router's late replies dropped quietly.
+
+use std::time::Duration;
+
+use routeros_client::{Client, Command, Error, Family};
+use routeros_proto::encode_sentence;
+use tokio::sync::oneshot;
+
+use crate::support::{config, serve};
+
+/// 100,000 rows of ~200 bytes (20 MB, far more than the socket buffers hold): the server
+/// cannot finish writing while the consumer is paused, which shows the reader does not
+/// buffer the table; then the consumer drains every row.
+#[tokio::test]
+async fn many_rows_stream_with_backpressure() {
+    const ROWS: usize = 100_000;
+    let (done_tx, mut done_rx) = oneshot::channel();
+    let server = serve(|mut c| async move {
+        c.login().await;
+        let cmd = c.expect("/ip/firewall/connection/print").await;
+        let tag = cmd.tag().unwrap().to_owned();
+        let tag_word = format!(".tag={tag}");
+        let padding = format!("=comment={}", "x".repeat(150));
+        let mut batch = Vec::new();
+        for i in 0..ROWS {
+            let id = format!("=.id=*{i:X}");
+            encode_sentence(
+                ["!re", &id, "=protocol=tcp", &padding, &tag_word],
+                &mut batch,
+            );
+            if batch.len() > 64 * 1024 {
+                c.raw(&batch).await;
+                batch.clear();
+            }
+        }
+        encode_sentence(["!done", &tag_word], &mut batch);
+        c.raw(&batch).await;
+        done_tx.send(()).unwrap();
+        c.answer_done("/system/identity/print", &[]).await;
+    })
+    .await;
+    let client = Client::connect(config(server.addr)).await.unwrap();
+    let mut rows = client
+        .connections(
+            Family::V4,
+            Command::new("/ip/firewall/connection/print").proplist(&[".id", "protocol"]),
+        )
+        .await
+        .unwrap();
+    let first = rows.next().await.unwrap().unwrap();
+    assert_eq!(first.get_str(".id"), Some("*0"));
+    // Paused consumer: the server must be stuck (the 200 ms is the thing being tested).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut done_rx)
+            .await
+            .is_err(),
+        "the server wrote 20 MB to a paused consumer: the client buffers without bound"
+    );
+    let mut n = 1;
+    while let Some(row) = rows.next().await {
+        let row = row.unwrap();
+        assert_eq!(row.get_str(".id"), Some(format!("*{n:X}").as_str()));
+        n += 1;
+    }
+    assert_eq!(n, ROWS);
+    done_rx.await.unwrap();
+    client
+        .call(Command::new("/system/identity/print"))
+        .await
+        .unwrap();
+    server.join().await;
+}
+
+/// `/cancel =tag=X`, then the router's 2-3 late sentences for X (interrupted trap, `!empty`,
+/// `!done`) and the untagged `!done` of the cancel itself: all dropped, connection fine.
+#[tokio::test]
+async fn cancel_then_late_replies_are_dropped() {
+    let server = serve(|mut c| async move {
+        c.login().await;
+        let cmd = c.expect("/ip/firewall/connection/print").await;
+        assert!(cmd.has("=follow="));
+        let tag = cmd.tag().unwrap().to_owned();
+        c.send_tagged(&tag, &["!re", "=.id=*1"]).await;
+        c.send_tagged(&tag, &["!re", "=.id=*2"]).await;
+        let cancel = c.expect("/cancel").await;
+        assert_eq!(cancel.attr("tag"), Some(tag.as_str()));
+        c.send_tagged(&tag, &["!re", "=.id=*3"]).await;
+        c.send_tagged(&tag, &["!trap", "=category=2", "=message=interrupted"])
+            .await;
+        c.send_tagged(&tag, &["!empty"]).await;
+        c.send_tagged(&tag, &["!done"]).await;
+        c.send(&["!done"]).await;
+        let next = c.expect("/system/identity/print").await;
+        let next_tag = next.tag().unwrap().to_owned();
+        c.send_tagged(&next_tag, &["!re", "=name=still-here"]).await;
+        c.send_tagged(&next_tag, &["!done"]).await;
+        c.expect("/quit").await;
+    })
+    .await;
+    let client = Client::connect(config(server.addr)).await.unwrap();
+    let mut s = client
+        .stream(Command::new("/ip/firewall/connection/print").flag("follow"))
+        .await
+        .unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap().get_str(".id"), Some("*1"));
+    s.cancel().await;
+    assert_eq!(client.in_flight(), 0);
+    let r = client
+        .call(Command::new("/system/identity/print"))
+        .await
+        .unwrap();
+    assert_eq!(r.rows[0].get_str("name"), Some("still-here"));
+    assert!(!client.is_closed());
+    client.close().await;
+    server.join().await;
+}
+
+#[tokio::test]
+async fn dropping_a_stream_cancels_it() {
+    let server = serve(|mut c| async move {
+        c.login().await;
+        let cmd = c.expect("/log/print").await;
+        let tag = cmd.tag().unwrap().to_owned();
+        c.send_tagged(&tag, &["!re", "=message=a"]).await;
+        let cancel = c.expect("/cancel").await;
+        assert_eq!(cancel.attr("tag"), Some(tag.as_str()));
+        c.send_tagged(&tag, &["!trap", "=category=2", "=message=interrupted"])
+            .await;
+        c.send_tagged(&tag, &["!done"]).await;
+        c.answer_done("/system/identity/print", &[]).await;
+    })
+    .await;
+    let client = Client::connect(config(server.addr)).await.unwrap();
+    let mut s = client
+        .stream(Command::new("/log/print").flag("follow"))
+        .await
+        .unwrap();
+    s.next().await.unwrap().unwrap();
+    drop(s);
+    assert_eq!(client.in_flight(), 0);
+    client
+        .call(Command::new("/system/identity/print"))
+        .await
+        .unwrap();
+    server.join().await;
+}
+
+#[tokio::test]
+async fn trap_in_a_stream_ends_it_with_an_error() {
+    let server = serve(|mut c| async move {
+        c.login().await;
+        let cmd = c.expect("/ipv6/firewall/connection/print").await;
+        let tag = cmd.tag().unwrap().to_owned();
+        c.send_tagged(&tag, &["!re", "=.id=*1"]).await;
+        c.send_tagged(&tag, &["!trap", "=category=4", "=message=failure"])
+            .await;
+        c.send_tagged(&tag, &["!done"]).await;
+    })
+    .await;
+    let client = Client::connect(config(server.addr)).await.unwrap();
+    let mut s = client
+        .connections(
+            Family::V6,
+            Command::new(&Family::V6.path("firewall/connection/print")),
+        )
+        .await
+        .unwrap();
+    assert!(s.next().await.unwrap().is_ok());
+    let err = s.next().await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Trap {
+                category: Some(4),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(s.next().await.is_none());
+    server.join().await;
+}
+
+#[tokio::test]
+async fn connections_checks_the_path() {
+    let server = serve(|mut c| async move {
+        c.login().await;
+    })
+    .await;
+    let client = Client::connect(config(server.addr)).await.unwrap();
+    let err = client
+        .connections(Family::V6, Command::new("/ip/firewall/connection/print"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidCommand { .. }), "{err:?}");
+    server.join().await;
+}
+
+/// The gap timeout: a row, then silence for longer than `command_timeout`.
+#[tokio::test]
+async fn stream_gap_timeout_cancels() {
+    let server = serve(|mut c| async move {
+        c.login().await;
+        let cmd = c.expect("/ip/firewall/connection/print").await;
+        let tag = cmd.tag().unwrap().to_owned();
+        c.send_tagged(&tag, &["!re", "=.id=*1"]).await;
+        let cancel = c.expect("/cancel").await;
+        assert_eq!(cancel.attr("tag"), Some(tag.as_str()));
+        c.send_tagged(&tag, &["!done"]).await;
+    })
+    .await;
+    let mut cfg = config(server.addr);
+    cfg.command_timeout = Duration::from_millis(200);
+    let client = Client::connect(cfg).await.unwrap();
+    let mut s = client
+        .stream(Command::new("/ip/firewall/connection/print"))
+        .await
+        .unwrap();
+    assert!(s.next().await.unwrap().is_ok());
+    let err = s.next().await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::Timeout { what, .. } if what.contains("/ip/firewall/connection/print")),
+        "{err:?}"
+    );
+    assert!(s.next().await.is_none());
+    assert_eq!(client.in_flight(), 0);
+    server.join().await;
+}
