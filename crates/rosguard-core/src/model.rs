@@ -630,7 +630,7 @@ fn normalize<T: AddrInt>(ranges: &mut Vec<(T, T)>) {
     let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
     for &(lo, hi) in ranges.iter() {
         match out.last_mut() {
-            Some(last) if last.1.succ().map_or(true, |next| lo <= next) => {
+            Some(last) if last.1.succ().is_none_or(|next| lo <= next) => {
                 last.1 = last.1.max(hi);
             }
             _ => out.push((lo, hi)),
