@@ -1,0 +1,194 @@
+//! `rosguard sim`: the command-line face of the simulator (clap arguments and a run function
+//! the binary crate mounts).
+//!
+//! It turns flags into a [`SimConfig`], starts the simulator, prints one line saying where it
+//! listens (and the TLS fingerprint), and serves until the shutdown future completes. It
+//! deliberately installs no signal handler and no logger: the binary owns those.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::config::{AddressFormat, QueryCompare, SimClock, SimConfig, SimTls};
+use crate::generate::GenerateSpec;
+use crate::scenario::Scenario;
+use crate::server::Sim;
+
+/// Address format names for `--address-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AddressFormatArg {
+    /// `src-address=192.168.2.248:32815` (older RouterOS)
+    Combined,
+    /// `src-address=172.31.255.29 src-port=56454` (newer RouterOS)
+    Separate,
+}
+
+/// Run a simulated MikroTik RouterOS API server (for tests, benchmarks and experiments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address and port to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8728", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+
+    /// Scenario file (TOML) with traffic to play over time and allowlist seeds; see
+    /// crates/routeros-sim/SCENARIO.md.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+
+    /// Add a synthetic connection table of N rows (derived from --seed; millions are fine).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+
+    /// Share of anomalous rows in the synthetic table (orig > 3, repl <= 2), 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.01, value_name = "F")]
+    pub anomaly_share: f64,
+
+    /// Share of IPv6 rows in the synthetic table, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.05, value_name = "F")]
+    pub ipv6_share: f64,
+
+    /// Seed of the synthetic table: the same seed gives the same rows.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// How connection rows show ports: `combined` (ip:port in src-address, older RouterOS)
+    /// or `separate` (src-port/dst-port fields, newer RouterOS).
+    #[arg(long, value_enum, default_value = "separate")]
+    pub address_format: AddressFormatArg,
+
+    /// Compare query values as strings (`?>orig-packets=3` then matches "4" but not "10"),
+    /// emulating a router whose query engine does not type the counters.
+    #[arg(long)]
+    pub string_compare: bool,
+
+    /// Emulate RouterOS 7.17 and older: no `!empty` reply for empty prints.
+    #[arg(long)]
+    pub no_empty: bool,
+
+    /// Emulate a pre-6.43 router: login by MD5 challenge/response only.
+    #[arg(long)]
+    pub legacy_login: bool,
+
+    /// A user as NAME:PASSWORD (repeatable; replaces the default `admin` with an empty
+    /// password).
+    #[arg(long = "user", value_name = "NAME:PASSWORD", value_parser = parse_user)]
+    pub users: Vec<(String, String)>,
+
+    /// Serve API-SSL with a freshly generated self-signed certificate; its SHA-256
+    /// fingerprint is printed at start (pin it in rosguard's `fingerprint`).
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Serve API-SSL with this certificate chain (PEM) instead of a generated one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse sessions beyond this many at once (`!fatal too many sessions`).
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+}
+
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, password)) if !name.is_empty() => Ok((name.to_owned(), password.to_owned())),
+        _ => Err(format!(
+            "{s:?} is not NAME:PASSWORD (an empty password is `admin:`)"
+        )),
+    }
+}
+
+impl SimArgs {
+    /// The simulator configuration these flags describe (real clock).
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        let mut cfg = SimConfig {
+            clock: SimClock::Real,
+            address_format: match self.address_format {
+                AddressFormatArg::Combined => AddressFormat::Combined,
+                AddressFormatArg::Separate => AddressFormat::Separate,
+            },
+            query_compare: if self.string_compare {
+                QueryCompare::String
+            } else {
+                QueryCompare::Numeric
+            },
+            empty_replies: !self.no_empty,
+            legacy_login: self.legacy_login,
+            max_sessions: self.max_sessions,
+            ..SimConfig::default()
+        };
+        if !self.users.is_empty() {
+            cfg.users = self.users.clone();
+        }
+        cfg.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(SimTls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ if self.tls => Some(SimTls::GeneratedSelfSigned),
+            _ => None,
+        };
+        if let Some(path) = &self.scenario {
+            cfg.scenario = Some(Scenario::from_file(path)?);
+        }
+        if let Some(n) = self.connections {
+            let spec = GenerateSpec {
+                connections: n,
+                anomaly_share: self.anomaly_share,
+                seed: self.seed,
+                ipv6_share: self.ipv6_share,
+            };
+            spec.validate()
+                .map_err(|m| anyhow::anyhow!("--connections/--anomaly-share/--ipv6-share: {m}"))?;
+            cfg.generate = Some(spec);
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs the simulator until `shutdown` completes.
+pub async fn run_cli(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let cfg = args.to_config()?;
+    let users: Vec<String> = cfg
+        .users
+        .iter()
+        .map(|(u, p)| {
+            if p.is_empty() {
+                format!("{u} (empty password)")
+            } else {
+                u.clone()
+            }
+        })
+        .collect();
+    let handle = Sim::start(cfg, args.listen)
+        .await
+        .with_context(|| format!("cannot start the simulator on {}", args.listen))?;
+    let mut line = format!(
+        "routeros-sim: RouterOS API{} on {}; users: {}",
+        if args.tls || args.tls_cert.is_some() {
+            "-SSL"
+        } else {
+            ""
+        },
+        handle.local_addr(),
+        users.join(", ")
+    );
+    if let Some(n) = args.connections {
+        line.push_str(&format!("; {n} generated connections"));
+    }
+    if let Some(s) = &args.scenario {
+        line.push_str(&format!("; scenario {}", s.display()));
+    }
+    if let Some(fp) = handle.tls_fingerprint() {
+        line.push_str(&format!("; certificate SHA-256 fingerprint {fp}"));
+    }
+    println!("{line}");
+    shutdown.await;
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The simulator's configuration: users, wire-format variants, TLS, traffic, faults, clock.
+//!
+//! Plain data with defaults that match a fresh RouterOS 7.24 CHR with the default
+//! configuration (user `admin` with an empty password, LAN 192.168.88.1/24 on `bridge`).
+//! It deliberately holds no behaviour: the server reads it once at start, except [`Faults`],
+//! which a running simulator can swap with `SimHandle::set_faults`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use routeros_proto::Limits;
+
+use crate::generate::GenerateSpec;
+use crate::scenario::Scenario;
+
+/// How connection rows show ports; both occur in the field (`routeros-api.md` section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressFormat {
+    /// Older routers: `src-address=192.168.2.248:32815` (no port for icmp); IPv6 as `[addr]:port`.
+    Combined,
+    /// Newer routers: `src-address=172.31.255.29 src-port=56454`, plus `reply-src-port` etc.
+    #[default]
+    Separate,
+}
+
+/// How `?<name=x` / `?>name=x` compare values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryCompare {
+    /// Numbers compare as numbers (`10 > 3`), durations as durations, addresses as addresses.
+    #[default]
+    Numeric,
+    /// Every value compares as a byte string (`"10" < "3"`): emulates a router whose query
+    /// engine does not type the connection counters (unconfirmed on real hardware).
+    String,
+}
+
+/// The address family of a table or list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `/ip/...`
+    V4,
+    /// `/ipv6/...`
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// API-SSL: serve TLS instead of plain TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimTls {
+    /// A fresh self-signed certificate for `localhost`, `127.0.0.1` and `::1`; its DER and
+    /// fingerprint are available from `SimHandle::tls_cert_der`.
+    GeneratedSelfSigned,
+    /// PEM files: a certificate chain and its private key.
+    Files {
+        /// The certificate chain (PEM).
+        cert: PathBuf,
+        /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+}
+
+/// The simulator's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimClock {
+    /// Time runs with the machine's monotonic clock (plus whatever `advance` added).
+    #[default]
+    Real,
+    /// Time stands still and only moves by `SimHandle::advance`: deterministic tests.
+    /// Wall-clock stamps (`creation-time`) start at 2025-01-01 00:00:00.
+    Manual,
+}
+
+/// Failures to inject. Sentence counts are per session and count every sentence the simulator
+/// sent on that session (login replies included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Faults {
+    /// Wait this long (real time) before answering each command.
+    pub reply_delay: Option<Duration>,
+    /// After this many sentences, close the socket instead of sending the next one.
+    pub close_after_sentences: Option<u64>,
+    /// After this many sentences, send `!fatal` (reason `simulated failure`) and close.
+    pub fatal_after_sentences: Option<u64>,
+    /// After this many sentences, send bytes that are no valid sentence (a reserved control
+    /// byte), then stay silent until the client closes.
+    pub garbage_after_sentences: Option<u64>,
+    /// After this many sentences, send a length prefix announcing a 4 GiB word, then stay
+    /// silent until the client closes.
+    pub oversized_prefix_after_sentences: Option<u64>,
+    /// Answer every `/login` with `!trap =message=invalid user name or password (6)`.
+    pub refuse_logins: bool,
+}
+
+/// One address of the router itself (`/ip/address`, `/ipv6/address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterAddress {
+    /// The address.
+    pub address: IpAddr,
+    /// The prefix length (`/24`).
+    pub prefix: u8,
+    /// The interface it sits on (`bridge`, `ether1`).
+    pub interface: String,
+    /// Shown as `dynamic=true` (e.g. a DHCP-client address).
+    pub dynamic: bool,
+}
+
+impl RouterAddress {
+    /// An address on an interface.
+    pub fn new(address: IpAddr, prefix: u8, interface: &str) -> Self {
+        Self {
+            address,
+            prefix,
+            interface: interface.to_owned(),
+            dynamic: false,
+        }
+    }
+
+    /// The defaults: LAN `192.168.88.1/24` on `bridge`, WAN `198.51.100.2/24` on `ether1`,
+    /// and `fd00:88::1/64` on `bridge`.
+    pub fn defaults() -> Vec<RouterAddress> {
+        vec![
+            RouterAddress::new(IpAddr::from([192, 168, 88, 1]), 24, "bridge"),
+            RouterAddress::new(IpAddr::from([198, 51, 100, 2]), 24, "ether1"),
+            RouterAddress::new(
+                IpAddr::from([0xfd00, 0x88, 0, 0, 0, 0, 0, 1u16]),
+                64,
+                "bridge",
+            ),
+        ]
+    }
+}
+
+/// Everything the simulator needs to start.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Users as (name, password); default `[("admin", "")]`.
+    pub users: Vec<(String, String)>,
+    /// How connection rows show ports.
+    pub address_format: AddressFormat,
+    /// How queries compare values.
+    pub query_compare: QueryCompare,
+    /// `true`: an empty print answers `!empty` then `!done` (RouterOS 7.18+);
+    /// `false`: only `!done` (7.17 and older).
+    pub empty_replies: bool,
+    /// Pre-6.43 login: every `/login` without `=response=` gets `!done =ret=<challenge>`, and
+    /// only the MD5 response logs in.
+    pub legacy_login: bool,
+    /// Serve API-SSL instead of plain API.
+    pub tls: Option<SimTls>,
+    /// Traffic played over time, plus allowlist seeds.
+    pub scenario: Option<Scenario>,
+    /// A large synthetic table (overrides a scenario's own `[generate]`).
+    pub generate: Option<GenerateSpec>,
+    /// Failures to inject.
+    pub faults: Faults,
+    /// At most this many logged-in-or-not sessions at once; the next one gets
+    /// `!fatal too many sessions` and is closed.
+    pub max_sessions: Option<usize>,
+    /// The router's own addresses.
+    pub router_addresses: Vec<RouterAddress>,
+    /// Real or manual time.
+    pub clock: SimClock,
+    /// Per-session caps on what a client may send (word length, words per sentence).
+    pub limits: Limits,
+    /// `/system/resource` `version`.
+    pub version: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            users: vec![("admin".into(), String::new())],
+            address_format: AddressFormat::default(),
+            query_compare: QueryCompare::default(),
+            empty_replies: true,
+            legacy_login: false,
+            tls: None,
+            scenario: None,
+            generate: None,
+            faults: Faults::default(),
+            max_sessions: None,
+            router_addresses: RouterAddress::defaults(),
+            clock: SimClock::default(),
+            limits: Limits {
+                max_word_len: 1024 * 1024,
+                max_words: 1024,
+            },
+            version: "7.24 (stable)".into(),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The router's state behind one lock: connection table, address-lists, filter rules, its own
+//! addresses, and the read-only menus (`/ip/address`, `/system/resource`, `/ip/route`,
+//! `/ip/dns`, `/system/identity`).
+//!
+//! Every method is synchronous and short; callers hold the lock only for a call (prints of big
+//! tables go chunk by chunk). It deliberately knows nothing about sessions or the wire.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::address_list::AddressLists;
+use crate::config::{Family, RouterAddress};
+use crate::connection::{format_id, write_timeout};
+use crate::conntable::ConnTable;
+use crate::filter::FilterTable;
+use crate::generate::GenerateSpec;
+use crate::scenario::{Flow, ListSeed};
+
+/// Everything a client can read or change.
+#[derive(Debug)]
+pub(crate) struct Router {
+    pub(crate) conns: ConnTable,
+    lists_v4: AddressLists,
+    lists_v6: AddressLists,
+    filter_v4: FilterTable,
+    filter_v6: FilterTable,
+    pub(crate) addresses: Vec<RouterAddress>,
+    version: String,
+}
+
+/// The router's WAN address: the first public IPv4 address, else the first IPv4 one.
+fn wan_address(addresses: &[RouterAddress]) -> Option<IpAddr> {
+    let v4 = || addresses.iter().filter(|a| a.address.is_ipv4());
+    v4().find(|a| match a.address {
+        IpAddr::V4(ip) => !ip.is_private() && !ip.is_loopback() && !ip.is_link_local(),
+        IpAddr::V6(_) => false,
+    })
+    .or_else(|| v4().next())
+    .map(|a| a.address)
+}
+
+impl Router {
+    pub(crate) fn new(
+        addresses: Vec<RouterAddress>,
+        flows: Vec<Flow>,
+        generate: Option<GenerateSpec>,
+        seeds: &[ListSeed],
+        version: String,
+    ) -> Result<Self, String> {
+        let wan = wan_address(&addresses);
+        let mut r = Router {
+            conns: ConnTable::new(flows, generate, wan),
+            lists_v4: AddressLists::new(Family::V4),
+            lists_v6: AddressLists::new(Family::V6),
+            filter_v4: FilterTable::new(Family::V4),
+            filter_v6: FilterTable::new(Family::V6),
+            addresses,
+            version,
+        };
+        for s in seeds {
+            let family = if s.address.contains(':') {
+                Family::V6
+            } else {
+                Family::V4
+            };
+            r.lists(family)
+                .add(
+                    &s.list,
+                    &s.address,
+                    s.timeout,
+                    s.comment.clone(),
+                    false,
+                    Duration::ZERO,
+                )
+                .map_err(|e| format!("allowlist entry {:?}: {e:?}", s.address))?;
+        }
+        Ok(r)
+    }
+
+    pub(crate) fn lists(&mut self, family: Family) -> &mut AddressLists {
+        match family {
+            Family::V4 => &mut self.lists_v4,
+            Family::V6 => &mut self.lists_v6,
+        }
+    }
+
+    pub(crate) fn filters(&mut self, family: Family) -> &mut FilterTable {
+        match family {
+            Family::V4 => &mut self.filter_v4,
+            Family::V6 => &mut self.filter_v6,
+        }
+    }
+
+    pub(crate) fn filters_ref(&self, family: Family) -> &FilterTable {
+        match family {
+            Family::V4 => &self.filter_v4,
+            Family::V6 => &self.filter_v6,
+        }
+    }
+
+    /// A reboot: connections flushed, dynamic list entries gone, configuration kept.
+    pub(crate) fn reboot(&mut self, now: Duration) {
+        self.conns.reboot(now);
+        self.lists_v4.reboot();
+        self.lists_v6.reboot();
+    }
+
+    /// `/ip/address` or `/ipv6/address` rows.
+    pub(crate) fn address_rows(&self, family: Family) -> Vec<Vec<(String, String)>> {
+        self.addresses
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| Family::of(a.address) == family)
+            .map(|(i, a)| {
+                let mut row = vec![
+                    (".id".to_owned(), format_id(i as u64 + 1)),
+                    ("address".to_owned(), format!("{}/{}", a.address, a.prefix)),
+                ];
+                match a.address {
+                    IpAddr::V4(ip) => {
+                        let net = ipnet::Ipv4Net::new(ip, a.prefix.min(32))
+                            .map(|n| n.network().to_string())
+                            .unwrap_or_else(|_| ip.to_string());
+                        row.push(("network".into(), net));
+                    }
+                    IpAddr::V6(_) => {
+                        row.push(("from-pool".into(), String::new()));
+                        row.push(("advertise".into(), "true".into()));
+                        row.push(("eui-64".into(), "false".into()));
+                        row.push(("no-dad".into(), "false".into()));
+                        row.push(("link-local".into(), "false".into()));
+                    }
+                }
+                row.push(("interface".into(), a.interface.clone()));
+                row.push(("actual-interface".into(), a.interface.clone()));
+                row.push(("invalid".into(), "false".into()));
+                row.push(("dynamic".into(), a.dynamic.to_string()));
+                row.push(("disabled".into(), "false".into()));
+                row
+            })
+            .collect()
+    }
+
+    /// `/system/resource` (one row, no `.id`).
+    pub(crate) fn resource_rows(&self, now: Duration, commands: u64) -> Vec<Vec<(String, String)>> {
+        let mut uptime = String::new();
+        write_timeout(&mut uptime, now.saturating_sub(self.conns.boot_at()));
+        let pairs: Vec<(&str, String)> = vec![
+            ("uptime", uptime),
+            ("version", self.version.clone()),
+            ("build-time", "2025-06-30 10:00:00".into()),
+            ("factory-software", "7.1".into()),
+            ("free-memory", "812646400".into()),
+            ("total-memory", "1073741824".into()),
+            ("cpu", "QEMU".into()),
+            ("cpu-count", "2".into()),
+            ("cpu-frequency", "2400".into()),
+            ("cpu-load", (2 + commands % 7).to_string()),
+            ("free-hdd-space", "93249536".into()),
+            ("total-hdd-space", "134217728".into()),
+            ("write-sect-since-reboot", "1530".into()),
+            ("write-sect-total", "1530".into()),
+            ("architecture-name", "x86_64".into()),
+            ("board-name", "CHR".into()),
+            ("platform", "MikroTik".into()),
+        ];
+        vec![pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()]
+    }
+
+    /// `/ip/route` rows: the connected networks plus a default route via the WAN gateway.
+    pub(crate) fn route_rows(&self) -> Vec<Vec<(String, String)>> {
+        let mut rows = Vec::new();
+        let mut id = 1u64;
+        if let Some(IpAddr::V4(wan)) = wan_address(&self.addresses) {
+            let gw = std::net::Ipv4Addr::from(u32::from(wan) & 0xFFFF_FF00 | 1);
+            rows.push(vec![
+                (".id".into(), format_id(id)),
+                ("dst-address".into(), "0.0.0.0/0".into()),
+                ("gateway".into(), gw.to_string()),
+                ("distance".into(), "1".into()),
+                ("active".into(), "true".into()),
+                ("static".into(), "true".into()),
+                ("dynamic".into(), "false".into()),
+                ("disabled".into(), "false".into()),
+            ]);
+            id += 1;
+        }
+        for a in &self.addresses {
+            if let IpAddr::V4(ip) = a.address {
+                let Ok(net) = ipnet::Ipv4Net::new(ip, a.prefix.min(32)) else {
+                    continue;
+                };
+                rows.push(vec![
+                    (".id".into(), format_id(id)),
+                    ("dst-address".into(), net.trunc().to_string()),
+                    ("gateway".into(), a.interface.clone()),
+                    ("distance".into(), "0".into()),
+                    ("active".into(), "true".into()),
+                    ("connect".into(), "true".into()),
+                    ("dynamic".into(), "true".into()),
+                    ("disabled".into(), "false".into()),
+                ]);
+                id += 1;
+            }
+        }
+        rows
+    }
+
+    /// `/ip/dns` (one row, no `.id`).
+    pub(crate) fn dns_rows(&self) -> Vec<Vec<(String, String)>> {
+        vec![vec![
+            ("servers".into(), "1.1.1.1,9.9.9.9".into()),
+            ("dynamic-servers".into(), String::new()),
+            ("allow-remote-requests".into(), "true".into()),
+            ("max-udp-packet-size".into(), "4096".into()),
+            ("cache-size".into(), "2048KiB".into()),
+            ("cache-max-ttl".into(), "1w".into()),
+            ("cache-used".into(), "37KiB".into()),
+        ]]
+    }
+
+    /// `/system/identity` (one row, no `.id`).
+    pub(crate) fn identity_rows(&self) -> Vec<Vec<(String, String)>> {
+        vec![vec![("name".into(), "MikroTik".into())]]
+    }
+}

@@ -1,0 +1,466 @@
+//! Starting, observing and stopping a simulator: [`Sim::start`] binds the listener and spawns
+//! the accept loop; [`SimHandle`] is the test's remote control (clock, traffic, lists, faults,
+//! sessions, stats) and [`SimHandle::shutdown`] joins every task.
+//!
+//! Sessions run in a `JoinSet` owned by the accept loop; each gets a cancellation token that
+//! is a child of the current "session generation" (replaced by `drop_sessions`), itself a
+//! child of the root token (cancelled by `shutdown`, or when the last handle is dropped). It
+//! deliberately holds no router logic: see `router` and `dispatch`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use routeros_proto::Limits;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::address_list::EntryView;
+use crate::clock::Clock;
+use crate::config::{AddressFormat, Family, Faults, QueryCompare, SimConfig};
+use crate::connection::{format_id, parse_id, SimConnection};
+use crate::error::SimError;
+use crate::query::Props;
+use crate::router::Router;
+use crate::session;
+use crate::tls;
+
+/// What the server reads from the configuration once.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) users: Vec<(String, String)>,
+    pub(crate) address_format: AddressFormat,
+    pub(crate) query_compare: QueryCompare,
+    pub(crate) empty_replies: bool,
+    pub(crate) legacy_login: bool,
+    pub(crate) limits: Limits,
+    pub(crate) max_sessions: Option<usize>,
+}
+
+/// Counters, updated lock-free.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) logins: AtomicU64,
+    pub(crate) failed_logins: AtomicU64,
+    pub(crate) commands: AtomicU64,
+    pub(crate) sentences_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) sessions_accepted: AtomicU64,
+    pub(crate) sessions_refused: AtomicU64,
+    pub(crate) sessions_active: AtomicU64,
+}
+
+/// A snapshot of the simulator's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SimStats {
+    /// Successful logins.
+    pub logins: u64,
+    /// Refused logins (bad credentials or `refuse_logins`).
+    pub failed_logins: u64,
+    /// Commands received (logins included).
+    pub commands: u64,
+    /// Sentences sent.
+    pub sentences_sent: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// TCP connections accepted.
+    pub sessions_accepted: u64,
+    /// Sessions refused by `max_sessions`.
+    pub sessions_refused: u64,
+    /// Sessions open now.
+    pub sessions_active: u64,
+}
+
+/// State shared by the accept loop, the sessions and the handle.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) clock: Clock,
+    router: Mutex<Router>,
+    faults: Mutex<Faults>,
+    pub(crate) stats: Counters,
+    root: CancellationToken,
+    generation: Mutex<CancellationToken>,
+}
+
+impl Shared {
+    pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
+        self.router.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn faults(&self) -> Faults {
+        *self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn session_token(&self) -> CancellationToken {
+        self.generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .child_token()
+    }
+
+    fn drop_sessions(&self) {
+        let mut g = self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        g.cancel();
+        *g = self.root.child_token();
+    }
+}
+
+/// An address-list entry as seen from a test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimListEntry {
+    /// `.id`, e.g. `*3`.
+    pub id: String,
+    /// The list.
+    pub list: String,
+    /// The (normalised) address.
+    pub address: String,
+    /// Time left before it expires, for dynamic entries.
+    pub timeout_remaining: Option<Duration>,
+    /// True when it has a timeout.
+    pub dynamic: bool,
+    /// The comment.
+    pub comment: Option<String>,
+    /// Disabled.
+    pub disabled: bool,
+    /// `creation-time` as printed.
+    pub creation_time: String,
+}
+
+/// The simulator.
+pub struct Sim;
+
+struct CertInfo {
+    der: Vec<u8>,
+    pem: String,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    cert: Option<CertInfo>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop serving rather than leak tasks.
+        self.shared.root.cancel();
+    }
+}
+
+/// A running simulator. Cheap to clone; every clone controls the same simulator.
+#[derive(Clone)]
+pub struct SimHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("local_addr", &self.inner.local_addr)
+            .field("tls", &self.inner.cert.is_some())
+            .finish()
+    }
+}
+
+impl Sim {
+    /// Binds `listen` (use port 0 for a free port) and starts serving.
+    pub async fn start(cfg: SimConfig, listen: SocketAddr) -> std::io::Result<SimHandle> {
+        Ok(Self::try_start(cfg, listen).await?)
+    }
+
+    async fn try_start(cfg: SimConfig, listen: SocketAddr) -> Result<SimHandle, SimError> {
+        if cfg.users.is_empty() {
+            return Err(SimError::Config("no users: nobody could log in".into()));
+        }
+        let (flows, seeds, scenario_gen) = match cfg.scenario {
+            Some(s) => (s.flows, s.allowlist, s.generate),
+            None => (Vec::new(), Vec::new(), None),
+        };
+        let generate = cfg.generate.or(scenario_gen);
+        if let Some(g) = &generate {
+            g.validate().map_err(SimError::Config)?;
+        }
+        let tls = cfg.tls.as_ref().map(tls::load).transpose()?;
+        let router = Router::new(cfg.router_addresses, flows, generate, &seeds, cfg.version)
+            .map_err(SimError::Config)?;
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+        let root = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            settings: Settings {
+                users: cfg.users,
+                address_format: cfg.address_format,
+                query_compare: cfg.query_compare,
+                empty_replies: cfg.empty_replies,
+                legacy_login: cfg.legacy_login,
+                limits: cfg.limits,
+                max_sessions: cfg.max_sessions,
+            },
+            clock: Clock::new(cfg.clock),
+            router: Mutex::new(router),
+            faults: Mutex::new(cfg.faults),
+            stats: Counters::default(),
+            generation: Mutex::new(root.child_token()),
+            root,
+        });
+        let (acceptor, cert) = match tls {
+            Some(m) => (
+                Some(m.acceptor),
+                Some(CertInfo {
+                    der: m.cert_der,
+                    pem: m.cert_pem,
+                }),
+            ),
+            None => (None, None),
+        };
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), acceptor));
+        tracing::info!(%local_addr, tls = cert.is_some(), "routeros-sim listening");
+        Ok(SimHandle {
+            inner: Arc::new(Inner {
+                shared,
+                local_addr,
+                cert,
+                accept: Mutex::new(Some(accept)),
+            }),
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shared.root.cancelled() => break,
+            Some(res) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(e) = res {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "a session task panicked");
+                    }
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let token = shared.session_token();
+                    sessions.spawn(session::serve(sock, peer, tls.clone(), shared.clone(), token));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = shared.root.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    while let Some(res) = sessions.join_next().await {
+        if let Err(e) = res {
+            if e.is_panic() {
+                tracing::error!(error = %e, "a session task panicked");
+            }
+        }
+    }
+}
+
+impl SimHandle {
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// The address the simulator listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The TLS certificate (DER), when serving TLS.
+    pub fn tls_cert_der(&self) -> Option<Vec<u8>> {
+        self.inner.cert.as_ref().map(|c| c.der.clone())
+    }
+
+    /// The TLS certificate (PEM), when serving TLS: write it to a file to use as a CA file.
+    pub fn tls_cert_pem(&self) -> Option<String> {
+        self.inner.cert.as_ref().map(|c| c.pem.clone())
+    }
+
+    /// The TLS certificate's SHA-256 fingerprint as `AB:CD:...`, when serving TLS.
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.inner.cert.as_ref().map(|c| tls::fingerprint(&c.der))
+    }
+
+    /// Simulates a reboot: timed (dynamic) address-list entries vanish, the connection table
+    /// resets, uptime restarts, and every session is dropped.
+    pub fn reboot(&self) {
+        let now = self.shared().clock.now();
+        self.shared().router().reboot(now);
+        self.drop_sessions();
+    }
+
+    /// Closes every client connection now (the server keeps accepting).
+    pub fn drop_sessions(&self) {
+        self.shared().drop_sessions();
+    }
+
+    /// Moves the simulator's clock forward (with `SimClock::Real`, adds to real time).
+    pub fn advance(&self, d: Duration) {
+        self.shared().clock.advance(d);
+    }
+
+    /// Sim time since start.
+    pub fn now(&self) -> Duration {
+        self.shared().clock.now()
+    }
+
+    /// Adds a connection to the table of its family; returns its `.id`.
+    pub fn add_connection(&self, c: SimConnection) -> String {
+        let now = self.shared().clock.now();
+        format_id(self.shared().router().conns.add(c, now))
+    }
+
+    /// Removes a connection (no effect when the id does not exist).
+    pub fn remove_connection(&self, id: &str) {
+        if let Some(id) = parse_id(id) {
+            let now = self.shared().clock.now();
+            self.shared().router().conns.remove(id, now);
+        }
+    }
+
+    /// Sets a connection's packet counters (they keep growing at the connection's rates).
+    pub fn set_connection_counters(&self, id: &str, orig_packets: u64, repl_packets: u64) {
+        if let Some(id) = parse_id(id) {
+            let now = self.shared().clock.now();
+            self.shared()
+                .router()
+                .conns
+                .set_counters(id, orig_packets, repl_packets, now);
+        }
+    }
+
+    /// The live entries of one address-list.
+    pub fn address_list(&self, family: Family, list: &str) -> Vec<SimListEntry> {
+        let shared = self.shared();
+        let now = shared.clock.now();
+        let mut r = shared.router();
+        let lists = r.lists(family);
+        lists.purge(now);
+        lists
+            .entries()
+            .filter(|e| e.list == list)
+            .map(|e| {
+                let mut created = String::new();
+                EntryView {
+                    entry: e,
+                    now,
+                    clock: &shared.clock,
+                }
+                .value("creation-time", &mut created);
+                SimListEntry {
+                    id: format_id(e.id),
+                    list: e.list.clone(),
+                    address: e.address.clone(),
+                    timeout_remaining: e.expires_at.map(|at| at.saturating_sub(now)),
+                    dynamic: e.expires_at.is_some(),
+                    comment: e.comment.clone(),
+                    disabled: e.disabled,
+                    creation_time: created,
+                }
+            })
+            .collect()
+    }
+
+    /// Adds an address-list entry (e.g. to seed the allowlist). Returns its `.id`, or `None`
+    /// (and logs why) when the router would refuse it.
+    pub fn add_list_entry(
+        &self,
+        family: Family,
+        list: &str,
+        address: &str,
+        timeout: Option<Duration>,
+        comment: Option<&str>,
+    ) -> Option<String> {
+        let now = self.shared().clock.now();
+        let r = self.shared().router().lists(family).add(
+            list,
+            address,
+            timeout,
+            comment.map(str::to_owned),
+            false,
+            now,
+        );
+        match r {
+            Ok(id) => Some(format_id(id)),
+            Err(e) => {
+                tracing::warn!(list, address, error = ?e, "add_list_entry refused");
+                None
+            }
+        }
+    }
+
+    /// The IPv4 filter rules as printed (`.id` first).
+    pub fn filter_rules(&self) -> Vec<Vec<(String, String)>> {
+        self.filter_rules_of(Family::V4)
+    }
+
+    /// The filter rules of one family as printed.
+    pub fn filter_rules_of(&self, family: Family) -> Vec<Vec<(String, String)>> {
+        self.shared().router().filters_ref(family).rows()
+    }
+
+    /// Replaces the injected faults (takes effect at the next sentence).
+    pub fn set_faults(&self, faults: Faults) {
+        *self
+            .shared()
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> SimStats {
+        let c = &self.shared().stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SimStats {
+            logins: l(&c.logins),
+            failed_logins: l(&c.failed_logins),
+            commands: l(&c.commands),
+            sentences_sent: l(&c.sentences_sent),
+            bytes_sent: l(&c.bytes_sent),
+            bytes_received: l(&c.bytes_received),
+            sessions_accepted: l(&c.sessions_accepted),
+            sessions_refused: l(&c.sessions_refused),
+            sessions_active: l(&c.sessions_active),
+        }
+    }
+
+    /// Stops accepting, closes every session and waits for every task to finish.
+    pub async fn shutdown(self) {
+        self.shared().root.cancel();
+        let task = self
+            .inner
+            .accept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = task {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "accept loop failed");
+            }
+        }
+    }
+}
