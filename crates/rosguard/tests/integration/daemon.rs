@@ -1,0 +1,328 @@
+//! The daemon loop and the "beyond the script" behaviour: reconnects, restoring blocks after
+//! a router reboot, escalation, caps and the panic brake under a flood, several routers with
+//! one down, shared blocks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rosguard::config::{Config, DaemonSettings};
+use rosguard::cycle::{CycleEnv, CycleReport};
+use rosguard::daemon::{self, DaemonEvent};
+use routeros_sim::{Family, SimConnection};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+/// A running daemon and its event stream.
+struct Running {
+    events: mpsc::UnboundedReceiver<DaemonEvent>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _config: watch::Sender<Arc<Config>>,
+}
+
+impl Running {
+    fn start(config: Config, env: CycleEnv) -> Self {
+        let (tx, rx) = watch::channel(Arc::new(config));
+        let (etx, events) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(daemon::run(rx, shutdown.clone(), Some(etx), env));
+        Self {
+            events,
+            shutdown,
+            task,
+            _config: tx,
+        }
+    }
+
+    /// The next event matching `f`, within a generous deadline (events, not sleeps, pace this).
+    async fn wait_for<T>(&mut self, what: &str, mut f: impl FnMut(&DaemonEvent) -> Option<T>) -> T {
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => panic!("timed out waiting for {what}"),
+                ev = self.events.recv() => {
+                    let ev = ev.unwrap_or_else(|| panic!("daemon ended while waiting for {what}"));
+                    if let Some(t) = f(&ev) {
+                        return t;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn cycle_of(&mut self, router: &str) -> CycleReport {
+        self.wait_for(&format!("a cycle of {router}"), |e| match e {
+            DaemonEvent::Cycle(r) if r.router == router => Some(r.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("daemon stops")
+            .unwrap();
+    }
+}
+
+fn fast() -> DaemonSettings {
+    DaemonSettings {
+        loop_delay: Duration::from_millis(100),
+        ..DaemonSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn reconnects_after_the_router_drops_the_connection() {
+    let sim = sim().await;
+    let mut d = Running::start(
+        Config {
+            daemon: fast(),
+            routers: vec![router_for(&sim, "core")],
+        },
+        memory_env(),
+    );
+    d.wait_for("connected", |e| {
+        matches!(e, DaemonEvent::Connected { .. }).then_some(())
+    })
+    .await;
+    d.cycle_of("core").await;
+    sim.drop_sessions();
+    d.wait_for("disconnected", |e| {
+        matches!(e, DaemonEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    d.wait_for("connected again", |e| {
+        matches!(e, DaemonEvent::Connected { .. }).then_some(())
+    })
+    .await;
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    d.wait_for("a block after reconnecting", |e| match e {
+        DaemonEvent::Cycle(r) if r.effective_blocks().count() == 1 => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(list_addresses(&sim, "tls_block"), ["203.0.113.45"]);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn blocks_are_restored_with_their_remaining_time_after_a_router_reboot() {
+    let sim = sim().await;
+    let mut d = Running::start(
+        Config {
+            daemon: fast(),
+            routers: vec![router_for(&sim, "core")],
+        },
+        memory_env(),
+    );
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    d.wait_for("the block", |e| match e {
+        DaemonEvent::Cycle(r) if r.effective_blocks().count() == 1 => Some(()),
+        _ => None,
+    })
+    .await;
+    // The router reboots: timed entries and the connection table vanish.
+    sim.reboot();
+    assert!(list_addresses(&sim, "tls_block").is_empty());
+    let restored = d
+        .wait_for("the restore", |e| match e {
+            DaemonEvent::Cycle(r) => r.blocks.iter().find(|b| b.outcome == "restored").cloned(),
+            _ => None,
+        })
+        .await;
+    assert_eq!(restored.address.to_string(), "203.0.113.45");
+    let entry = &sim.address_list(Family::V4, "tls_block")[0];
+    let left = entry.timeout_remaining.unwrap();
+    assert!(
+        left <= Duration::from_secs(86_400) && left >= Duration::from_secs(86_000),
+        "{left:?}"
+    );
+    assert!(entry.comment.as_deref().unwrap().starts_with("rosguard:"));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn repeat_offenders_get_longer_timeouts() {
+    let sim = sim().await;
+    let mut router = router_for(&sim, "core");
+    router.blocking.escalation_factor = 2.0;
+    router.blocking.block_timeout = Duration::from_secs(3600);
+    let mut rig = Rig::new(router).await;
+    sim.add_connection(frozen_tls("192.168.88.50:1000", "203.0.113.45:443"));
+    let first = rig.cycle().await;
+    assert_eq!(
+        (first.blocks[0].level, first.blocks[0].timeout.as_str()),
+        (0, "1h")
+    );
+    // The entry goes (expired, or removed by hand) and the address misbehaves again.
+    let id = sim.address_list(Family::V4, "tls_block")[0].id.clone();
+    rig.client
+        .address_list_remove(routeros_client::Family::V4, &id)
+        .await
+        .unwrap();
+    sim.add_connection(frozen_tls("192.168.88.50:1001", "203.0.113.45:443"));
+    let second = rig.cycle().await;
+    assert_eq!(
+        (second.blocks[0].level, second.blocks[0].timeout.as_str()),
+        (1, "2h")
+    );
+    assert_eq!(
+        sim.address_list(Family::V4, "tls_block")[0].timeout_remaining,
+        Some(Duration::from_secs(7200))
+    );
+}
+
+#[tokio::test]
+async fn the_panic_brake_and_the_caps_hold_under_a_flood() {
+    // Everything one-sided (the uplink died): the brake blocks nothing.
+    let sim = sim().await;
+    for i in 0..200u32 {
+        sim.add_connection(frozen_tls(
+            &format!("192.168.88.{}:{}", i % 200 + 2, 30000 + i),
+            &format!("198.18.{}.{}:443", i / 250, i % 250 + 1),
+        ));
+    }
+    let mut rig = Rig::new(router_for(&sim, "core")).await;
+    let r = rig.cycle().await;
+    assert_eq!(r.flagged, 200);
+    assert!(
+        r.caps_hit.contains(&"panic_brake".to_string()),
+        "{:?}",
+        r.caps_hit
+    );
+    assert!(list_addresses(&sim, "tls_block").is_empty());
+
+    // A real flood among healthy traffic: the hourly cap and the list-size cap stop it.
+    for i in 0..400u32 {
+        sim.add_connection(
+            SimConnection::tcp(
+                sa(&format!("192.168.89.{}:{}", i % 250 + 1, 20000 + i)),
+                sa("198.19.0.1:443"),
+            )
+            .packets(90, 88),
+        );
+    }
+    let mut router = router_for(&sim, "core");
+    router.blocking.max_blocks_per_hour = 30;
+    let mut rig = Rig::new(router).await;
+    let r = rig.cycle().await;
+    assert!(!r.caps_hit.contains(&"panic_brake".to_string()));
+    assert_eq!(r.effective_blocks().count(), 30, "max_blocks_per_hour");
+    assert!(r.caps_hit.contains(&"max_blocks_per_hour".to_string()));
+    let r = rig.cycle().await;
+    assert_eq!(r.effective_blocks().count(), 0, "the hour is not over");
+    assert_eq!(list_addresses(&sim, "tls_block").len(), 30);
+
+    let mut router = router_for(&sim, "core");
+    router.blocking.max_list_size = 40;
+    let mut rig = Rig::new(router).await;
+    let r = rig.cycle().await;
+    assert_eq!(r.effective_blocks().count(), 10, "only room for 10 more");
+    assert!(r.caps_hit.contains(&"max_list_size".to_string()));
+    assert_eq!(list_addresses(&sim, "tls_block").len(), 40);
+}
+
+#[tokio::test]
+async fn one_router_down_never_delays_the_others() {
+    let up = sim().await;
+    up.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    // A router that refuses connections: a listener that is closed again at once.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut down = router_for(&up, "down");
+    down.address = dead.to_string();
+    let mut d = Running::start(
+        Config {
+            daemon: fast(),
+            routers: vec![down, router_for(&up, "up")],
+        },
+        memory_env(),
+    );
+    d.wait_for("the down router's failure", |e| match e {
+        DaemonEvent::Disconnected { router, .. } if router == "down" => Some(()),
+        _ => None,
+    })
+    .await;
+    let r = d.cycle_of("up").await;
+    assert_eq!(r.effective_blocks().count(), 1);
+    // Several cycles of `up` while `down` keeps failing.
+    for _ in 0..3 {
+        d.cycle_of("up").await;
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn shared_blocks_reach_every_router_unless_protected_there() {
+    let a = sim().await;
+    let b = sim().await;
+    let c = sim().await;
+    // On router c the address is allowlisted: it must not be blocked there.
+    c.add_list_entry(Family::V4, "allowlist", "203.0.113.45", None, None);
+    a.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    let env = CycleEnv {
+        share: Some(tokio::sync::broadcast::channel(64).0),
+        ..memory_env()
+    };
+    let mut d = Running::start(
+        Config {
+            daemon: DaemonSettings {
+                share_blocks: true,
+                ..fast()
+            },
+            routers: vec![
+                router_for(&a, "a"),
+                router_for(&b, "b"),
+                router_for(&c, "c"),
+            ],
+        },
+        env,
+    );
+    d.wait_for("the shared block on b", |e| match e {
+        DaemonEvent::Cycle(r) if r.router == "b" => {
+            r.blocks.iter().any(|x| x.outcome == "shared").then_some(())
+        }
+        _ => None,
+    })
+    .await;
+    // c has cycled since a's block too (cycles are ordered per router; wait for two).
+    d.cycle_of("c").await;
+    d.cycle_of("c").await;
+    assert_eq!(list_addresses(&a, "tls_block"), ["203.0.113.45"]);
+    assert_eq!(list_addresses(&b, "tls_block"), ["203.0.113.45"]);
+    let comment = b.address_list(Family::V4, "tls_block")[0]
+        .comment
+        .clone()
+        .unwrap();
+    assert!(comment.contains("shared from a"), "{comment}");
+    assert!(
+        list_addresses(&c, "tls_block").is_empty(),
+        "allowlisted on c"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn min_observations_waits_for_consecutive_polls() {
+    let sim = sim().await;
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    let mut router = router_for(&sim, "core");
+    router.detection.min_observations = 3;
+    let mut rig = Rig::with_env(router.clone(), memory_env()).await;
+    rig.state = rosguard::cycle::RouterState::new(&router, &rig.env);
+    assert_eq!(rig.cycle().await.effective_blocks().count(), 0);
+    assert_eq!(rig.cycle().await.effective_blocks().count(), 0);
+    assert_eq!(
+        rig.cycle().await.effective_blocks().count(),
+        1,
+        "third poll in a row"
+    );
+}

@@ -1,0 +1,9 @@
+//! rosguard's integration tests, one binary grouped by feature, against `routeros-sim` on
+//! 127.0.0.1:0. Each module names the seed feature or issue behaviour it covers.
+
+mod support;
+
+mod cli;
+mod cycle;
+mod daemon;
+mod metrics;
