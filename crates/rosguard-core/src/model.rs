@@ -417,6 +417,23 @@ fn endpoint(
     Ok(Endpoint { addr, port })
 }
 
+impl FromStr for Endpoint {
+    type Err = ParseError;
+
+    /// The [`Display`](fmt::Display) form back: `1.2.3.4:80`, `[2001:db8::1]:80` or a bare address.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_host_port(s.trim().as_bytes())
+            .map(|(addr, port)| Endpoint { addr, port })
+            .ok_or_else(|| {
+                ParseError::new(
+                    "endpoint",
+                    s,
+                    "expected 1.2.3.4:80, [2001:db8::1]:80 or an address",
+                )
+            })
+    }
+}
+
 /// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:80`.
 fn parse_host_port(v: &[u8]) -> Option<(IpAddr, Option<u16>)> {
     if let Some(rest) = v.strip_prefix(b"[") {

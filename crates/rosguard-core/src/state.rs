@@ -14,12 +14,15 @@
 //! runs after the tracker).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::detect::Finding;
+use crate::error::ParseError;
 use crate::model::{Connection, Endpoint, Family, Protocol};
 
 /// What identifies a connection across polls (its `.id` may be reused by the router).
@@ -45,6 +48,63 @@ impl ConnKey {
             dst: conn.dst,
         }
     }
+}
+
+impl fmt::Display for ConnKey {
+    /// `ipv4 tcp 192.168.88.50:54321 203.0.113.45:443`: the persisted form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.family,
+            self.protocol.number(),
+            self.src,
+            self.dst
+        )
+    }
+}
+
+impl FromStr for ConnKey {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseError::new("connection key", s, "expected `ipv4|ipv6 PROTO SRC DST`");
+        let mut parts = s.split(' ');
+        let family = match parts.next() {
+            Some("ipv4") => Family::V4,
+            Some("ipv6") => Family::V6,
+            _ => return Err(bad()),
+        };
+        let protocol: Protocol = parts.next().ok_or_else(bad)?.parse()?;
+        let src: Endpoint = parts.next().ok_or_else(bad)?.parse()?;
+        let dst: Endpoint = parts.next().ok_or_else(bad)?.parse()?;
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self {
+            family,
+            protocol,
+            src,
+            dst,
+        })
+    }
+}
+
+/// One remembered fact of a [`Tracker`], for persistence across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackerEntry {
+    /// A connection flagged in `polls` consecutive polls, the last one at `at`.
+    Streak {
+        key: ConnKey,
+        polls: u32,
+        at: Duration,
+    },
+    /// A counted connection of `target`, last counted at `at`.
+    Hit {
+        target: IpAddr,
+        key: ConnKey,
+        at: Duration,
+    },
 }
 
 /// Settings of the [`Tracker`].
@@ -195,6 +255,63 @@ impl Tracker {
             .filter(|(_, f)| ready.contains(&f.target))
             .map(|(_, f)| f)
             .collect()
+    }
+
+    /// Everything the tracker remembers, for the caller to persist. Empty with the default
+    /// settings (K = N = 1 remember nothing).
+    pub fn export(&self, now: Duration) -> Vec<TrackerEntry> {
+        let mut out: Vec<TrackerEntry> = self
+            .streaks
+            .iter()
+            .map(|(key, &polls)| TrackerEntry::Streak {
+                key: *key,
+                polls,
+                at: now,
+            })
+            .collect();
+        for (target, hits) in &self.targets {
+            out.extend(hits.conns.iter().map(|(key, at)| TrackerEntry::Hit {
+                target: *target,
+                key: *key,
+                at: *at,
+            }));
+        }
+        out
+    }
+
+    /// Restores what [`Tracker::export`] gave, e.g. after a restart. Streaks older than
+    /// `max_gap` are dropped (the polls in between were missed, so the streak is broken);
+    /// hits outside the window expire as usual. The memory bounds hold.
+    pub fn import(
+        &mut self,
+        entries: impl IntoIterator<Item = TrackerEntry>,
+        now: Duration,
+        max_gap: Duration,
+    ) {
+        let cap = self.settings.max_tracked.max(1);
+        let n = self.settings.min_flagged_connections.max(1) as usize;
+        let since = now.saturating_sub(self.settings.window);
+        for e in entries {
+            match e {
+                TrackerEntry::Streak { key, polls, at } => {
+                    if now.saturating_sub(at) <= max_gap && self.streaks.len() < cap {
+                        self.streaks.insert(key, polls);
+                    }
+                }
+                TrackerEntry::Hit { target, key, at } => {
+                    if at < since
+                        || (self.targets.len() >= cap && !self.targets.contains_key(&target))
+                    {
+                        continue;
+                    }
+                    let hits = self.targets.entry(target).or_default();
+                    if hits.conns.len() < n && !hits.conns.iter().any(|(k, _)| *k == key) {
+                        hits.conns.push((key, at));
+                        hits.last = hits.last.max(at);
+                    }
+                }
+            }
+        }
     }
 
     /// Drops the least recently seen targets down to three quarters of `cap`, so eviction is
@@ -383,6 +500,88 @@ mod tests {
         let out = t.observe(vec![f(1, "1.1.1.1"), f(2, "1.1.1.2")], secs(0));
         assert_eq!(out.len(), 2);
         assert_eq!(t.tracked(), (0, 0));
+    }
+
+    #[test]
+    fn exported_state_survives_a_restart() {
+        // Streaks: K = 3; two polls before the restart, the third after it counts.
+        let k3 = TrackerSettings {
+            min_observations: 3,
+            ..TrackerSettings::default()
+        };
+        let mut t = Tracker::new(k3);
+        assert!(t.observe(vec![f(1, "1.1.1.1")], secs(0)).is_empty());
+        assert!(t.observe(vec![f(1, "1.1.1.1")], secs(2)).is_empty());
+        let saved = t.export(secs(2));
+        for e in &saved {
+            if let TrackerEntry::Streak { key, .. } = e {
+                assert_eq!(
+                    key.to_string().parse::<ConnKey>().unwrap(),
+                    *key,
+                    "the persisted form"
+                );
+            }
+        }
+        let mut restarted = Tracker::new(k3);
+        restarted.import(saved.clone(), secs(3), secs(10));
+        assert_eq!(restarted.observe(vec![f(1, "1.1.1.1")], secs(4)).len(), 1);
+        let mut fresh = Tracker::new(k3);
+        assert!(
+            fresh.observe(vec![f(1, "1.1.1.1")], secs(4)).is_empty(),
+            "a fresh tracker starts over"
+        );
+        let mut late = Tracker::new(k3);
+        late.import(saved, secs(100), secs(10));
+        assert_eq!(
+            late.tracked(),
+            (0, 0),
+            "a streak older than the gap is broken"
+        );
+
+        // Hits: N = 2; one connection before the restart, the second after it completes N.
+        let n2 = TrackerSettings {
+            min_flagged_connections: 2,
+            window: secs(60),
+            ..TrackerSettings::default()
+        };
+        let mut t = Tracker::new(n2);
+        assert!(t.observe(vec![f(1, "1.1.1.1")], secs(0)).is_empty());
+        let saved = t.export(secs(0));
+        let mut restarted = Tracker::new(n2);
+        restarted.import(saved.clone(), secs(1), secs(10));
+        assert_eq!(
+            ids(&restarted.observe(vec![f(2, "1.1.1.1")], secs(1))),
+            ["*2"]
+        );
+        let mut fresh = Tracker::new(n2);
+        assert!(fresh.observe(vec![f(2, "1.1.1.1")], secs(1)).is_empty());
+        let mut late = Tracker::new(n2);
+        late.import(saved, secs(61), secs(10));
+        assert!(
+            late.observe(vec![f(2, "1.1.1.1")], secs(61)).is_empty(),
+            "hits outside the window expire"
+        );
+    }
+
+    #[test]
+    fn conn_keys_round_trip_v4_and_v6() {
+        let v6 = ConnKey {
+            family: Family::V6,
+            protocol: Protocol::Udp,
+            src: "[2001:db8::1]:5353".parse().unwrap(),
+            dst: "[2001:db8::2]:443".parse().unwrap(),
+        };
+        let icmp = ConnKey {
+            family: Family::V4,
+            protocol: Protocol::Icmp,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+        };
+        for k in [v6, icmp] {
+            assert_eq!(k.to_string().parse::<ConnKey>().unwrap(), k, "{k}");
+        }
+        assert!("ipv5 6 1.2.3.4:1 1.2.3.4:2".parse::<ConnKey>().is_err());
+        assert!("ipv4 6 1.2.3.4:1".parse::<ConnKey>().is_err());
     }
 
     #[test]

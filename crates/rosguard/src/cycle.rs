@@ -18,8 +18,10 @@ use anyhow::anyhow;
 use rosguard_core::detect::{self, Finding};
 use rosguard_core::model::{AddrSet, Connection, Family, ListAddress, ListEntry};
 use rosguard_core::policy::{self, PolicyContext};
-use rosguard_core::state::{panic_brake, Escalation, RateCap, Tracker, TrackerSettings};
-use rosguard_store::{CycleRecord, NewBlock, Store};
+use rosguard_core::state::{
+    panic_brake, Escalation, RateCap, Tracker, TrackerEntry, TrackerSettings,
+};
+use rosguard_store::{CycleRecord, NewBlock, Store, Strike};
 use routeros_client::{
     AddOutcome, Client, Error as ClientError, Family as ApiFamily, RemoveOutcome,
 };
@@ -70,6 +72,10 @@ pub struct RouterState {
     /// Caps already reported, so each is logged loudly once per episode, not every cycle.
     caps_reported: HashSet<&'static str>,
     inbox: Option<broadcast::Receiver<SharedBlock>>,
+    /// Whether the tracker's persisted state was loaded (at the first cycle).
+    tracker_loaded: bool,
+    /// The tracker remembers anything at all (K or N above 1).
+    tracker_persists: bool,
 }
 
 impl RouterState {
@@ -92,6 +98,8 @@ impl RouterState {
             protected_at: None,
             caps_reported: HashSet::new(),
             inbox: env.share.as_ref().map(broadcast::Sender::subscribe),
+            tracker_loaded: false,
+            tracker_persists: d.min_observations > 1 || d.min_flagged_connections > 1,
         }
     }
 }
@@ -529,7 +537,18 @@ pub async fn run_cycle(
         }
     }
 
-    // Confirm across polls and connections (defaults: at once, as the script).
+    // Confirm across polls and connections (defaults: at once, as the script), continuing
+    // from the persisted state after a restart.
+    if state.tracker_persists && !state.tracker_loaded {
+        let r = name.to_owned();
+        if let Some(strikes) = with_store(env, name, move |s| s.load_strikes(&r)).await {
+            let gap = (daemon.loop_delay * 3).max(Duration::from_secs(10));
+            state
+                .tracker
+                .import(strikes.iter().filter_map(strike_to_entry), now, gap);
+        }
+    }
+    state.tracker_loaded = true;
     let confirmed = state.tracker.observe(findings, now);
     report.confirmed = confirmed.len() as u64;
 
@@ -876,13 +895,56 @@ pub async fn run_cycle(
         at_unix: secs(now),
         blocks: stored,
         counters: counters(&report),
-        strikes: None,
+        strikes: state.tracker_persists.then(|| {
+            state
+                .tracker
+                .export(now)
+                .iter()
+                .map(entry_to_strike)
+                .collect()
+        }),
     };
     with_store(env, name, move |s| s.record_cycle(&record)).await;
     if let Some(m) = &env.metrics {
         m.cycle(&report);
     }
     Ok(report)
+}
+
+/// A tracker fact as a store row: `streak <conn>` or `hit <target> <conn>`.
+fn entry_to_strike(e: &TrackerEntry) -> Strike {
+    match *e {
+        TrackerEntry::Streak { key, polls, at } => Strike {
+            key: format!("streak {key}"),
+            count: polls,
+            first_unix: secs(at),
+            last_unix: secs(at),
+        },
+        TrackerEntry::Hit { target, key, at } => Strike {
+            key: format!("hit {target} {key}"),
+            count: 1,
+            first_unix: secs(at),
+            last_unix: secs(at),
+        },
+    }
+}
+
+/// A store row back as a tracker fact; rows that do not parse are dropped.
+fn strike_to_entry(s: &Strike) -> Option<TrackerEntry> {
+    let at = Duration::from_secs(u64::try_from(s.last_unix).ok()?);
+    if let Some(key) = s.key.strip_prefix("streak ") {
+        return Some(TrackerEntry::Streak {
+            key: key.parse().ok()?,
+            polls: s.count,
+            at,
+        });
+    }
+    let (target, key) = s.key.strip_prefix("hit ")?.split_once(' ')?;
+    Some(TrackerEntry::Hit {
+        target: target.parse().ok()?,
+        key: key.parse().ok()?,
+        at,
+    })
 }
 
 /// The cumulative counters a cycle adds to the store.

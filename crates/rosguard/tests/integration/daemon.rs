@@ -316,8 +316,7 @@ async fn min_observations_waits_for_consecutive_polls() {
     sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
     let mut router = router_for(&sim, "core");
     router.detection.min_observations = 3;
-    let mut rig = Rig::with_env(router.clone(), memory_env()).await;
-    rig.state = rosguard::cycle::RouterState::new(&router, &rig.env);
+    let mut rig = Rig::new(router).await;
     assert_eq!(rig.cycle().await.effective_blocks().count(), 0);
     assert_eq!(rig.cycle().await.effective_blocks().count(), 0);
     assert_eq!(
@@ -325,4 +324,29 @@ async fn min_observations_waits_for_consecutive_polls() {
         1,
         "third poll in a row"
     );
+}
+
+#[tokio::test]
+async fn observation_state_survives_a_restart() {
+    let sim = sim().await;
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let store = rosguard_store::Store::open(&dir.path().join("rosguard.db")).unwrap();
+        CycleEnv {
+            store: Some(Arc::new(std::sync::Mutex::new(store))),
+            ..CycleEnv::default()
+        }
+    };
+    let mut router = router_for(&sim, "core");
+    router.detection.min_observations = 3;
+    {
+        let mut rig = Rig::with_env(router.clone(), open()).await;
+        assert_eq!(rig.cycle().await.effective_blocks().count(), 0);
+        assert_eq!(rig.cycle().await.effective_blocks().count(), 0);
+        rig.client.close().await;
+    }
+    // A new process: fresh state, the same store. The third poll in a row still counts.
+    let mut rig = Rig::with_env(router, open()).await;
+    assert_eq!(rig.cycle().await.effective_blocks().count(), 1);
 }
