@@ -682,7 +682,13 @@ pub async fn run_cycle(
             max => (max as usize).saturating_sub(report.list_size + adds.len()),
         };
         let mut capped = 0u64;
+        // Connections of targets a cap stopped stay: removing them without the block would
+        // only make the client retry.
+        let mut kept_connections: HashSet<String> = HashSet::new();
         for b in plan.blocks {
+            if list_room == 0 || (!blocking.dry_run && state.rate.remaining(now) == Some(0)) {
+                kept_connections.insert(b.finding.connection.id.clone());
+            }
             if list_room == 0 {
                 capped += 1;
                 let max = blocking.max_list_size;
@@ -728,6 +734,7 @@ pub async fn run_cycle(
                 kind: "added",
             });
         }
+        remove_connections.retain(|(_, id)| !kept_connections.contains(id));
         if capped > 0 {
             report.deferred += capped;
         } else {

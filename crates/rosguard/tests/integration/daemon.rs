@@ -215,6 +215,10 @@ async fn the_panic_brake_and_the_caps_hold_under_a_flood() {
     assert!(!r.caps_hit.contains(&"panic_brake".to_string()));
     assert_eq!(r.effective_blocks().count(), 30, "max_blocks_per_hour");
     assert!(r.caps_hit.contains(&"max_blocks_per_hour".to_string()));
+    assert_eq!(
+        r.connections_removed, 30,
+        "connections of capped targets stay"
+    );
     let r = rig.cycle().await;
     assert_eq!(r.effective_blocks().count(), 0, "the hour is not over");
     assert_eq!(list_addresses(&sim, "tls_block").len(), 30);
