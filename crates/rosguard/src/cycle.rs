@@ -977,3 +977,57 @@ fn counters(r: &CycleReport) -> Vec<(String, u64)> {
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_traps_name_the_policies_needed() {
+        let e = ClientError::Trap {
+            router: "core".into(),
+            category: None,
+            message: "not enough permissions (9)".into(),
+        };
+        let text = format!("{:#}", explain(e, "adding to the block list"));
+        assert!(
+            text.contains("router core") && text.contains("read,write,api"),
+            "{text}"
+        );
+        let other = ClientError::Trap {
+            router: "core".into(),
+            category: Some(1),
+            message: "bad value".into(),
+        };
+        let text = format!("{:#}", explain(other, "adding to the block list"));
+        assert!(
+            text.contains("adding to the block list") && text.contains("bad value"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tracker_facts_round_trip_through_store_rows() {
+        let key = "ipv6 17 [2001:db8::1]:5353 [2001:db8::2]:443"
+            .parse()
+            .unwrap();
+        let at = Duration::from_secs(1_800_000_000);
+        for e in [
+            TrackerEntry::Streak { key, polls: 2, at },
+            TrackerEntry::Hit {
+                target: "2001:db8::2".parse().unwrap(),
+                key,
+                at,
+            },
+        ] {
+            assert_eq!(strike_to_entry(&entry_to_strike(&e)), Some(e));
+        }
+        let junk = Strike {
+            key: "hit nonsense".into(),
+            count: 1,
+            first_unix: 0,
+            last_unix: 0,
+        };
+        assert_eq!(strike_to_entry(&junk), None);
+    }
+}

@@ -6,4 +6,5 @@ mod support;
 mod cli;
 mod cycle;
 mod daemon;
+mod docs;
 mod metrics;

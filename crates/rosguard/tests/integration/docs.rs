@@ -1,0 +1,66 @@
+//! The documentation's examples are checked against the code, so they cannot drift.
+
+/// The fenced blocks of `lang` in the README.
+fn readme_blocks(lang: &str) -> Vec<String> {
+    let readme = include_str!("../../../../README.md");
+    let fence = format!("```{lang}\n");
+    let mut out = Vec::new();
+    let mut rest = readme;
+    while let Some(start) = rest.find(&fence) {
+        let body = &rest[start + fence.len()..];
+        let end = body.find("```").expect("closed fence");
+        out.push(body[..end].to_owned());
+        rest = &body[end + 3..];
+    }
+    out
+}
+
+#[test]
+fn the_readme_scenario_example_parses() {
+    let blocks: Vec<String> = readme_blocks("toml")
+        .into_iter()
+        .filter(|b| b.contains("[[flow]]"))
+        .collect();
+    assert_eq!(blocks.len(), 1, "one scenario example in the README");
+    let s = routeros_sim::Scenario::from_toml(&blocks[0], "README.md").unwrap();
+    assert_eq!(s.flows.len(), 3);
+}
+
+#[test]
+fn the_readme_firewall_rules_are_what_the_firewall_command_prints() {
+    let rules =
+        rosguard::admin::firewall_rules("tls_block", rosguard_core::detect::BlockTarget::Dst);
+    let blocks = readme_blocks("routeros");
+    let shown = blocks
+        .iter()
+        .find(|b| b.contains("rosguard-firewall:"))
+        .expect("the firewall example");
+    for r in rules {
+        let line = format!(
+            "/ip firewall filter add chain={} action=drop {}={} comment=\"{}\" place-before=0",
+            r.chain, r.matcher, r.list, r.comment
+        );
+        assert!(shown.contains(&line), "README lacks {line}");
+    }
+}
+
+#[test]
+fn every_command_in_the_readme_table_exists() {
+    let readme = include_str!("../../../../README.md");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rosguard"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in readme.lines().filter(|l| l.starts_with("| `rosguard ")) {
+        let cmd = line
+            .trim_start_matches("| `rosguard ")
+            .split([' ', '`'])
+            .next()
+            .unwrap();
+        assert!(
+            help.contains(&format!("  {cmd} ")),
+            "README names `rosguard {cmd}`, --help does not"
+        );
+    }
+}
