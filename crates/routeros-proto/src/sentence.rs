@@ -34,7 +34,10 @@ impl Limits {
 
 /// One decoded sentence. The words are slices of one shared, reference-counted buffer, so a
 /// sentence is cheap to move between tasks and decoding copies no word.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Two sentences are equal when their words are: the bytes around them (length prefixes, which
+/// a peer may encode in a longer form than needed) do not matter.
+#[derive(Clone)]
 pub struct Sentence {
     data: Bytes,
     words: Vec<(u32, u32)>,
@@ -97,6 +100,14 @@ impl Sentence {
         encode_sentence(self.words(), out);
     }
 }
+
+impl PartialEq for Sentence {
+    fn eq(&self, other: &Self) -> bool {
+        self.words().eq(other.words())
+    }
+}
+
+impl Eq for Sentence {}
 
 impl std::fmt::Debug for Sentence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -280,6 +291,16 @@ mod tests {
             decode_sentence(&mut BytesMut::from(&bad[..]), &limits),
             Err(ProtoError::WordTooLong { len: 5, max: 4 })
         );
+    }
+
+    #[test]
+    fn equality_is_by_words_not_by_their_encoding() {
+        // `80 00` is a two-byte encoding of a zero length: it ends the sentence like `00`
+        // (found by the fuzzer; regression seed fuzz/corpus/decode/long_form_terminator).
+        let long = decode_all(b"\x05!$one\x80\x00").unwrap();
+        let short = decode_all(b"\x05!$one\x00").unwrap();
+        assert_eq!(long, short);
+        assert_ne!(short[0], Sentence::from_words(["!$two"]));
     }
 
     #[test]
