@@ -11,6 +11,8 @@
 
 pub mod detect;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod policy;
 pub mod state;
