@@ -406,6 +406,12 @@ impl RateCap {
         }
     }
 
+    /// Changes the limit, keeping the blocks already counted (a config reload must not reset
+    /// the window).
+    pub fn set_limit(&mut self, max_blocks_per_hour: Option<u32>) {
+        self.max_blocks_per_hour = max_blocks_per_hour;
+    }
+
     /// The cap.
     pub fn max_blocks_per_hour(&self) -> Option<u32> {
         self.max_blocks_per_hour

@@ -82,7 +82,7 @@ pub async fn once(
             Ok(r) => reports.push(r),
             Err(e) => {
                 failed = true;
-                eprintln!("error: router {}: {e:#}", router.name);
+                eprintln!("error: {}", crate::daemon::one_line(e.as_ref()));
             }
         }
     }
@@ -117,6 +117,8 @@ pub fn print_report(r: &CycleReport) {
             "added" => "blocked",
             "would-add" => "would block",
             "already-present" => "already blocked",
+            "restored" => "restored (lost from the router, still due)",
+            "shared" => "blocked (shared by another router)",
             _ => "FAILED to block",
         };
         println!(
@@ -134,6 +136,13 @@ pub fn print_report(r: &CycleReport) {
         println!(
             "  {} flagged connections left for the next cycle (max_conn_per_cycle)",
             r.deferred
+        );
+    }
+    if r.capped > 0 {
+        println!(
+            "  {} blocks held back by a safety cap ({})",
+            r.capped,
+            r.caps_hit.join(", ")
         );
     }
     if r.connections_removed > 0 {
@@ -209,31 +218,54 @@ pub async fn unblock(
     let ip: IpAddr = address.trim().parse().map_err(|_| {
         anyhow!("{address:?} is not an IP address; give one like 203.0.113.45 or 2001:db8::1")
     })?;
+    let routers = cfg.select(only)?;
+    // Lift it in the history first, for every router, so that no router restores it later,
+    // even one that cannot be reached right now.
+    if let Some(store) = &env.store {
+        let mut store = store
+            .lock()
+            .map_err(|_| anyhow!("state store lock poisoned"))?;
+        for router in &routers {
+            store.mark_unblocked(&router.name, &router.blocking.address_list, ip, unix_now())?;
+        }
+    }
     let mut removed = 0;
-    for router in cfg.select(only)? {
-        let client = connect(router).await?;
+    let mut failed = false;
+    for router in routers {
         let list = &router.blocking.address_list;
-        let entries = list_entries(&client, list, &BOTH)
-            .await
-            .map_err(|e| explain(e, "reading the block list"))?;
-        for e in entries.iter().filter(|e| matches!(&e.address, ListAddress::Net(n) if n.addr() == ip && n.prefix_len() == n.max_prefix_len())) {
-            match client.address_list_remove(api(family_of(e)), &e.id).await {
-                Ok(RemoveOutcome::Removed) => {
-                    removed += 1;
-                    println!("router {}: removed {ip} from {list}", router.name);
+        let result = async {
+            let client = connect(router).await?;
+            let entries = list_entries(&client, list, &BOTH)
+                .await
+                .map_err(|e| explain(e, "reading the block list"))?;
+            let mut n = 0;
+            for e in entries.iter().filter(|e| {
+                matches!(&e.address, ListAddress::Net(net) if net.addr() == ip && net.prefix_len() == net.max_prefix_len())
+            }) {
+                match client.address_list_remove(api(family_of(e)), &e.id).await {
+                    Ok(RemoveOutcome::Removed) => n += 1,
+                    Ok(_) => {}
+                    Err(e) => return Err(explain(e, "removing from the block list")),
                 }
-                Ok(_) => {}
-                Err(e) => return Err(explain(e, "removing from the block list")),
+            }
+            client.close().await;
+            Ok::<usize, anyhow::Error>(n)
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                removed += n;
+                println!("router {}: removed {ip} from {list}", router.name);
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {}", crate::daemon::one_line(e.as_ref()));
             }
         }
-        client.close().await;
-        // Lift it in the history too, so it is not restored after a router reboot.
-        if let Some(store) = &env.store {
-            store
-                .lock()
-                .map_err(|_| anyhow!("state store lock poisoned"))?
-                .mark_unblocked(&router.name, list, ip, unix_now())?;
-        }
+    }
+    if failed {
+        return Ok(ExitCode::FAILURE);
     }
     if removed == 0 {
         println!("{ip} is not in the block list");

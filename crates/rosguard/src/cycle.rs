@@ -9,7 +9,7 @@
 //!
 //! This module does not loop, sleep or reconnect: the daemon does that.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,6 +72,10 @@ pub struct RouterState {
     /// Caps already reported, so each is logged loudly once per episode, not every cycle.
     caps_reported: HashSet<&'static str>,
     inbox: Option<broadcast::Receiver<SharedBlock>>,
+    /// Dry run: what would have been added, until when (unix time), so it is not "added"
+    /// again every cycle.
+    dry_run_blocked: HashMap<IpAddr, Duration>,
+    last_prune: Option<Instant>,
     /// Whether the tracker's persisted state was loaded (at the first cycle).
     tracker_loaded: bool,
     /// The tracker remembers anything at all (K or N above 1).
@@ -98,8 +102,33 @@ impl RouterState {
             protected_at: None,
             caps_reported: HashSet::new(),
             inbox: env.share.as_ref().map(broadcast::Sender::subscribe),
+            dry_run_blocked: HashMap::new(),
+            last_prune: None,
             tracker_loaded: false,
             tracker_persists: d.min_observations > 1 || d.min_flagged_connections > 1,
+        }
+    }
+}
+
+impl RouterState {
+    /// Applies a reloaded config: a new tracker when the detection settings changed, the new
+    /// hourly limit on the blocks already counted (a reload must not reset a cap).
+    pub fn reconfigure(&mut self, old: &RouterConfig, new: &RouterConfig) {
+        if old.detection != new.detection {
+            let d = &new.detection;
+            self.tracker = Tracker::new(TrackerSettings {
+                min_observations: d.min_observations,
+                min_flagged_connections: d.min_flagged_connections,
+                window: d.window,
+                ..TrackerSettings::default()
+            });
+            self.tracker_persists = d.min_observations > 1 || d.min_flagged_connections > 1;
+            self.tracker_loaded = true;
+        }
+        self.rate
+            .set_limit(Some(new.blocking.max_blocks_per_hour).filter(|&n| n > 0));
+        if !new.blocking.dry_run {
+            self.dry_run_blocked.clear();
         }
     }
 }
@@ -145,7 +174,12 @@ pub struct CycleReport {
     pub confirmed: u64,
     pub blocks: Vec<BlockRecord>,
     pub skipped: Vec<SkipRecord>,
+    /// Flagged connections over `max_conn_per_cycle`: they wait for the next cycle.
     pub deferred: u64,
+    /// Blocks a safety cap or the panic brake stopped this cycle.
+    pub capped: u64,
+    /// Flagged connections acted on (blocked and/or removed).
+    pub acted: u64,
     pub connections_removed: u64,
     /// Entries in the block list when the cycle started.
     pub list_size: usize,
@@ -257,41 +291,57 @@ async fn local_addresses(
     Ok((hosts.into_iter().collect(), nets.into_iter().collect()))
 }
 
-/// The router's default gateways and DNS servers: blocking them would cut the operator off.
-async fn protected_addresses(client: &Client, families: &[Family]) -> AddrSet {
+/// The router's default gateways, its DNS servers, and the addresses the router sees rosguard's
+/// own API sessions come from (rosguard may sit behind NAT): blocking them would cut the
+/// operator off.
+async fn protected_addresses(
+    client: &Client,
+    families: &[Family],
+    username: &str,
+) -> Result<AddrSet, ClientError> {
     let mut set = AddrSet::default();
+    let add_all = |text: &str, set: &mut AddrSet| {
+        for part in text.split([',', '%', ' ']) {
+            if let Ok(ip) = part.trim().parse::<IpAddr>() {
+                set.insert_addr(ip);
+            }
+        }
+    };
     for &f in families {
         let default_route = if f == Family::V4 { "0.0.0.0/0" } else { "::/0" };
         let cmd = Command::new(&api(f).path("route/print"))
             .proplist(&["dst-address", "gateway", "immediate-gw"])
             .query_eq("dst-address", default_route);
-        if let Ok(resp) = client.call(cmd).await {
-            for row in &resp.rows {
-                for key in ["gateway", "immediate-gw"] {
-                    for part in row.get_str(key).unwrap_or("").split([',', '%']) {
-                        if let Ok(ip) = part.trim().parse::<IpAddr>() {
-                            set.insert_addr(ip);
-                        }
+        match client.call(cmd).await {
+            Ok(resp) => {
+                for row in &resp.rows {
+                    for key in ["gateway", "immediate-gw"] {
+                        add_all(row.get_str(key).unwrap_or(""), &mut set);
                     }
                 }
             }
+            Err(e) if f == Family::V6 && is_missing_path(&e) => {}
+            Err(e) => return Err(e),
         }
     }
-    if let Ok(resp) = client
+    let dns = client
         .call(Command::new("/ip/dns/print").proplist(&["servers", "dynamic-servers"]))
-        .await
-    {
-        for row in &resp.rows {
-            for key in ["servers", "dynamic-servers"] {
-                for part in row.get_str(key).unwrap_or("").split(',') {
-                    if let Ok(ip) = part.trim().parse::<IpAddr>() {
-                        set.insert_addr(ip);
-                    }
-                }
-            }
+        .await?;
+    for row in &dns.rows {
+        for key in ["servers", "dynamic-servers"] {
+            add_all(row.get_str(key).unwrap_or(""), &mut set);
         }
     }
-    set
+    // Best effort: an older router or a restricted user may not list active sessions.
+    let sessions = Command::new("/user/active/print")
+        .proplist(&["name", "address", "via"])
+        .query_eq("name", username);
+    if let Ok(resp) = client.call(sessions).await {
+        for row in &resp.rows {
+            add_all(row.get_str("address").unwrap_or(""), &mut set);
+        }
+    }
+    Ok(set)
 }
 
 /// Reads one address-list from both families.
@@ -420,8 +470,20 @@ pub async fn run_cycle(
         .protected_at
         .is_none_or(|t| t.elapsed() >= PROTECTED_REFRESH)
     {
-        state.protected = protected_addresses(client, &families).await;
-        state.protected_at = Some(Instant::now());
+        match protected_addresses(client, &families, &router.username).await {
+            Ok(set) => {
+                state.protected = set;
+                state.protected_at = Some(Instant::now());
+            }
+            // Keep what was known and try again next cycle; never fail open silently.
+            Err(e) if e.is_connection_lost() => {
+                return Err(explain(e, "reading the gateways and DNS servers"))
+            }
+            Err(e) => warn!(
+                router = name,
+                "could not read the gateways and DNS servers to protect ({e}); keeping the previous set and retrying next cycle"
+            ),
+        }
     }
     let allow_entries = list_entries(client, &blocking.allowlist_name, &families)
         .await
@@ -445,7 +507,8 @@ pub async fn run_cycle(
         },
         own: vec![client.local_addr().ip(), client.peer_addr().ip()],
         protected: state.protected.clone(),
-        already_blocked: AddrSet::from_entries(&blocked_entries),
+        // A disabled entry blocks nothing: such an address may be added again.
+        already_blocked: AddrSet::from_entries(blocked_entries.iter().filter(|e| !e.disabled)),
     };
 
     // Scan the connection tables.
@@ -512,29 +575,22 @@ pub async fn run_cycle(
     report.flagged = findings.len() as u64;
     report.table_size = report.scanned;
     if pushed && blocking.panic_ratio < 1.0 && report.flagged > 0 {
-        // Only candidate rows came back: the brake needs the size of the whole table.
-        let mut total = 0;
+        // Only candidate rows came back: the brake needs the size of the whole table. If the
+        // router will not count, the brake sees only the candidates and errs on the safe side.
+        let mut total = Some(0u64);
         for &family in &families {
             let cmd = Command::new(&api(family).path("firewall/connection/print"));
             match client.count(cmd).await {
-                Ok(n) => total += n,
+                Ok(n) => total = total.map(|t| t + n),
                 Err(e) if e.is_connection_lost() => return Err(explain(e, "counting connections")),
-                Err(_) => total += report.scanned,
+                Err(e) if family == Family::V6 && is_missing_path(&e) => {}
+                Err(e) => {
+                    debug!(router = name, "count-only failed: {e}");
+                    total = None;
+                }
             }
         }
-        report.table_size = total.max(report.scanned);
-    }
-    // The script's log lines, for what is new: an address already in the list (a UDP flow
-    // that goes on after its block, say) is only worth a debug line each cycle.
-    let mut fresh = 0usize;
-    for f in &findings {
-        let line = policy::detected_message(f, &detection.rules);
-        if ctx.already_blocked.contains(f.target) {
-            debug!(router = name, "{line} (already blocked)");
-        } else {
-            fresh += 1;
-            warn!(router = name, "{line}");
-        }
+        report.table_size = total.unwrap_or(report.scanned).max(report.scanned);
     }
 
     // Confirm across polls and connections (defaults: at once, as the script), continuing
@@ -552,24 +608,91 @@ pub async fn run_cycle(
     let confirmed = state.tracker.observe(findings, now);
     report.confirmed = confirmed.len() as u64;
 
-    // Shared blocks from other routers and restores, before this cycle's own decisions.
+    // In dry run, what rosguard would have added counts as blocked, as it would on the router.
+    state.dry_run_blocked.retain(|_, until| *until > now);
+    for ip in state.dry_run_blocked.keys() {
+        ctx.already_blocked.insert_addr(*ip);
+    }
+
+    // The panic brake: when most of the table looks one-sided, block nothing at all.
+    let braked = blocking.panic_ratio < 1.0
+        && panic_brake(report.table_size, report.flagged, blocking.panic_ratio);
+    if braked {
+        let ratio = blocking.panic_ratio;
+        let (flagged, total) = (report.flagged, report.table_size);
+        report.cap_hit(state, "panic_brake", || {
+            format!(
+                "panic brake: {flagged} of {total} connections look one-sided (more than panic_ratio = {ratio}); is the uplink down? blocking nothing until this clears"
+            )
+        });
+        report.capped = confirmed.len() as u64;
+        for f in &confirmed {
+            debug!(
+                router = name,
+                "{} (panic brake)",
+                policy::detected_message(f, &detection.rules)
+            );
+        }
+    } else {
+        state.caps_reported.remove("panic_brake");
+    }
+
+    // What may still be added this cycle: the list-size cap, then the hourly cap per add.
+    let mut list_room = match blocking.max_list_size {
+        0 => usize::MAX,
+        max => (max as usize).saturating_sub(report.list_size),
+    };
     let mut adds: Vec<PlannedAdd> = Vec::new();
     let mut taken: HashSet<IpAddr> = HashSet::new();
+    let mut capped_any = false;
     let usable = |ctx: &PolicyContext, ip: IpAddr| {
         ctx.never_block_reason(ip).is_none() && !ctx.already_blocked.contains(ip)
     };
+
+    // Blocks that should still stand (router reboot, manual wipe), then blocks shared by other
+    // routers: both pass the same safety checks and caps as this cycle's own.
+    let restore_due = state.needs_restore
+        || state
+            .last_restore
+            .is_none_or(|t| t.elapsed() >= daemon.reconcile_interval);
+    let mut candidates: Vec<PlannedAdd> = Vec::new();
+    if restore_due && !blocking.dry_run && !braked {
+        let (r, at) = (name.to_owned(), secs(now));
+        if let Some(active) = with_store(env, name, move |s| s.active_blocks(&r, at)).await {
+            for a in active
+                .into_iter()
+                .filter(|a| a.list == blocking.address_list)
+            {
+                let remaining = a.expires_unix - secs(now);
+                if remaining > 0 {
+                    candidates.push(PlannedAdd {
+                        address: a.address,
+                        family: Family::of(a.address),
+                        timeout: Duration::from_secs(remaining as u64),
+                        level: a.level,
+                        comment: a.comment,
+                        evidence: serde_json::Value::Null,
+                        kind: "restored",
+                    });
+                }
+            }
+            state.needs_restore = false;
+            state.last_restore = Some(Instant::now());
+        }
+    }
     if let Some(inbox) = state.inbox.as_mut() {
         loop {
             match inbox.try_recv() {
-                Ok(s) if s.from_router != name => {
+                Ok(s) if s.from_router != name && !braked => {
                     let remaining = s.expires_unix - secs(now);
-                    if remaining > 0 && usable(&ctx, s.address) && taken.insert(s.address) {
-                        adds.push(PlannedAdd {
+                    if remaining > 0 {
+                        let suffix = format!(" (shared from {})", s.from_router);
+                        candidates.push(PlannedAdd {
                             address: s.address,
                             family: Family::of(s.address),
                             timeout: Duration::from_secs(remaining as u64),
                             level: 0,
-                            comment: format!("{} (shared from {})", s.comment, s.from_router),
+                            comment: fit_comment(&s.comment, &suffix),
                             evidence: json!({ "shared_from": s.from_router, "evidence": s.evidence }),
                             kind: "shared",
                         });
@@ -586,64 +709,41 @@ pub async fn run_cycle(
             }
         }
     }
-    let restore_due = state.needs_restore
-        || state
-            .last_restore
-            .is_none_or(|t| t.elapsed() >= daemon.reconcile_interval);
-    if restore_due && !blocking.dry_run {
-        let (r, list, at) = (name.to_owned(), blocking.address_list.clone(), secs(now));
-        if let Some(active) = with_store(env, name, move |s| s.active_blocks(&r, at)).await {
-            for a in active
-                .into_iter()
-                .filter(|a| a.list == blocking.address_list)
-            {
-                let remaining = a.expires_unix - secs(now);
-                if remaining > 0 && usable(&ctx, a.address) && taken.insert(a.address) {
-                    adds.push(PlannedAdd {
-                        address: a.address,
-                        family: Family::of(a.address),
-                        timeout: Duration::from_secs(remaining as u64),
-                        level: a.level,
-                        comment: a.comment,
-                        evidence: serde_json::Value::Null,
-                        kind: "restored",
-                    });
-                }
-            }
-            let _ = list;
+    for c in candidates {
+        if !usable(&ctx, c.address) || !taken.insert(c.address) {
+            continue;
         }
-        state.needs_restore = false;
-        state.last_restore = Some(Instant::now());
-    }
-    for a in &adds {
-        ctx.already_blocked.insert_addr(a.address);
+        if list_room == 0 || (c.kind == "shared" && !state.rate.try_take(now)) {
+            capped_any = true;
+            report.capped += 1;
+            continue;
+        }
+        list_room -= 1;
+        ctx.already_blocked.insert_addr(c.address);
+        adds.push(c);
     }
 
-    // Decide.
-    let braked = blocking.panic_ratio < 1.0
-        && panic_brake(report.table_size, report.flagged, blocking.panic_ratio);
-    let plan = if braked {
-        let ratio = blocking.panic_ratio;
-        let (flagged, total) = (report.flagged, report.table_size);
-        report.cap_hit(state, "panic_brake", || {
-            format!(
-                "panic brake: {flagged} of {total} connections look one-sided (more than panic_ratio = {ratio}); is the uplink down? blocking nothing until this clears"
-            )
-        });
-        report.deferred = confirmed.len() as u64;
-        None
-    } else {
-        state.caps_reported.remove("panic_brake");
-        Some(policy::plan(
+    // Decide on this cycle's own findings.
+    let mut remove_connections = Vec::new();
+    if !braked {
+        // Which target each connection was flagged for, to keep the connections of targets a
+        // cap stops below.
+        let target_of: std::collections::HashMap<(Family, String), IpAddr> = confirmed
+            .iter()
+            .map(|f| ((f.connection.family, f.connection.id.clone()), f.target))
+            .collect();
+        let plan = policy::plan(
             confirmed,
             &ctx,
             daemon.max_conn_per_cycle,
             blocking.remove_tcp_conn,
-        ))
-    };
-    let mut remove_connections = Vec::new();
-    if let Some(plan) = plan {
+        );
         for (f, reason) in &plan.skipped {
+            debug!(
+                router = name,
+                "{}",
+                policy::detected_message(f, &detection.rules)
+            );
             let line = policy::skipped_message(f, *reason);
             if reason.is_safety() {
                 info!(router = name, "{line}");
@@ -668,8 +768,8 @@ pub async fn run_cycle(
                 policy::deferred_message(plan.deferred.len(), daemon.max_conn_per_cycle)
             );
         }
-        report.deferred += plan.deferred.len() as u64;
-        remove_connections = plan.remove_connections;
+        report.deferred = plan.deferred.len() as u64;
+        report.acted = plan.acted as u64;
 
         // Caps, then escalation, for this cycle's own blocks.
         let escalation = Escalation {
@@ -677,28 +777,23 @@ pub async fn run_cycle(
             max_timeout: blocking.max_block_timeout,
             forget_after: blocking.forget_after,
         };
-        let mut list_room = match blocking.max_list_size {
-            0 => usize::MAX,
-            max => (max as usize).saturating_sub(report.list_size + adds.len()),
-        };
-        let mut capped = 0u64;
-        // Connections of targets a cap stopped stay: removing them without the block would
-        // only make the client retry.
-        let mut kept_connections: HashSet<String> = HashSet::new();
+        let mut capped_targets: HashSet<IpAddr> = HashSet::new();
         for b in plan.blocks {
-            if list_room == 0 || (!blocking.dry_run && state.rate.remaining(now) == Some(0)) {
-                kept_connections.insert(b.finding.connection.id.clone());
-            }
+            warn!(
+                router = name,
+                "{}",
+                policy::detected_message(&b.finding, &detection.rules)
+            );
             if list_room == 0 {
-                capped += 1;
+                capped_targets.insert(b.target);
                 let max = blocking.max_list_size;
                 report.cap_hit(state, "max_list_size", || {
                     format!("max_list_size = {max} reached: the block list is full, not adding more (raise it, or shorten block_timeout)")
                 });
                 continue;
             }
-            if !blocking.dry_run && !state.rate.try_take(now) {
-                capped += 1;
+            if !state.rate.try_take(now) {
+                capped_targets.insert(b.target);
                 let max = blocking.max_blocks_per_hour;
                 report.cap_hit(state, "max_blocks_per_hour", || {
                     format!("max_blocks_per_hour = {max} reached: not adding more blocks this hour (raise it if this is a real attack)")
@@ -706,7 +801,7 @@ pub async fn run_cycle(
                 continue;
             }
             list_room -= 1;
-            let level_and_timeout = if escalation.factor > 1.0 {
+            let (timeout, level) = if escalation.factor > 1.0 {
                 let (r, ip, since) = (
                     name.to_owned(),
                     b.target,
@@ -723,7 +818,6 @@ pub async fn run_cycle(
             } else {
                 (blocking.block_timeout, 0)
             };
-            let (timeout, level) = level_and_timeout;
             adds.push(PlannedAdd {
                 address: b.target,
                 family: b.family,
@@ -734,25 +828,31 @@ pub async fn run_cycle(
                 kind: "added",
             });
         }
-        remove_connections.retain(|(_, id)| !kept_connections.contains(id));
-        if capped > 0 {
-            report.deferred += capped;
-        } else {
-            state.caps_reported.remove("max_list_size");
-            state.caps_reported.remove("max_blocks_per_hour");
-        }
+        // Connections of targets a cap stopped stay: removing them without the block would
+        // only make the client retry.
+        remove_connections = plan.remove_connections;
+        remove_connections.retain(|k| target_of.get(k).is_none_or(|t| !capped_targets.contains(t)));
+        report.capped += capped_targets.len() as u64;
+        capped_any |= !capped_targets.is_empty();
+    }
+    if !capped_any && adds.iter().any(|a| a.kind == "added") {
+        // Blocks went through uncapped: the next time a cap is hit is news again.
+        state.caps_reported.remove("max_list_size");
+        state.caps_reported.remove("max_blocks_per_hour");
     }
 
     // Act.
     let list = &blocking.address_list;
     let mut stored: Vec<NewBlock> = Vec::new();
+    let mut lost: Option<ClientError> = None;
     if blocking.dry_run {
         for a in adds.iter().filter(|a| a.kind == "added") {
             let t = format_duration(a.timeout);
-            info!(
+            warn!(
                 router = name,
                 "DRY RUN: would add {} to {list} (timeout: {t}) comment={:?}", a.address, a.comment
             );
+            state.dry_run_blocked.insert(a.address, now + a.timeout);
             report.blocks.push(BlockRecord {
                 address: a.address,
                 list: list.clone(),
@@ -772,45 +872,25 @@ pub async fn run_cycle(
             });
         }
         for (family, id) in &remove_connections {
-            info!(
+            warn!(
                 router = name,
                 "DRY RUN: would remove {} connection {id}",
                 family.as_str()
             );
         }
     } else {
-        let mut set = JoinSet::new();
-        for (i, a) in adds.iter().enumerate() {
-            let client = client.clone();
-            let (list, address, comment, family, timeout) = (
-                list.clone(),
-                a.address.to_string(),
-                a.comment.clone(),
-                api(a.family),
-                a.timeout,
-            );
-            set.spawn(async move {
-                (
-                    i,
-                    client
-                        .address_list_add(family, &list, &address, Some(timeout), &comment)
-                        .await,
-                )
-            });
-        }
-        let mut outcomes: Vec<Option<String>> = vec![None; adds.len()];
-        let mut lost: Option<ClientError> = None;
-        while let Some(joined) = set.join_next().await {
-            let Ok((i, res)) = joined else { continue };
-            let a = &adds[i];
+        let results = bounded_adds(client, list, &adds).await;
+        for (a, res) in adds.iter().zip(results) {
             let t = format_duration(a.timeout);
-            outcomes[i] = Some(match res {
+            let outcome = match res {
                 Ok(AddOutcome::Added { .. }) => {
                     match a.kind {
-                        "restored" => info!(
-                            router = name,
-                            "Restored {} to {list} (remaining: {t})", a.address
-                        ),
+                        "restored" => {
+                            info!(
+                                router = name,
+                                "Restored {} to {list} (remaining: {t})", a.address
+                            )
+                        }
                         "shared" => info!(
                             router = name,
                             "Added {} to {list} (timeout: {t}), shared by another router",
@@ -836,10 +916,7 @@ pub async fn run_cycle(
                     warn!(router = name, "could not add {} to {list}: {e}", a.address);
                     format!("failed: {e}")
                 }
-            });
-        }
-        for (a, outcome) in adds.iter().zip(outcomes) {
-            let outcome = outcome.unwrap_or_else(|| "failed: task ended".into());
+            };
             if a.kind != "restored" && (outcome == "added" || outcome == "shared") {
                 stored.push(NewBlock {
                     list: list.clone(),
@@ -865,38 +942,41 @@ pub async fn run_cycle(
             report.blocks.push(BlockRecord {
                 address: a.address,
                 list: list.clone(),
-                timeout: format_duration(a.timeout),
+                timeout: t,
                 level: a.level,
                 comment: a.comment.clone(),
                 outcome,
             });
         }
-        if let Some(e) = lost {
-            return Err(explain(e, "adding to the block list"));
-        }
-        let mut set = JoinSet::new();
-        for (family, id) in remove_connections.iter().cloned() {
-            let client = client.clone();
-            set.spawn(async move { client.connection_remove(api(family), &id).await });
-        }
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(Ok(RemoveOutcome::Removed)) => report.connections_removed += 1,
-                Ok(Ok(_)) => {} // gone already: fine
-                Ok(Err(e)) if e.is_connection_lost() => {
-                    return Err(explain(e, "removing a connection"))
+        if lost.is_none() {
+            let mut set = JoinSet::new();
+            for (family, id) in remove_connections.iter().cloned() {
+                let client = client.clone();
+                set.spawn(async move { client.connection_remove(api(family), &id).await });
+                if set.len() >= MAX_IN_FLIGHT {
+                    join_removal(&mut set, &mut report, &mut lost, name).await;
                 }
-                Ok(Err(e)) => warn!(router = name, "could not remove a connection: {e}"),
-                Err(_) => {}
+            }
+            while !set.is_empty() {
+                join_removal(&mut set, &mut report, &mut lost, name).await;
             }
         }
     }
-    if fresh > 0 {
-        info!(router = name, "{}", policy::processed_message(fresh));
+    if report.acted > 0 {
+        info!(
+            router = name,
+            "{}",
+            policy::processed_message(report.acted as usize)
+        );
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
 
-    // Remember.
+    // Remember, also when the connection broke halfway: the adds that went through happened.
+    if state.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+        let before = secs(now.saturating_sub(blocking.forget_after));
+        with_store(env, name, move |s| s.prune(before)).await;
+        state.last_prune = Some(Instant::now());
+    }
     let record = CycleRecord {
         router: name.to_owned(),
         at_unix: secs(now),
@@ -915,7 +995,89 @@ pub async fn run_cycle(
     if let Some(m) = &env.metrics {
         m.cycle(&report);
     }
-    Ok(report)
+    match lost {
+        Some(e) => Err(explain(e, "changing the block list")),
+        None => Ok(report),
+    }
+}
+
+/// Commands in flight at once when adding or removing in bulk: enough to pipeline, few enough
+/// that a slow router (~130 requests/s on a CHR) is not buried under timeouts.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// How often history past `forget_after` is pruned from the store.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Adds every entry, at most [`MAX_IN_FLIGHT`] at once; results in input order.
+async fn bounded_adds(
+    client: &Client,
+    list: &str,
+    adds: &[PlannedAdd],
+) -> Vec<Result<AddOutcome, ClientError>> {
+    let mut results: Vec<Option<Result<AddOutcome, ClientError>>> =
+        (0..adds.len()).map(|_| None).collect();
+    let mut set = JoinSet::new();
+    let mut next = 0;
+    while next < adds.len() || !set.is_empty() {
+        while next < adds.len() && set.len() < MAX_IN_FLIGHT {
+            let a = &adds[next];
+            let (client, list, address, comment) = (
+                client.clone(),
+                list.to_owned(),
+                a.address.to_string(),
+                a.comment.clone(),
+            );
+            let (family, timeout, i) = (api(a.family), a.timeout, next);
+            set.spawn(async move {
+                let r = client
+                    .address_list_add(family, &list, &address, Some(timeout), &comment)
+                    .await;
+                (i, r)
+            });
+            next += 1;
+        }
+        if let Some(Ok((i, r))) = set.join_next().await {
+            results[i] = Some(r);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(ClientError::Closed {
+                    router: client.router().to_owned(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Joins one connection removal and accounts for it.
+async fn join_removal(
+    set: &mut JoinSet<Result<RemoveOutcome, ClientError>>,
+    report: &mut CycleReport,
+    lost: &mut Option<ClientError>,
+    name: &str,
+) {
+    match set.join_next().await {
+        Some(Ok(Ok(RemoveOutcome::Removed))) => report.connections_removed += 1,
+        Some(Ok(Ok(_))) => {} // gone already: fine
+        Some(Ok(Err(e))) if e.is_connection_lost() => {
+            lost.get_or_insert(e);
+        }
+        Some(Ok(Err(e))) => warn!(router = name, "could not remove a connection: {e}"),
+        _ => {}
+    }
+}
+
+/// `comment` with `suffix`, within RouterOS's comment length.
+fn fit_comment(comment: &str, suffix: &str) -> String {
+    let max = policy::MAX_COMMENT_BYTES.saturating_sub(suffix.len());
+    let mut cut = comment.len().min(max);
+    while !comment.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &comment[..cut])
 }
 
 /// A tracker fact as a store row: `streak <conn>` or `hit <target> <conn>`.
@@ -966,6 +1128,7 @@ fn counters(r: &CycleReport) -> Vec<(String, u64)> {
             r.blocks.iter().filter(|b| b.outcome == "restored").count() as u64,
         ),
         ("deferred".to_owned(), r.deferred),
+        ("capped".to_owned(), r.capped),
         ("connections_removed".to_owned(), r.connections_removed),
         ("bad_rows".to_owned(), r.bad_rows),
     ];

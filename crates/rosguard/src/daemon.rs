@@ -89,6 +89,7 @@ pub async fn run(
 ) {
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut running: HashMap<String, (RouterConfig, CancellationToken)> = HashMap::new();
+    let mut ids: HashMap<tokio::task::Id, String> = HashMap::new();
     loop {
         let current = config.borrow_and_update().clone();
         // Stop tasks whose router vanished or whose connection settings changed.
@@ -108,18 +109,37 @@ pub async fn run(
             }
             let token = shutdown.child_token();
             running.insert(r.name.clone(), (r.clone(), token.clone()));
-            tasks.spawn(run_router(
+            let handle = tasks.spawn(run_router(
                 r.name.clone(),
                 config.clone(),
                 token,
                 events.clone(),
                 env.clone(),
             ));
+            ids.insert(handle.id(), r.name.clone());
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             changed = config.changed() => if changed.is_err() { break },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (id, panicked) = match &done {
+                    Ok((id, ())) => (*id, false),
+                    Err(e) => (e.id(), e.is_panic()),
+                };
+                if let Some(name) = ids.remove(&id) {
+                    if panicked && !shutdown.is_cancelled() {
+                        // A bug must not leave a router unwatched: log it and start it again.
+                        error!(router = name.as_str(), "the router task failed unexpectedly; restarting it");
+                        if let Some((_, token)) = running.remove(&name) {
+                            token.cancel();
+                        }
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
         }
     }
     for (_, (_, token)) in running {
@@ -136,6 +156,31 @@ async fn wait_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
+/// How a router is doing, so that only changes are logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Health {
+    /// Not connected yet, or connected without a completed cycle.
+    Starting,
+    /// The last cycle completed.
+    Up,
+    /// Failing, for this kind of reason (the kind, not the text, so changing details such as
+    /// a port number do not make every attempt news).
+    Down(String),
+}
+
+/// The kind of a connection-level failure, for [`Health::Down`].
+fn failure_kind(e: &routeros_client::Error) -> String {
+    use routeros_client::Error as E;
+    match e {
+        E::LoginFailed { .. } => "login".into(),
+        E::Tls { .. } => "tls".into(),
+        E::Timeout { .. } => "timeout".into(),
+        E::Fatal { .. } => "fatal".into(),
+        E::Io { source, .. } => format!("io:{:?}", source.kind()),
+        _ => "connection".into(),
+    }
+}
+
 /// One router's life: connect, cycle until the connection is lost, back off, repeat.
 async fn run_router(
     name: String,
@@ -149,10 +194,6 @@ async fn run_router(
             let _ = tx.send(e);
         }
     };
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    // The last failure logged, so a flapping router is logged once per change of state.
-    let mut last_failure: Option<String> = None;
-    let mut state: Option<(RouterConfig, RouterState)> = None;
     let metrics = env.metrics.clone();
     let gauge = |up: bool| {
         if let Some(m) = &metrics {
@@ -164,6 +205,27 @@ async fn run_router(
             m.error(&name, kind);
         }
     };
+    let router_name = name.as_str();
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut health = Health::Starting;
+    // Logs a failure when it is news: the first one, or one of another kind.
+    let fail = |health: &mut Health, kind: String, text: &str, what: &str| {
+        let new = Health::Down(kind);
+        if *health != new {
+            error!(
+                router = router_name,
+                "{what}: {text}; retrying with backoff (up to 60s)"
+            );
+            send(DaemonEvent::Disconnected {
+                router: name.clone(),
+                error: text.to_owned(),
+            });
+        } else {
+            debug!(router = router_name, "{what} again: {text}");
+        }
+        *health = new;
+    };
+    let mut state: Option<(RouterConfig, RouterState)> = None;
     gauge(false);
     while !shutdown.is_cancelled() {
         let cfg = config.borrow_and_update().clone();
@@ -183,46 +245,38 @@ async fn run_router(
                 } else {
                     "connect"
                 });
-                let text = e.to_string();
-                let delay = backoff.next_delay();
-                if last_failure.as_deref() != Some(text.as_str()) {
-                    error!(
-                        router = name.as_str(),
-                        "cannot connect: {text}; retrying with backoff (up to 60s)"
-                    );
-                    send(DaemonEvent::Disconnected {
-                        router: name.clone(),
-                        error: text.clone(),
-                    });
-                    last_failure = Some(text);
-                } else {
-                    debug!(
-                        router = name.as_str(),
-                        "still cannot connect; next try in {delay:?}"
-                    );
-                }
-                if wait_or_stop(delay, &shutdown).await {
+                fail(
+                    &mut health,
+                    failure_kind(&e),
+                    &one_line(&e),
+                    "cannot connect",
+                );
+                if wait_or_stop(backoff.next_delay(), &shutdown).await {
                     return;
                 }
                 continue;
             }
         };
-        info!(
-            router = name.as_str(),
+        debug!(
+            router = router_name,
             "connected to {} as {}", router.address, router.username
         );
-        if last_failure.take().is_some() {
-            warn!(router = name.as_str(), "connection restored");
+        if health == Health::Starting {
+            info!(
+                router = router_name,
+                "connected to {} as {}", router.address, router.username
+            );
         }
         send(DaemonEvent::Connected {
             router: name.clone(),
         });
         gauge(true);
-        backoff.reset();
         if let Some((_, s)) = state.as_mut() {
             // The router may have rebooted (timed entries gone): restore at the next cycle.
             s.needs_restore = true;
         }
+        // The last cycle error logged on this connection, so a persistent one is logged once.
+        let mut last_cycle_error: Option<String> = None;
         loop {
             let cfg = config.borrow_and_update().clone();
             let Some(router) = cfg.routers.iter().find(|r| r.name == name) else {
@@ -230,45 +284,49 @@ async fn run_router(
                 gauge(false);
                 return;
             };
-            // New detection or blocking settings (SIGHUP) start a fresh tracker and caps.
-            let fresh = match &state {
-                Some((seen, _)) => {
-                    seen.detection != router.detection || seen.blocking != router.blocking
+            // A reloaded config (SIGHUP) keeps the counted blocks and what was learnt.
+            match state.as_mut() {
+                Some((seen, s)) => {
+                    if seen.detection != router.detection || seen.blocking != router.blocking {
+                        s.reconfigure(seen, router);
+                        *seen = router.clone();
+                    }
                 }
-                None => true,
-            };
-            if fresh {
-                state = Some((router.clone(), RouterState::new(router, &env)));
+                None => state = Some((router.clone(), RouterState::new(router, &env))),
             }
             let Some((_, router_state)) = state.as_mut() else {
                 continue;
             };
             match run_cycle(&client, router, &cfg.daemon, router_state, &env).await {
-                Ok(report) => send(DaemonEvent::Cycle(report)),
+                Ok(report) => {
+                    if matches!(health, Health::Down(_)) {
+                        warn!(router = router_name, "connection restored");
+                    }
+                    health = Health::Up;
+                    // Only a completed cycle proves the router is back: a router that accepts
+                    // the login and then drops us keeps backing off.
+                    backoff.reset();
+                    last_cycle_error = None;
+                    send(DaemonEvent::Cycle(report));
+                }
                 Err(e) => {
-                    count_error(if client.is_closed() {
-                        "connection_lost"
-                    } else {
-                        "cycle"
-                    });
-                    let text = format!("{e:#}");
+                    let text = one_line(e.as_ref());
                     if client.is_closed() {
-                        warn!(
-                            router = name.as_str(),
-                            "lost the connection: {text}; reconnecting"
-                        );
-                        send(DaemonEvent::Disconnected {
-                            router: name.clone(),
-                            error: text.clone(),
-                        });
-                        last_failure = Some(text);
+                        count_error("connection_lost");
+                        fail(&mut health, "lost".into(), &text, "lost the connection");
                         break;
                     }
-                    warn!(router = name.as_str(), "cycle failed: {text}");
+                    count_error("cycle");
+                    if last_cycle_error.as_deref() != Some(text.as_str()) {
+                        warn!(router = router_name, "cycle failed: {text}");
+                    } else {
+                        debug!(router = router_name, "cycle failed again: {text}");
+                    }
                     send(DaemonEvent::CycleFailed {
                         router: name.clone(),
-                        error: text,
+                        error: text.clone(),
                     });
+                    last_cycle_error = Some(text);
                 }
             }
             if wait_or_stop(cfg.daemon.loop_delay, &shutdown).await {
@@ -279,11 +337,25 @@ async fn run_router(
         }
         gauge(false);
         client.close().await;
-        let delay = backoff.next_delay();
-        if wait_or_stop(delay, &shutdown).await {
+        if wait_or_stop(backoff.next_delay(), &shutdown).await {
             return;
         }
     }
+}
+
+/// An error and its causes on one line, without repeating a cause its parent already quotes.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -166,7 +166,7 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", daemon::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -184,10 +184,23 @@ fn open_store(cfg: &config::Config, state: &Option<PathBuf>) -> Result<Arc<Mutex
     Ok(Arc::new(Mutex::new(store)))
 }
 
-/// The store, metrics and shared-block channel for commands that run cycles.
+/// The store, metrics and shared-block channel for commands that change the router.
+///
+/// Protecting the network matters more than remembering that it did: when the state file
+/// cannot be opened, rosguard says so loudly and keeps its state in memory.
 fn cycle_env(cfg: &config::Config, state: &Option<PathBuf>) -> Result<CycleEnv> {
+    let store = match open_store(cfg, state) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(
+                "{}; running without persistent state: history, escalation and restores after a restart are lost",
+                daemon::one_line(e.as_ref())
+            );
+            Arc::new(Mutex::new(Store::open_in_memory()?))
+        }
+    };
     Ok(CycleEnv {
-        store: Some(open_store(cfg, state)?),
+        store: Some(store),
         ..CycleEnv::default()
     })
 }
@@ -332,6 +345,24 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The keys a reload cannot apply to a running daemon.
+fn restart_only_changes(
+    running: &config::DaemonSettings,
+    new: &config::Config,
+) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if running.state_dir != new.daemon.state_dir {
+        keys.push("state_dir");
+    }
+    if running.metrics_listen != new.daemon.metrics_listen {
+        keys.push("metrics_listen");
+    }
+    if running.share_blocks != new.daemon.share_blocks {
+        keys.push("share_blocks");
+    }
+    keys
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -394,6 +425,7 @@ async fn run_daemon(
             shutdown.clone(),
         )));
     }
+    let running = cfg.daemon.clone();
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
     let daemon = tokio::spawn(daemon::run(rx, shutdown.clone(), None, env));
 
@@ -413,6 +445,9 @@ async fn run_daemon(
             }
             _ = reload => match read_config(&path).and_then(narrow) {
                 Ok(new) => {
+                    for key in restart_only_changes(&running, &new) {
+                        tracing::warn!("daemon.{key} changed: it takes effect at the next restart");
+                    }
                     log.set_level(new.daemon.log_level);
                     if let Ok(mut h) = health.lock() {
                         *h = metrics::HealthSpec::for_config(&new);
@@ -420,7 +455,10 @@ async fn run_daemon(
                     tracing::warn!("reloaded {} ({} router(s))", path.display(), new.routers.len());
                     let _ = tx.send(Arc::new(new));
                 }
-                Err(e) => tracing::error!("reload failed, keeping the running config: {e:#}"),
+                Err(e) => tracing::error!(
+                    "reload failed, keeping the running config: {}",
+                    daemon::one_line(e.as_ref())
+                ),
             },
         }
     }

@@ -166,6 +166,14 @@ impl Metrics {
                 })
                 .inc();
         }
+        if r.capped > 0 {
+            self.skipped
+                .get_or_create(&ReasonLabel {
+                    router: r.router.clone(),
+                    reason: "capped".into(),
+                })
+                .inc_by(r.capped);
+        }
         if r.deferred > 0 {
             self.skipped
                 .get_or_create(&ReasonLabel {

@@ -84,7 +84,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
             ReplyKind::Done => {
                 return match refused {
                     Some(message) => {
-                        tracing::warn!(router = %cfg.router, user = %cfg.username, %message, "login refused");
+                        tracing::debug!(router = %cfg.router, user = %cfg.username, reason = %message, "login refused");
                         Err(Error::LoginFailed {
                             router: router(),
                             message,

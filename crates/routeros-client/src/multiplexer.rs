@@ -214,7 +214,8 @@ impl Shared {
                     }
                     other => {
                         let error = other.to_error(&self.router);
-                        tracing::warn!(router = %self.router, in_flight = st.pending.len(), %error, "connection lost");
+                        // The caller reports this once per change of state; here it is detail.
+                        tracing::debug!(router = %self.router, in_flight = st.pending.len(), %error, "connection lost");
                     }
                 }
                 st.closed = Some(reason);

@@ -342,3 +342,25 @@ async fn the_demo_blocks_the_frozen_flows_and_spares_the_protected_ones() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn an_unusable_state_directory_does_not_stop_protection() {
+    let sim = sim().await;
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    let s = setup(&sim, "");
+    // A state "directory" below a regular file cannot be created.
+    let out = Command::new(BIN)
+        .args(["once", "-c"])
+        .arg(&s.config)
+        .arg("--state")
+        .arg(s.config.join("state"))
+        .env(PASSWORD_VAR, "")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("running without persistent state"), "{err}");
+    assert_eq!(list_addresses(&sim, "tls_block"), ["203.0.113.45"]);
+}

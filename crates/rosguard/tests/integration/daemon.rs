@@ -354,3 +354,114 @@ async fn observation_state_survives_a_restart() {
     let mut rig = Rig::with_env(router, open()).await;
     assert_eq!(rig.cycle().await.effective_blocks().count(), 1);
 }
+
+#[tokio::test]
+async fn a_capped_target_keeps_all_its_connections() {
+    let sim = sim().await;
+    sim.add_list_entry(
+        Family::V4,
+        "tls_block",
+        "198.51.100.9",
+        None,
+        Some("by hand"),
+    );
+    for port in [1000, 1001, 1002] {
+        sim.add_connection(frozen_tls(
+            &format!("192.168.88.50:{port}"),
+            "203.0.113.45:443",
+        ));
+    }
+    let mut router = router_for(&sim, "core");
+    router.blocking.max_list_size = 1;
+    let mut rig = Rig::new(router).await;
+    let r = rig.cycle().await;
+    assert_eq!(r.effective_blocks().count(), 0);
+    assert_eq!(r.caps_hit, ["max_list_size"]);
+    assert_eq!(r.connections_removed, 0, "no block, so no removal either");
+    assert_eq!(
+        rig.cycle().await.flagged,
+        3,
+        "the connections are all still there"
+    );
+}
+
+#[tokio::test]
+async fn restores_obey_the_list_cap_and_the_panic_brake() {
+    let sim = sim().await;
+    for i in 1..=3 {
+        sim.add_connection(frozen_tls(
+            &format!("192.168.88.50:{}", 1000 + i),
+            &format!("203.0.113.{i}:443"),
+        ));
+    }
+    let env = memory_env();
+    let mut rig = Rig::with_env(router_for(&sim, "core"), env.clone()).await;
+    assert_eq!(rig.cycle().await.effective_blocks().count(), 3);
+    sim.reboot();
+
+    // After the reboot the uplink looks dead: everything is one-sided. Nothing is restored.
+    for i in 0..40u32 {
+        sim.add_connection(frozen_tls(
+            &format!("192.168.88.60:{}", 2000 + i),
+            &format!("198.18.0.{}:443", i + 1),
+        ));
+    }
+    let mut rig = Rig::with_env(router_for(&sim, "core"), env.clone()).await;
+    let r = rig.cycle().await;
+    assert!(r.caps_hit.contains(&"panic_brake".to_string()));
+    assert!(
+        list_addresses(&sim, "tls_block").is_empty(),
+        "the brake holds restores too"
+    );
+
+    // Healthy again, but the list may only hold two entries: two of the three come back.
+    sim.reboot();
+    let mut router = router_for(&sim, "core");
+    router.blocking.max_list_size = 2;
+    let mut rig = Rig::with_env(router, env).await;
+    let r = rig.cycle().await;
+    assert_eq!(
+        r.blocks.iter().filter(|b| b.outcome == "restored").count(),
+        2
+    );
+    assert_eq!(list_addresses(&sim, "tls_block").len(), 2);
+}
+
+#[tokio::test]
+async fn a_reload_does_not_reset_the_hourly_cap() {
+    let sim = sim().await;
+    sim.add_connection(frozen_tls("192.168.88.50:1000", "203.0.113.1:443"));
+    let mut router = router_for(&sim, "core");
+    router.blocking.max_blocks_per_hour = 1;
+    let mut rig = Rig::new(router.clone()).await;
+    assert_eq!(rig.cycle().await.effective_blocks().count(), 1);
+    // SIGHUP with an unrelated change.
+    let mut reloaded = router.clone();
+    reloaded.blocking.allow = vec!["10.0.0.0/8".parse().unwrap()];
+    rig.state.reconfigure(&router, &reloaded);
+    rig.router = reloaded;
+    sim.add_connection(frozen_tls("192.168.88.50:1001", "203.0.113.2:443"));
+    let r = rig.cycle().await;
+    assert_eq!(r.effective_blocks().count(), 0);
+    assert_eq!(r.caps_hit, ["max_blocks_per_hour"]);
+}
+
+#[tokio::test]
+async fn dry_run_decides_each_address_once_like_the_real_list_would() {
+    let sim = sim().await;
+    sim.add_connection(
+        SimConnection::udp(sa("192.168.88.50:1000"), sa("203.0.113.1:443")).packets(30, 0),
+    );
+    let mut router = router_for(&sim, "core");
+    router.blocking.dry_run = true;
+    let mut rig = Rig::new(router).await;
+    assert_eq!(rig.cycle().await.effective_blocks().count(), 1);
+    let second = rig.cycle().await;
+    assert_eq!(second.flagged, 1, "still there: nothing was removed");
+    assert_eq!(
+        second.effective_blocks().count(),
+        0,
+        "already (virtually) blocked"
+    );
+    assert!(list_addresses(&sim, "tls_block").is_empty());
+}
