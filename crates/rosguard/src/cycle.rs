@@ -111,6 +111,15 @@ impl RouterState {
 }
 
 impl RouterState {
+    /// The router has no IPv6 connection table (the package is off): scan IPv4 only.
+    fn note_no_ipv6(&mut self, router: &str) {
+        info!(
+            router,
+            "no IPv6 connection table on this router; scanning IPv4 only"
+        );
+        self.ipv6_missing = true;
+    }
+
     /// Applies a reloaded config: a new tracker when the detection settings changed, the new
     /// hourly limit on the blocks already counted (a reload must not reset a cap).
     pub fn reconfigure(&mut self, old: &RouterConfig, new: &RouterConfig) {
@@ -523,11 +532,7 @@ pub async fn run_cycle(
         let mut rows = match client.connections(api(family), cmd).await {
             Ok(s) => s,
             Err(e) if family == Family::V6 && is_missing_path(&e) => {
-                info!(
-                    router = name,
-                    "no IPv6 connection table on this router; scanning IPv4 only"
-                );
-                state.ipv6_missing = true;
+                state.note_no_ipv6(name);
                 continue;
             }
             Err(e) => return Err(explain(e, "reading the connection table")),
@@ -537,11 +542,7 @@ pub async fn run_cycle(
             let row = match row {
                 Ok(r) => r,
                 Err(e) if family == Family::V6 && is_missing_path(&e) => {
-                    info!(
-                        router = name,
-                        "no IPv6 connection table on this router; scanning IPv4 only"
-                    );
-                    state.ipv6_missing = true;
+                    state.note_no_ipv6(name);
                     break;
                 }
                 Err(e) => return Err(explain(e, "reading the connection table")),

@@ -3,7 +3,7 @@
 
 use rosguard::{admin, config, daemon, demo, logging, metrics};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -211,7 +211,43 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// What every command shares from the command line.
+struct GlobalOpts {
+    log_format: LogFormat,
+    state: Option<PathBuf>,
+}
+
+/// The log level of the one-shot admin commands: their output is the report.
+const QUIET: Option<LogLevel> = Some(LogLevel::Warning);
+
+/// The shape of every one-shot command: read the config, install logging (`level`, or the
+/// config's), open the state store when the command uses it, and run `job` to completion.
+fn one_shot<F, Fut>(
+    path: &Path,
+    level: Option<LogLevel>,
+    uses_state: bool,
+    opts: &GlobalOpts,
+    job: F,
+) -> Result<ExitCode>
+where
+    F: FnOnce(config::Config, CycleEnv) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode>>,
+{
+    let cfg = read_config(path)?;
+    logging::init(level.unwrap_or(cfg.daemon.log_level), opts.log_format)?;
+    let env = if uses_state {
+        cycle_env(&cfg, &opts.state)?
+    } else {
+        CycleEnv::default()
+    };
+    runtime()?.block_on(job(cfg, env))
+}
+
 fn real_main(cli: Cli) -> Result<ExitCode> {
+    let opts = GlobalOpts {
+        log_format: cli.log_format,
+        state: cli.state,
+    };
     match cli.command {
         Cmd::CheckConfig { config } => {
             let cfg = read_config(&config.config)?;
@@ -233,9 +269,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Run { config, router } => {
             let cfg = read_config(&config.config)?;
-            let handle = logging::init(cfg.daemon.log_level, cli.log_format)?;
+            let handle = logging::init(cfg.daemon.log_level, opts.log_format)?;
             cfg.select(router.router.as_deref())?;
-            let env = cycle_env(&cfg, &cli.state)?;
+            let env = cycle_env(&cfg, &opts.state)?;
             runtime()?.block_on(run_daemon(config.config, router.router, cfg, handle, env))
         }
         Cmd::Once {
@@ -243,62 +279,37 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             router,
             dry_run,
             json,
-        } => {
-            let cfg = read_config(&config.config)?;
-            logging::init(cfg.daemon.log_level, cli.log_format)?;
-            let env = cycle_env(&cfg, &cli.state)?;
-            runtime()?.block_on(admin::once(
-                &cfg,
-                router.router.as_deref(),
-                dry_run,
-                json,
-                &env,
-            ))
-        }
+        } => one_shot(&config.config, None, true, &opts, |cfg, env| async move {
+            admin::once(&cfg, router.router.as_deref(), dry_run, json, &env).await
+        }),
         Cmd::List {
             config,
             router,
             json,
-        } => {
-            let cfg = read_config(&config.config)?;
-            logging::init(LogLevel::Warning, cli.log_format)?;
-            runtime()?.block_on(admin::list(&cfg, router.router.as_deref(), json))
-        }
+        } => one_shot(&config.config, QUIET, false, &opts, |cfg, _| async move {
+            admin::list(&cfg, router.router.as_deref(), json).await
+        }),
         Cmd::Unblock {
             config,
             router,
             address,
-        } => {
-            let cfg = read_config(&config.config)?;
-            logging::init(LogLevel::Warning, cli.log_format)?;
-            let env = cycle_env(&cfg, &cli.state)?;
-            runtime()?.block_on(admin::unblock(
-                &cfg,
-                router.router.as_deref(),
-                &address,
-                &env,
-            ))
-        }
+        } => one_shot(&config.config, QUIET, true, &opts, |cfg, env| async move {
+            admin::unblock(&cfg, router.router.as_deref(), &address, &env).await
+        }),
         Cmd::Clear {
             config,
             router,
             all,
-        } => {
-            let cfg = read_config(&config.config)?;
-            logging::init(LogLevel::Warning, cli.log_format)?;
-            let env = cycle_env(&cfg, &cli.state)?;
-            runtime()?.block_on(admin::clear(&cfg, router.router.as_deref(), all, &env))
-        }
+        } => one_shot(&config.config, QUIET, true, &opts, |cfg, env| async move {
+            admin::clear(&cfg, router.router.as_deref(), all, &env).await
+        }),
         Cmd::Stats {
             config,
             router,
             json,
-        } => {
-            let cfg = read_config(&config.config)?;
-            logging::init(LogLevel::Warning, cli.log_format)?;
-            let env = cycle_env(&cfg, &cli.state)?;
-            runtime()?.block_on(admin::stats(&cfg, router.router.as_deref(), json, &env))
-        }
+        } => one_shot(&config.config, QUIET, true, &opts, |cfg, env| async move {
+            admin::stats(&cfg, router.router.as_deref(), json, &env).await
+        }),
         Cmd::Why {
             config,
             address,
@@ -308,7 +319,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 Some(path) => read_config(path)?,
                 None => config::Config::defaults(),
             };
-            let store = open_store(&cfg, &cli.state)?;
+            let store = open_store(&cfg, &opts.state)?;
             let store = store
                 .lock()
                 .map_err(|_| anyhow::anyhow!("state store lock poisoned"))?;
@@ -320,8 +331,6 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             install,
             remove,
         } => {
-            let cfg = read_config(&config.config)?;
-            logging::init(LogLevel::Warning, cli.log_format)?;
             let action = if install {
                 admin::FirewallAction::Install
             } else if remove {
@@ -329,14 +338,16 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             } else {
                 admin::FirewallAction::Print
             };
-            runtime()?.block_on(admin::firewall(&cfg, router.router.as_deref(), action))
+            one_shot(&config.config, QUIET, false, &opts, |cfg, _| async move {
+                admin::firewall(&cfg, router.router.as_deref(), action).await
+            })
         }
         Cmd::Demo(args) => {
-            logging::init(LogLevel::Info, cli.log_format)?;
+            logging::init(LogLevel::Info, opts.log_format)?;
             runtime()?.block_on(demo::run(args))
         }
         Cmd::Sim(args) => {
-            logging::init(LogLevel::Info, cli.log_format)?;
+            logging::init(LogLevel::Info, opts.log_format)?;
             runtime()?.block_on(async {
                 routeros_sim::run_cli(args, shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
