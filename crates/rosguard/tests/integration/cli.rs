@@ -263,9 +263,11 @@ async fn until<R: tokio::io::AsyncBufRead + Unpin>(
 async fn sighup_reloads_the_config_and_sigterm_stops() {
     let sim = sim().await;
     let s = setup(&sim, "[daemon]\nlog_level = \"info\"\nloop_delay = \"200ms\"\n[blocking]\naddress_list = \"list_a\"");
+    // kill_on_drop: a failing assertion must not leave a daemon running.
     let mut child = rosguard(&s, &["run"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let pid = Pid::from_raw(child.id().unwrap() as i32);
