@@ -144,7 +144,8 @@ pub fn decode_sentence(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Sentence>, ProtoError> {
-    let mut words: Vec<(u32, u32)> = Vec::new();
+    // Room for a typical row (a dozen words) up front: one allocation per sentence.
+    let mut words: Vec<(u32, u32)> = Vec::with_capacity(16);
     let mut pos = 0usize;
     loop {
         let Some((len, prefix)) = decode_length(&buf[pos..])? else {
