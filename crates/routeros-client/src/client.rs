@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::multiplexer::{run_reader, run_writer, CloseReason, Shared, Sink, WriterMsg};
+use crate::multiplexer::{
+    run_reader, run_writer, CloseReason, Shared, Sink, WriterMsg, STREAM_BATCH,
+};
 use crate::stream::{collect, Response, RowStream};
 use crate::{login, tls, ClientConfig, Error, TlsConfig, STREAM_CAPACITY};
 
@@ -336,7 +338,8 @@ impl Client {
     /// Sends `cmd` and hands its rows over as they arrive; see [`RowStream`]. `command_timeout`
     /// bounds the gap between two replies, not the whole command.
     pub async fn stream(&self, cmd: Command) -> Result<RowStream, Error> {
-        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        // Batches of up to STREAM_BATCH replies: about STREAM_CAPACITY replies in all.
+        let (tx, rx) = mpsc::channel((STREAM_CAPACITY / STREAM_BATCH).max(1));
         let tag = self.start_command(&cmd, Sink::Stream(tx))?;
         Ok(RowStream::new(
             self.clone(),

@@ -21,8 +21,13 @@ use crate::Error;
 /// How many replies a [`crate::RowStream`] buffers before the reader waits for its consumer.
 pub const STREAM_CAPACITY: usize = 1024;
 
+/// The most replies of one stream handed over at once. The reader gathers the rows it has
+/// already received into batches of this size (or fewer, before it waits for the socket), so a
+/// million-row print costs a few channel operations and wake-ups per batch, not per row.
+pub(crate) const STREAM_BATCH: usize = 64;
+
 /// How much the read buffer grows by per read.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// The most bytes of one incomplete sentence the reader buffers, on top of what
 /// [`Limits`] allows per word and per sentence: a peer cannot make us hold more than this
@@ -57,6 +62,35 @@ impl ReadError {
     }
 }
 
+/// Reads more bytes into `buf`, which holds no whole sentence, refusing to grow it past `cap`.
+/// EOF is an `UnexpectedEof` IO error that says whether it cut a sentence.
+async fn fill<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    cap: usize,
+) -> Result<(), ReadError> {
+    if buf.len() >= cap {
+        return Err(ReadError::Protocol(ProtoError::MalformedWord(format!(
+            "incomplete sentence larger than {cap} bytes"
+        ))));
+    }
+    // Grow by a fixed chunk, never by a length read from the wire.
+    buf.reserve(READ_CHUNK);
+    let n = rd.read_buf(buf).await.map_err(ReadError::Io)?;
+    if n == 0 {
+        let message = if buf.is_empty() {
+            "the router closed the connection"
+        } else {
+            "the router closed the connection in the middle of a reply"
+        };
+        return Err(ReadError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            message,
+        )));
+    }
+    Ok(())
+}
+
 /// Reads until `buf` holds one whole sentence and takes it off. EOF is an
 /// `UnexpectedEof` IO error that says whether it cut a sentence.
 pub(crate) async fn read_sentence<R: AsyncRead + Unpin>(
@@ -69,25 +103,7 @@ pub(crate) async fn read_sentence<R: AsyncRead + Unpin>(
         if let Some(sentence) = decode_sentence(buf, limits).map_err(ReadError::Protocol)? {
             return Ok(sentence);
         }
-        if buf.len() >= cap {
-            return Err(ReadError::Protocol(ProtoError::MalformedWord(format!(
-                "incomplete sentence larger than {cap} bytes"
-            ))));
-        }
-        // Grow by a fixed chunk, never by a length read from the wire.
-        buf.reserve(READ_CHUNK);
-        let n = rd.read_buf(buf).await.map_err(ReadError::Io)?;
-        if n == 0 {
-            let message = if buf.is_empty() {
-                "the router closed the connection"
-            } else {
-                "the router closed the connection in the middle of a reply"
-            };
-            return Err(ReadError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                message,
-            )));
-        }
+        fill(rd, buf, cap).await?;
     }
 }
 
@@ -96,8 +112,18 @@ pub(crate) async fn read_sentence<R: AsyncRead + Unpin>(
 pub(crate) enum Sink {
     /// `call`: the consumer collects everything anyway, so the reader never waits for it.
     Collect(mpsc::UnboundedSender<Reply>),
-    /// `stream`: bounded; the reader waits when the consumer falls behind (see `dispatch`).
-    Stream(mpsc::Sender<Reply>),
+    /// `stream`: bounded, in batches of at most [`STREAM_BATCH`] replies; the reader waits when
+    /// the consumer falls behind (see `dispatch`).
+    Stream(mpsc::Sender<Vec<Reply>>),
+}
+
+/// Replies of one stream gathered by the reader, not yet handed over.
+pub(crate) struct Batch {
+    tag: u64,
+    tx: mpsc::Sender<Vec<Reply>>,
+    replies: Vec<Reply>,
+    /// The `!done` is in: the tag is no longer in the table, hand over regardless.
+    done: bool,
 }
 
 /// Why the connection ended, kept so every waiter can be given the same clear error.
@@ -235,8 +261,11 @@ impl Shared {
         }
     }
 
-    /// Hands one reply to whoever waits for its tag, or drops it quietly.
-    async fn dispatch(&self, reply: Reply) {
+    /// Hands one reply to whoever waits for its tag, or drops it quietly. Replies of a stream
+    /// are gathered in `batch` and handed over when it is full, when its `!done` arrives, when
+    /// a reply for another tag comes, or (the reader calls [`Shared::flush`]) before the
+    /// reader waits for the socket: gathering never delays a row that has arrived.
+    async fn dispatch(&self, reply: Reply, batch: &mut Option<Batch>) {
         let kind = reply.kind().as_word();
         let Some(tag_text) = reply.tag() else {
             tracing::debug!(router = %self.router, kind, "dropping an untagged reply");
@@ -246,9 +275,22 @@ impl Shared {
             tracing::debug!(router = %self.router, kind, tag = tag_text, "dropping a reply with a tag this client never sends");
             return;
         };
+        let is_done = reply.kind() == ReplyKind::Done;
+        if let Some(b) = batch.as_mut().filter(|b| b.tag == tag) {
+            b.replies.push(reply);
+            if is_done {
+                self.lock().pending.remove(&tag);
+                b.done = true;
+            }
+            if is_done || b.replies.len() >= STREAM_BATCH {
+                self.flush(batch).await;
+            }
+            return;
+        }
+        self.flush(batch).await;
         let sink = {
             let mut st = self.lock();
-            if reply.kind() == ReplyKind::Done {
+            if is_done {
                 st.pending.remove(&tag)
             } else {
                 st.pending.get(&tag).cloned()
@@ -261,18 +303,45 @@ impl Shared {
                 return;
             }
             Some(Sink::Collect(tx)) => tx.send(reply).is_ok(),
-            // Backpressure, chosen deliberately: when a stream's consumer is behind, the reader
-            // waits here, stops reading the socket, and TCP flow control slows the router. The
-            // cost is that every other tag on this connection waits too, so a consumer must not
-            // await another command on the same client while its stream has more than
-            // STREAM_CAPACITY undelivered rows (collect first, or use a second connection).
-            // The alternative, an unbounded buffer, would hold a 1,000,000-row table in memory.
-            Some(Sink::Stream(tx)) => tx.send(reply).await.is_ok(),
+            Some(Sink::Stream(tx)) => {
+                let mut replies = Vec::with_capacity(if is_done { 1 } else { STREAM_BATCH });
+                replies.push(reply);
+                *batch = Some(Batch {
+                    tag,
+                    tx,
+                    replies,
+                    done: is_done,
+                });
+                if is_done {
+                    self.flush(batch).await;
+                }
+                return;
+            }
         };
         if !delivered {
             // The waiter went away without forgetting its tag (it always should); make sure
             // the rest of its replies are dropped.
             self.forget(tag);
+        }
+    }
+
+    /// Hands the gathered replies of a stream to its consumer, unless it stopped waiting
+    /// for them meanwhile (cancelled, timed out, dropped).
+    ///
+    /// Backpressure, chosen deliberately: when a stream's consumer is behind, the reader
+    /// waits here, stops reading the socket, and TCP flow control slows the router. The cost
+    /// is that every other tag on this connection waits too, so a consumer must not await
+    /// another command on the same client while its stream has more than STREAM_CAPACITY
+    /// undelivered rows (collect first, or use a second connection). The alternative, an
+    /// unbounded buffer, would hold a 1,000,000-row table in memory.
+    pub(crate) async fn flush(&self, batch: &mut Option<Batch>) {
+        let Some(b) = batch.take() else { return };
+        if !b.done && !self.lock().pending.contains_key(&b.tag) {
+            tracing::debug!(router = %self.router, tag = b.tag, rows = b.replies.len(), "dropping replies nobody waits for");
+            return;
+        }
+        if b.tx.send(b.replies).await.is_err() {
+            self.forget(b.tag);
         }
     }
 }
@@ -285,10 +354,20 @@ pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
     limits: Limits,
     shared: std::sync::Arc<Shared>,
 ) {
+    let cap = buffer_cap(&limits);
+    let mut batch = None;
     let reason = loop {
-        let sentence = match read_sentence(&mut rd, &mut buf, &limits).await {
-            Ok(s) => s,
-            Err(e) => break CloseReason::from_read_error(e),
+        let sentence = match decode_sentence(&mut buf, &limits) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                // Nothing more without waiting for the socket: hand over what is gathered.
+                shared.flush(&mut batch).await;
+                match fill(&mut rd, &mut buf, cap).await {
+                    Ok(()) => continue,
+                    Err(e) => break CloseReason::from_read_error(e),
+                }
+            }
+            Err(e) => break CloseReason::Protocol(e),
         };
         let reply = match Reply::parse(sentence) {
             Ok(r) => r,
@@ -297,8 +376,10 @@ pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
         if reply.kind() == ReplyKind::Fatal {
             break CloseReason::Fatal(reply.message().unwrap_or_else(|| "no reason given".into()));
         }
-        shared.dispatch(reply).await;
+        shared.dispatch(reply, &mut batch).await;
     };
+    // Rows that arrived before the end are still delivered, then the error.
+    shared.flush(&mut batch).await;
     shared.close(reason);
 }
 
@@ -314,30 +395,46 @@ pub(crate) enum WriterMsg {
     Quit(Vec<u8>),
 }
 
-/// The writer task: writes queued sentences whole, flushing once per burst. A write error
-/// closes the connection for everyone.
+/// How many queued bytes the writer gathers into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// The writer task: writes queued sentences whole, gathering what is queued into one write
+/// (a burst of pipelined commands costs a few system calls, not one each) and flushing once
+/// per burst. A write error closes the connection for everyone.
 pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     shared: std::sync::Arc<Shared>,
 ) {
+    let mut out: Vec<u8> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut quit = false;
         let mut result = Ok(());
         while let Some(msg) = next.take() {
-            let bytes = match msg {
-                WriterMsg::Send(b) => b,
+            match msg {
+                WriterMsg::Send(b) => out.extend_from_slice(&b),
                 WriterMsg::Quit(b) => {
+                    out.extend_from_slice(&b);
                     quit = true;
-                    b
                 }
-            };
-            result = wr.write_all(&bytes).await;
-            if result.is_err() || quit {
-                break;
+            }
+            if quit || out.len() >= WRITE_BATCH {
+                result = wr.write_all(&out).await;
+                out.clear();
+                if result.is_err() || quit {
+                    break;
+                }
             }
             next = rx.try_recv().ok();
+        }
+        if result.is_ok() && !out.is_empty() {
+            result = wr.write_all(&out).await;
+        }
+        out.clear();
+        if out.capacity() > 4 * WRITE_BATCH {
+            // One huge command must not pin its buffer for the life of the connection.
+            out = Vec::new();
         }
         let result = match result {
             Ok(()) => wr.flush().await,

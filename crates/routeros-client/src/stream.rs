@@ -80,7 +80,8 @@ pub(crate) async fn collect(
 
 /// Rows of one command, handed over as they arrive (a `print` of a large table, a `follow`).
 ///
-/// The reader buffers at most [`crate::STREAM_CAPACITY`] replies for a stream, then waits for
+/// The reader buffers about [`crate::STREAM_CAPACITY`] replies for a stream (handed over in
+/// batches of the rows already received, never held back waiting for more), then waits for
 /// its consumer, which also holds up every other command on the same connection: drain a
 /// stream before awaiting other commands on the same [`Client`], or use a second client.
 ///
@@ -89,7 +90,9 @@ pub struct RowStream {
     client: Client,
     tag: u64,
     path: String,
-    rx: mpsc::Receiver<Reply>,
+    rx: mpsc::Receiver<Vec<Reply>>,
+    /// The rest of the batch being handed out.
+    batch: std::vec::IntoIter<Reply>,
     gap_timeout: Duration,
     traps: Traps,
     ret: Option<String>,
@@ -112,7 +115,7 @@ impl RowStream {
         client: Client,
         tag: u64,
         path: String,
-        rx: mpsc::Receiver<Reply>,
+        rx: mpsc::Receiver<Vec<Reply>>,
         gap_timeout: Duration,
     ) -> Self {
         Self {
@@ -120,6 +123,7 @@ impl RowStream {
             tag,
             path,
             rx,
+            batch: Vec::new().into_iter(),
             gap_timeout,
             traps: Traps::default(),
             ret: None,
@@ -135,8 +139,26 @@ impl RowStream {
             return None;
         }
         loop {
-            let reply = match tokio::time::timeout(self.gap_timeout, self.rx.recv()).await {
-                Ok(Some(reply)) => reply,
+            if let Some(reply) = self.batch.next() {
+                match reply.kind() {
+                    ReplyKind::Re => return Some(Ok(reply)),
+                    ReplyKind::Empty => {}
+                    ReplyKind::Trap => self.traps.add(&reply),
+                    ReplyKind::Done => {
+                        self.finished = true;
+                        self.ret = reply.ret().map(str::to_owned);
+                        let traps = std::mem::take(&mut self.traps);
+                        return traps.into_error(self.client.router()).map(Err);
+                    }
+                    ReplyKind::Fatal => {
+                        self.finished = true;
+                        return Some(Err(self.client.shared().lost_error()));
+                    }
+                }
+                continue;
+            }
+            match tokio::time::timeout(self.gap_timeout, self.rx.recv()).await {
+                Ok(Some(batch)) => self.batch = batch.into_iter(),
                 Ok(None) => {
                     self.finished = true;
                     return Some(Err(self.client.shared().lost_error()));
@@ -148,21 +170,6 @@ impl RowStream {
                         router: self.client.router().to_owned(),
                         what: format!("the next reply to {}", self.path),
                     }));
-                }
-            };
-            match reply.kind() {
-                ReplyKind::Re => return Some(Ok(reply)),
-                ReplyKind::Empty => {}
-                ReplyKind::Trap => self.traps.add(&reply),
-                ReplyKind::Done => {
-                    self.finished = true;
-                    self.ret = reply.ret().map(str::to_owned);
-                    let traps = std::mem::take(&mut self.traps);
-                    return traps.into_error(self.client.router()).map(Err);
-                }
-                ReplyKind::Fatal => {
-                    self.finished = true;
-                    return Some(Err(self.client.shared().lost_error()));
                 }
             }
         }

@@ -116,6 +116,69 @@ async fn cancel_then_late_replies_are_dropped() {
     server.join().await;
 }
 
+/// The reader hands rows over in batches, but never holds one back waiting for more: a lone
+/// row reaches the consumer while the router is silent. Rows of a stream and replies of
+/// another command interleaved on the wire each reach their own waiter, in order.
+#[tokio::test]
+async fn rows_are_handed_over_as_they_arrive() {
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let server = serve(|mut c| async move {
+        c.login().await;
+        let cmd = c.expect("/ip/firewall/connection/print").await;
+        let tag = cmd.tag().unwrap().to_owned();
+        c.send_tagged(&tag, &["!re", "=.id=*1"]).await;
+        // Silent until the client has row 1.
+        go_rx.await.unwrap();
+        let other = c.expect("/system/identity/print").await;
+        let other_tag = other.tag().unwrap().to_owned();
+        let mut bytes = Vec::new();
+        for (t, words) in [
+            (&tag, &["!re", "=.id=*2"][..]),
+            (&other_tag, &["!re", "=name=r1"][..]),
+            (&tag, &["!re", "=.id=*3"][..]),
+            (&other_tag, &["!done"][..]),
+            (&tag, &["!re", "=.id=*4"][..]),
+            (&tag, &["!done"][..]),
+        ] {
+            let tag_word = format!(".tag={t}");
+            let mut all: Vec<&str> = words.to_vec();
+            all.push(&tag_word);
+            encode_sentence(all, &mut bytes);
+        }
+        // In one write: the client reads them all at once.
+        c.raw(&bytes).await;
+        c.expect("/quit").await;
+    })
+    .await;
+    let client = Client::connect(config(server.addr)).await.unwrap();
+    let mut s = client
+        .stream(Command::new("/ip/firewall/connection/print"))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .expect("a lone row must not wait for more rows")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.get_str(".id"), Some("*1"));
+    go_tx.send(()).unwrap();
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call(Command::new("/system/identity/print")).await }
+    });
+    let mut ids = Vec::new();
+    while let Some(row) = s.next().await {
+        ids.push(row.unwrap().get_str(".id").unwrap().to_owned());
+    }
+    assert_eq!(ids, ["*2", "*3", "*4"]);
+    let r = call.await.unwrap().unwrap();
+    assert_eq!(r.rows.len(), 1);
+    assert_eq!(r.rows[0].get_str("name"), Some("r1"));
+    assert_eq!(client.in_flight(), 0);
+    client.close().await;
+    server.join().await;
+}
+
 #[tokio::test]
 async fn dropping_a_stream_cancels_it() {
     let server = serve(|mut c| async move {
