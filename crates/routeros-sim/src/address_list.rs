@@ -226,6 +226,13 @@ impl AddressLists {
         }
     }
 
+    /// Whether `list` holds `address` (normalised first) now; a hash lookup.
+    pub(crate) fn has(&mut self, list: &str, address: &str, now: Duration) -> bool {
+        self.purge(now);
+        normalize_address(self.family, address)
+            .is_ok_and(|a| self.by_key.contains_key(&(list.to_owned(), a)))
+    }
+
     #[cfg(test)]
     pub(crate) fn contains(&mut self, id: u64, now: Duration) -> bool {
         self.purge(now);
@@ -408,7 +415,10 @@ mod tests {
             .add("allowlist", "1.1.1.1", None, None, false, t0)
             .unwrap();
         assert!(l.contains(a, Duration::from_secs(59)));
+        assert!(l.has("tls_block", "1.2.3.4/32", Duration::from_secs(59)));
+        assert!(!l.has("allowlist", "1.2.3.4", Duration::from_secs(59)));
         assert!(!l.contains(a, Duration::from_secs(60)));
+        assert!(!l.has("tls_block", "1.2.3.4", Duration::from_secs(60)));
         l.add(
             "tls_block",
             "5.6.7.8",

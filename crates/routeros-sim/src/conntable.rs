@@ -244,6 +244,16 @@ impl ConnTable {
         Some(cursor)
     }
 
+    /// The row with this id in `family`, if it exists now: a direct lookup, the way a router
+    /// answers `get` or a `print` by `.id` without walking its table.
+    pub(crate) fn get(&self, id: u64, family: Family, now: Duration) -> Option<ConnRow> {
+        let src = self.source_of(id)?;
+        if self.family_of(id, src) != Some(family) {
+            return None;
+        }
+        self.row_of(id, src, now)
+    }
+
     /// Whether a row with this id exists now (in either family).
     pub(crate) fn exists(&self, id: u64, now: Duration) -> bool {
         self.source_of(id)
@@ -389,6 +399,9 @@ mod tests {
         assert!(t.remove(3, now));
         assert!(!t.remove(3, now));
         assert!(!t.exists(3, now));
+        assert!(t.get(3, Family::V4, now).is_none() && t.get(3, Family::V6, now).is_none());
+        assert_eq!(t.get(51, Family::V4, now).map(|r| r.id), Some(51));
+        assert!(t.get(51, Family::V6, now).is_none());
         assert_eq!(
             all(&t, Family::V4, now).len() + all(&t, Family::V6, now).len(),
             50

@@ -513,11 +513,27 @@ async fn print_connections(
     };
     let format = shared.settings.address_format;
     let mode = shared.settings.query_compare;
+    let mut scratch = String::new();
+    let mut stack = Vec::new();
+    // `?.id=*X` alone (an API client's `get` of one row): look it up, as a router would,
+    // instead of walking the whole table. The query still decides whether it matches.
+    if let Some(id) = args.query.only_eq(".id").and_then(parse_id) {
+        let row = shared.router().conns.get(id, family, shared.clock.now());
+        let mut count = 0u64;
+        if let Some(row) = &row {
+            let view = RowView { row, format };
+            if args.query.matches(&view, mode, &mut scratch, &mut stack) {
+                count = 1;
+                if !args.count_only {
+                    emit_connection(&view, args.proplist.as_deref(), &mut scratch, w).await?;
+                }
+            }
+        }
+        return finish_print(count, &args, w, shared).await;
+    }
     let mut cursor = 0u64;
     let mut chunk: Vec<ConnRow> = Vec::with_capacity(CHUNK);
     let mut count = 0u64;
-    let mut scratch = String::new();
-    let mut stack = Vec::new();
     loop {
         if cancel.load(Ordering::Acquire) {
             return interrupted(w).await;
@@ -538,18 +554,7 @@ async fn print_connections(
             if args.count_only {
                 continue;
             }
-            w.sentence("!re", |words| match args.proplist.as_deref() {
-                Some(names) => {
-                    for n in names {
-                        scratch.clear();
-                        if view.value(n, &mut scratch) {
-                            words.attr(n, &scratch);
-                        }
-                    }
-                }
-                None => view.for_each(&mut scratch, &mut |n, v| words.attr(n, v)),
-            })
-            .await?;
+            emit_connection(&view, args.proplist.as_deref(), &mut scratch, w).await?;
         }
         match next {
             Some(c) => cursor = c,
@@ -559,6 +564,27 @@ async fn print_connections(
         tokio::task::yield_now().await;
     }
     finish_print(count, &args, w, shared).await
+}
+
+/// One connection row as a `!re`, with the properties of `proplist` (all when `None`).
+async fn emit_connection(
+    view: &RowView<'_>,
+    proplist: Option<&[String]>,
+    scratch: &mut String,
+    w: &mut ReplyWriter,
+) -> Result<(), End> {
+    w.sentence("!re", |words| match proplist {
+        Some(names) => {
+            for n in names {
+                scratch.clear();
+                if view.value(n, scratch) {
+                    words.attr(n, scratch);
+                }
+            }
+        }
+        None => view.for_each(scratch, &mut |n, v| words.attr(n, v)),
+    })
+    .await
 }
 
 fn parse_timeout(v: &str) -> Result<Option<Duration>, ()> {

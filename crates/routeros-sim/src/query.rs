@@ -10,6 +10,7 @@
 
 use std::cmp::Ordering;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use routeros_proto::parse_duration;
 
@@ -72,10 +73,35 @@ enum Op {
 enum Item {
     Has(String),
     Lacks(String),
-    Eq(String, String),
-    Lt(String, String),
-    Gt(String, String),
+    Eq(String, Value),
+    Lt(String, Value),
+    Gt(String, Value),
     Ops(Vec<Op>),
+}
+
+/// A query's comparison value, with every typed reading of it worked out once at compile
+/// time instead of once per row (a million-row print compares a million times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Value {
+    text: String,
+    boolean: Option<bool>,
+    number: Option<i128>,
+    ip: Option<IpAddr>,
+    duration: Option<Duration>,
+    duration_like: bool,
+}
+
+impl Value {
+    fn new(text: String) -> Self {
+        Self {
+            boolean: as_bool(&text),
+            number: as_number(&text),
+            ip: text.parse().ok(),
+            duration: parse_duration(&text).ok(),
+            duration_like: is_duration_like(&text),
+            text,
+        }
+    }
 }
 
 /// A compiled query.
@@ -84,9 +110,9 @@ pub(crate) struct Query {
     items: Vec<Item>,
 }
 
-fn name_value(s: &str) -> Result<(String, String), String> {
+fn name_value(s: &str) -> Result<(String, Value), String> {
     match s.split_once('=') {
-        Some((n, v)) if !n.is_empty() => Ok((n.to_owned(), v.to_owned())),
+        Some((n, v)) if !n.is_empty() => Ok((n.to_owned(), Value::new(v.to_owned()))),
         _ => Err(format!("expected name=value in query word ?{s}")),
     }
 }
@@ -195,6 +221,15 @@ impl Query {
         Ok(())
     }
 
+    /// The value of a query that is exactly one equality on `name` (`?name=x` or `?=name=x`),
+    /// so a caller can look that one row up instead of scanning; `None` for any other query.
+    pub(crate) fn only_eq(&self, name: &str) -> Option<&str> {
+        match self.items.as_slice() {
+            [Item::Eq(n, v)] if n == name => Some(&v.text),
+            _ => None,
+        }
+    }
+
     /// Evaluates the query on `row`. `scratch` and `stack` are reusable buffers.
     pub(crate) fn matches<P: Props + ?Sized>(
         &self,
@@ -297,33 +332,40 @@ fn is_duration_like(s: &str) -> bool {
 }
 
 /// Equality as the router's typed properties would see it: booleans accept `yes`/`no`.
-fn equal(row: &str, q: &str, mode: QueryCompare) -> bool {
-    if let (Some(a), Some(b)) = (as_bool(row), as_bool(q)) {
-        return a == b;
+fn equal(row: &str, q: &Value, mode: QueryCompare) -> bool {
+    if let Some(b) = q.boolean {
+        if let Some(a) = as_bool(row) {
+            return a == b;
+        }
     }
     compare(row, q, mode) == Ordering::Equal
 }
 
-/// Ordering of a row value against a query value.
-fn compare(row: &str, q: &str, mode: QueryCompare) -> Ordering {
+/// Ordering of a row value against a query value: as numbers when both are numbers, else as
+/// addresses when both are addresses, else as durations when both are (and one looks like
+/// one), else as bytes. Only the row's side is parsed here; the query's was at compile time.
+fn compare(row: &str, q: &Value, mode: QueryCompare) -> Ordering {
     if mode == QueryCompare::String {
-        return row.as_bytes().cmp(q.as_bytes());
+        return row.as_bytes().cmp(q.text.as_bytes());
     }
-    if let (Some(a), Some(b)) = (as_number(row), as_number(q)) {
-        return a.cmp(&b);
-    }
-    if let (Ok(a), Ok(b)) = (row.parse::<IpAddr>(), q.parse::<IpAddr>()) {
-        return a.cmp(&b);
-    }
-    if (is_duration_like(row) || is_duration_like(q))
-        && parse_duration(row).is_ok()
-        && parse_duration(q).is_ok()
-    {
-        if let (Ok(a), Ok(b)) = (parse_duration(row), parse_duration(q)) {
+    if let Some(b) = q.number {
+        if let Some(a) = as_number(row) {
             return a.cmp(&b);
         }
     }
-    row.as_bytes().cmp(q.as_bytes())
+    if let Some(b) = q.ip {
+        if let Ok(a) = row.parse::<IpAddr>() {
+            return a.cmp(&b);
+        }
+    }
+    if let Some(b) = q.duration {
+        if is_duration_like(row) || q.duration_like {
+            if let Ok(a) = parse_duration(row) {
+                return a.cmp(&b);
+            }
+        }
+    }
+    row.as_bytes().cmp(q.text.as_bytes())
 }
 
 /// Parses a `.proplist` value: comma-separated names, blanks dropped.
@@ -393,6 +435,16 @@ mod tests {
         assert!(Query::parse(&words(&["a", "#1"])).is_err());
         assert!(Query::parse(&words(&["a", "#x"])).is_err());
         assert!(Query::parse(&words(&["<a"])).is_err());
+    }
+
+    #[test]
+    fn only_eq_recognises_a_single_equality() {
+        assert_eq!(q(&[".id=*1A"]).only_eq(".id"), Some("*1A"));
+        assert_eq!(q(&["=.id=*1A"]).only_eq(".id"), Some("*1A"));
+        assert_eq!(q(&[".id=*1A"]).only_eq("list"), None);
+        assert_eq!(q(&[".id=*1A", ".id=*2", "#|"]).only_eq(".id"), None);
+        assert_eq!(q(&[">.id=*1A"]).only_eq(".id"), None);
+        assert_eq!(Query::default().only_eq(".id"), None);
     }
 
     #[test]

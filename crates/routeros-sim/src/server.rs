@@ -384,6 +384,13 @@ impl SimHandle {
             .collect()
     }
 
+    /// Whether `list` holds `address` now. Cheap at any list size (a hash lookup, no copy of
+    /// the list), so a benchmark can poll it every few milliseconds.
+    pub fn list_contains(&self, family: Family, list: &str, address: &str) -> bool {
+        let now = self.shared().clock.now();
+        self.shared().router().lists(family).has(list, address, now)
+    }
+
     /// Adds an address-list entry (e.g. to seed the allowlist). Returns its `.id`, or `None`
     /// (and logs why) when the router would refuse it.
     pub fn add_list_entry(

@@ -147,3 +147,37 @@ async fn a_big_print_streams_with_backpressure() {
     assert_eq!(rows, n);
     sim.shutdown().await;
 }
+
+/// `?.id=*X` alone is answered by a direct lookup: the same row as the full print shows, in its
+/// own family only, and nothing for an id that does not exist.
+#[tokio::test]
+async fn print_by_id_is_the_row_of_the_full_print() {
+    let sim = sim_with(spec(2_000, 5)).await;
+    let mut c = Client::admin(sim.local_addr()).await;
+    let v4 = "/ip/firewall/connection/print";
+    let v6 = "/ipv6/firewall/connection/print";
+    let all = c.rows(&[v4]).await;
+    for row in all.iter().step_by(97) {
+        let id = row.get_str(".id").unwrap();
+        let one = c.rows(&[v4, &format!("?.id={id}")]).await;
+        assert_eq!(one.len(), 1, "{id}");
+        assert_eq!(
+            one[0].attrs().collect::<Vec<_>>(),
+            row.attrs().collect::<Vec<_>>()
+        );
+        assert!(
+            c.rows(&[v6, &format!("?.id={id}")]).await.is_empty(),
+            "{id}"
+        );
+        let proj = c
+            .rows(&[v4, "=.proplist=orig-packets", &format!("?=.id={id}")])
+            .await;
+        assert_eq!(proj[0].get_str("orig-packets"), row.get_str("orig-packets"));
+    }
+    assert!(c.rows(&[v4, "?.id=*FFFFFF"]).await.is_empty());
+    assert_eq!(
+        count(&mut c, &[v4, "=count-only=", "?.id=*1"]).await,
+        u64::from(all[0].get_str(".id") == Some("*1"))
+    );
+    sim.shutdown().await;
+}

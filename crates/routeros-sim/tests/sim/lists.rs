@@ -147,9 +147,13 @@ async fn timed_entries_expire_on_the_sim_clock() {
     let e = &sim.address_list(Family::V4, "tls_block")[0];
     assert_eq!(e.timeout_remaining, Some(Duration::from_secs(18)));
     assert!(e.dynamic);
+    assert!(sim.list_contains(Family::V4, "tls_block", "198.18.0.1/32"));
+    assert!(!sim.list_contains(Family::V4, "allowlist", "198.18.0.1"));
+    assert!(!sim.list_contains(Family::V6, "tls_block", "198.18.0.1"));
     sim.advance(Duration::from_secs(18));
     assert!(c.rows(&[PRINT, "?list=tls_block"]).await.is_empty());
     assert!(sim.address_list(Family::V4, "tls_block").is_empty());
+    assert!(!sim.list_contains(Family::V4, "tls_block", "198.18.0.1"));
     // The same address can be added again once expired.
     let r = c
         .call(&[ADD, "=list=tls_block", "=address=198.18.0.1"])
