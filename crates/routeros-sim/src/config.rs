@@ -98,6 +98,9 @@ pub struct Faults {
     pub oversized_prefix_after_sentences: Option<u64>,
     /// Answer every `/login` with `!trap =message=invalid user name or password (6)`.
     pub refuse_logins: bool,
+    /// Leave `total-entries` out of `/ip/firewall/connection/tracking` (a router that does
+    /// not report it), so a client has to count the table itself.
+    pub hide_tracking_totals: bool,
 }
 
 /// One address of the router itself (`/ip/address`, `/ipv6/address`).

@@ -521,6 +521,17 @@ impl Props for RowView<'_> {
         }
     }
 
+    fn number(&self, name: &str) -> Option<u64> {
+        let r = self.row;
+        match name {
+            "orig-packets" => Some(r.orig_packets),
+            "orig-bytes" => Some(r.orig_bytes),
+            "repl-packets" => Some(r.repl_packets),
+            "repl-bytes" => Some(r.repl_bytes),
+            _ => None,
+        }
+    }
+
     fn for_each(&self, scratch: &mut String, f: &mut dyn FnMut(&str, &str)) {
         for name in NAMES_SEPARATE {
             scratch.clear();

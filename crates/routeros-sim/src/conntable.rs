@@ -198,9 +198,11 @@ impl ConnTable {
         Some(row)
     }
 
-    /// Appends to `out` up to `max_rows` rows of `family` with an id above `after`, looking at
-    /// no more than `max_scan` ids. Returns the cursor to continue from, or `None` when the
-    /// table has no ids above the last one examined.
+    /// Appends to `out` up to `max_rows` rows of `family` with an id above `after` for which
+    /// `keep` says yes, looking at no more than `max_scan` ids. Returns the cursor to continue
+    /// from, or `None` when the table has no ids above the last one examined. Rows `keep`
+    /// turns down are never copied out (a filtered print of a million rows keeps few).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn collect(
         &self,
         after: u64,
@@ -209,6 +211,7 @@ impl ConnTable {
         out: &mut Vec<ConnRow>,
         max_rows: usize,
         max_scan: usize,
+        keep: &mut dyn FnMut(&ConnRow) -> bool,
     ) -> Option<u64> {
         let mut cursor = after;
         let mut scanned = 0;
@@ -238,7 +241,9 @@ impl ConnTable {
                 continue;
             }
             if let Some(row) = self.row_of(id, src, now) {
-                out.push(row);
+                if keep(&row) {
+                    out.push(row);
+                }
             }
         }
         Some(cursor)
@@ -252,6 +257,27 @@ impl ConnTable {
             return None;
         }
         self.row_of(id, src, now)
+    }
+
+    /// How many rows exist now, both families together (one conntrack table, as the
+    /// router's `total-entries` counts it), without making any row of the generated table.
+    pub(crate) fn live_count(&self, now: Duration) -> u64 {
+        let generated = self.generated.as_ref().map_or(0, |g| {
+            let removed: u64 = g.removed.iter().map(|w| u64::from(w.count_ones())).sum();
+            g.spec.connections as u64 - removed
+        });
+        let instances = self
+            .instances
+            .iter()
+            .enumerate()
+            .filter(|&(pos, i)| self.row_of(i.id, Source::Instance(pos), now).is_some())
+            .count() as u64;
+        let manual = self
+            .manual
+            .keys()
+            .filter(|&&id| self.row_of(id, Source::Manual, now).is_some())
+            .count() as u64;
+        generated + instances + manual
     }
 
     /// Whether a row with this id exists now (in either family).
@@ -364,7 +390,7 @@ mod tests {
         let mut cursor = 0;
         loop {
             let mut chunk = Vec::new();
-            match t.collect(cursor, family, now, &mut chunk, 7, 11) {
+            match t.collect(cursor, family, now, &mut chunk, 7, 11, &mut |_| true) {
                 Some(c) => {
                     out.extend(chunk);
                     cursor = c;

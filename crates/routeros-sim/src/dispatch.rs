@@ -33,6 +33,7 @@ pub(crate) struct SessionState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Menu {
     Connection(Family),
+    Tracking,
     AddressList(Family),
     Filter(Family),
     Address(Family),
@@ -55,6 +56,7 @@ const MENUS: &[(&str, Menu, &[&str])] = &[
         Menu::Connection(Family::V6),
         &["print", "getall", "remove"],
     ),
+    ("ip/firewall/connection/tracking", Menu::Tracking, PRINT),
     (
         "ip/firewall/address-list",
         Menu::AddressList(Family::V4),
@@ -242,6 +244,11 @@ pub(crate) async fn execute(
         (Menu::Filter(f), _) => filter_command(f, cmd, req, w, shared).await,
         (Menu::Address(f), _) => {
             let rows = shared.router().address_rows(f);
+            print_owned(rows, req, w, shared).await
+        }
+        (Menu::Tracking, _) => {
+            let hide_totals = shared.faults().hide_tracking_totals;
+            let rows = shared.router().tracking_rows(now, hide_totals);
             print_owned(rows, req, w, shared).await
         }
         (Menu::Route, _) => {
@@ -540,20 +547,29 @@ async fn print_connections(
         }
         chunk.clear();
         let now = shared.clock.now();
-        let next =
-            shared
-                .router()
-                .conns
-                .collect(cursor, family, now, &mut chunk, CHUNK, CHUNK * 16);
-        for row in &chunk {
-            let view = RowView { row, format };
-            if !args.query.matches(&view, mode, &mut scratch, &mut stack) {
-                continue;
+        // The query runs under the table's lock, on each row as it is made: only matching
+        // rows are copied out to be sent, and a count-only print copies none.
+        let mut keep = |row: &ConnRow| {
+            if !args
+                .query
+                .matches(&RowView { row, format }, mode, &mut scratch, &mut stack)
+            {
+                return false;
             }
             count += 1;
-            if args.count_only {
-                continue;
-            }
+            !args.count_only
+        };
+        let next = shared.router().conns.collect(
+            cursor,
+            family,
+            now,
+            &mut chunk,
+            CHUNK,
+            CHUNK * 16,
+            &mut keep,
+        );
+        for row in &chunk {
+            let view = RowView { row, format };
             emit_connection(&view, args.proplist.as_deref(), &mut scratch, w).await?;
         }
         match next {

@@ -11,7 +11,8 @@
 //!   field, with numeric or string comparison;
 //! - address-lists (add/set/remove, timeouts that expire on the simulator's clock, reboot),
 //!   filter rules (add/move/remove with `place-before`), and read-only menus (`/ip/address`,
-//!   `/system/resource`, `/ip/route`, `/ip/dns`, ...);
+//!   `/system/resource`, `/ip/route`, `/ip/dns`, `/ip/firewall/connection/tracking` with its
+//!   `total-entries`, ...);
 //! - traffic: scenario files that play flows over time ([`Scenario`], see `SCENARIO.md`), and a
 //!   generator for tables of millions of rows derived from index and seed ([`GenerateSpec`]);
 //! - fault injection ([`Faults`]) and a manual clock ([`SimClock::Manual`]) for deterministic tests.

@@ -23,6 +23,12 @@ pub(crate) trait Props {
     /// Calls `f(name, value)` for every property the row has, in print order. `scratch` is a
     /// reusable buffer for formatting values.
     fn for_each(&self, scratch: &mut String, f: &mut dyn FnMut(&str, &str));
+    /// The value of `name` when the row holds it as a number that is always present (packet
+    /// and byte counters), so a query can compare it without printing and parsing it back;
+    /// `None` means "ask `value`".
+    fn number(&self, _name: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// A row held as owned name/value pairs (small tables: lists, rules, read-only menus).
@@ -52,6 +58,10 @@ impl<T: Props + ?Sized> Props for &T {
 
     fn for_each(&self, scratch: &mut String, f: &mut dyn FnMut(&str, &str)) {
         (**self).for_each(scratch, f)
+    }
+
+    fn number(&self, name: &str) -> Option<u64> {
+        (**self).number(name)
     }
 }
 
@@ -252,18 +262,27 @@ impl Query {
                     scratch.clear();
                     !row.value(n, scratch)
                 }
-                Item::Eq(n, x) => {
-                    scratch.clear();
-                    row.value(n, scratch) && equal(scratch, x, mode)
-                }
-                Item::Lt(n, x) => {
-                    scratch.clear();
-                    row.value(n, scratch) && compare(scratch, x, mode) == Ordering::Less
-                }
-                Item::Gt(n, x) => {
-                    scratch.clear();
-                    row.value(n, scratch) && compare(scratch, x, mode) == Ordering::Greater
-                }
+                Item::Eq(n, x) => match typed(row, n, x, mode) {
+                    Some(o) => o == Ordering::Equal,
+                    None => {
+                        scratch.clear();
+                        row.value(n, scratch) && equal(scratch, x, mode)
+                    }
+                },
+                Item::Lt(n, x) => match typed(row, n, x, mode) {
+                    Some(o) => o == Ordering::Less,
+                    None => {
+                        scratch.clear();
+                        row.value(n, scratch) && compare(scratch, x, mode) == Ordering::Less
+                    }
+                },
+                Item::Gt(n, x) => match typed(row, n, x, mode) {
+                    Some(o) => o == Ordering::Greater,
+                    None => {
+                        scratch.clear();
+                        row.value(n, scratch) && compare(scratch, x, mode) == Ordering::Greater
+                    }
+                },
                 Item::Ops(ops) => {
                     apply_ops(ops, stack);
                     continue;
@@ -273,6 +292,22 @@ impl Query {
         }
         stack.iter().all(|&b| b)
     }
+}
+
+/// The ordering of a numeric property against a numeric query value, without text, when the
+/// row has the property as a number and the comparison is numeric: the same answer `compare`
+/// gives on the printed value. `None`: compare the printed value.
+fn typed<P: Props + ?Sized>(
+    row: &P,
+    name: &str,
+    q: &Value,
+    mode: QueryCompare,
+) -> Option<Ordering> {
+    if mode == QueryCompare::String {
+        return None;
+    }
+    let b = q.number?;
+    Some(i128::from(row.number(name)?).cmp(&b))
 }
 
 /// Applies stack operations; depth was checked at compile time, so a short stack cannot
@@ -460,5 +495,60 @@ mod tests {
         assert!(hit(&q(&[">timeout=1m"]), &r, QueryCompare::Numeric));
         assert!(hit(&q(&["<address=10.0.0.10"]), &r, QueryCompare::Numeric));
         assert!(!hit(&q(&["<address=10.0.0.10"]), &r, QueryCompare::String));
+    }
+
+    /// A counter held as a number, answering both ways.
+    struct Counter(u64);
+
+    impl Props for Counter {
+        fn value(&self, name: &str, out: &mut String) -> bool {
+            if name != "orig-packets" {
+                return false;
+            }
+            out.push_str(&self.0.to_string());
+            true
+        }
+
+        fn for_each(&self, scratch: &mut String, f: &mut dyn FnMut(&str, &str)) {
+            scratch.clear();
+            self.value("orig-packets", scratch);
+            f("orig-packets", scratch);
+        }
+
+        fn number(&self, name: &str) -> Option<u64> {
+            (name == "orig-packets").then_some(self.0)
+        }
+    }
+
+    #[test]
+    fn numbers_compare_the_same_with_or_without_text() {
+        let values = [
+            "0",
+            "3",
+            "10",
+            "007",
+            "-1",
+            "1.5",
+            "abc",
+            "",
+            "1m",
+            "340282366920938463463374607431768211455",
+        ];
+        for n in [0u64, 3, 7, 10, u64::MAX] {
+            let typed = Counter(n);
+            let text = row(&[("orig-packets", &n.to_string())]);
+            for v in values {
+                for op in ["", "<", ">"] {
+                    let query = q(&[&format!("{op}orig-packets={v}")]);
+                    for mode in [QueryCompare::Numeric, QueryCompare::String] {
+                        assert_eq!(
+                            query.matches(&typed, mode, &mut String::new(), &mut Vec::new()),
+                            hit(&query, &text, mode),
+                            "{n} {op}{v} {mode:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

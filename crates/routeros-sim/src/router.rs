@@ -167,6 +167,42 @@ impl Router {
         vec![pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()]
     }
 
+    /// `/ip/firewall/connection/tracking` (one row, no `.id`): the settings of a default
+    /// RouterOS 7 and the read-only `total-entries` (IPv4 and IPv6 rows together, as the
+    /// kernel's one conntrack table counts them) and `max-entries`.
+    pub(crate) fn tracking_rows(
+        &self,
+        now: Duration,
+        hide_totals: bool,
+    ) -> Vec<Vec<(String, String)>> {
+        let total = self.conns.live_count(now);
+        let mut pairs: Vec<(&str, String)> = vec![
+            ("enabled", "auto".into()),
+            ("active-ipv4", "yes".into()),
+            ("active-ipv6", "yes".into()),
+            ("tcp-syn-sent-timeout", "5s".into()),
+            ("tcp-syn-received-timeout", "5s".into()),
+            ("tcp-established-timeout", "1d".into()),
+            ("tcp-fin-wait-timeout", "10s".into()),
+            ("tcp-close-wait-timeout", "10s".into()),
+            ("tcp-last-ack-timeout", "10s".into()),
+            ("tcp-time-wait-timeout", "10s".into()),
+            ("tcp-close-timeout", "10s".into()),
+            ("tcp-max-retrans-timeout", "5m".into()),
+            ("tcp-unacked-timeout", "5m".into()),
+            ("loose-tcp-tracking", "true".into()),
+            ("udp-timeout", "10s".into()),
+            ("udp-stream-timeout", "3m".into()),
+            ("icmp-timeout", "10s".into()),
+            ("generic-timeout", "10m".into()),
+        ];
+        if !hide_totals {
+            pairs.push(("max-entries", total.max(1_048_576).to_string()));
+            pairs.push(("total-entries", total.to_string()));
+        }
+        vec![pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()]
+    }
+
     /// `/ip/route` rows: the connected networks plus a default route via the WAN gateway.
     pub(crate) fn route_rows(&self) -> Vec<Vec<(String, String)>> {
         let mut rows = Vec::new();

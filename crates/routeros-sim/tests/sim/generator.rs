@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use routeros_proto::ReplyKind;
-use routeros_sim::{GenerateSpec, SimConfig, SimHandle};
+use routeros_sim::{Faults, GenerateSpec, SimConfig, SimConnection, SimHandle};
 
-use crate::client::{kinds, Client};
+use crate::client::{col, kinds, Client};
 use crate::{manual, start};
 
 fn spec(connections: usize, seed: u64) -> GenerateSpec {
@@ -93,6 +93,70 @@ async fn anomaly_and_ipv6_shares_hold() {
     assert!((0.017..=0.023).contains(&share), "anomaly share {share}");
     let v6_share = v6 as f64 / n as f64;
     assert!((0.09..=0.11).contains(&v6_share), "ipv6 share {v6_share}");
+    sim.shutdown().await;
+}
+
+const TRACKING: &str = "/ip/firewall/connection/tracking/print";
+
+async fn total(c: &mut Client) -> u64 {
+    let rows = c.rows(&[TRACKING]).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    col(&rows, "total-entries")[0].parse().unwrap()
+}
+
+async fn tables(c: &mut Client) -> u64 {
+    count(c, &["/ip/firewall/connection/print", "=count-only="]).await
+        + count(c, &["/ipv6/firewall/connection/print", "=count-only="]).await
+}
+
+#[tokio::test]
+async fn total_entries_counts_both_tables() {
+    let sim = sim_with(spec(20_000, 5)).await;
+    let mut c = Client::admin(sim.local_addr()).await;
+    assert_eq!(total(&mut c).await, 20_000);
+
+    // Removed rows leave, added ones (IPv6 too) join, timed-out ones leave.
+    let ids = col(
+        &c.rows(&[
+            "/ip/firewall/connection/print",
+            "=.proplist=.id",
+            "?>orig-packets=3",
+        ])
+        .await,
+        ".id",
+    );
+    let removed = ids.len().min(3);
+    c.call(&[
+        "/ip/firewall/connection/remove",
+        &format!("=.id={}", ids[..removed].join(",")),
+    ])
+    .await;
+    sim.add_connection(
+        SimConnection::udp(
+            "[fd00::5]:5000".parse().unwrap(),
+            "[2001:db8::9]:443".parse().unwrap(),
+        )
+        .packets(1, 0),
+    );
+    let expect = 20_000 - removed as u64 + 1;
+    assert_eq!(total(&mut c).await, expect);
+    assert_eq!(tables(&mut c).await, expect);
+    sim.advance(Duration::from_secs(3600));
+    assert_eq!(total(&mut c).await, tables(&mut c).await);
+    assert_eq!(
+        total(&mut c).await,
+        expect - 1,
+        "the idle UDP flow timed out"
+    );
+
+    // A router that does not report it: the settings without the totals.
+    sim.set_faults(Faults {
+        hide_tracking_totals: true,
+        ..Faults::default()
+    });
+    let rows = c.rows(&[TRACKING]).await;
+    assert_eq!(col(&rows, "total-entries"), ["<absent>"]);
+    assert_eq!(col(&rows, "tcp-established-timeout"), ["1d"]);
     sim.shutdown().await;
 }
 
