@@ -175,7 +175,8 @@ pub struct CycleReport {
     pub dry_run: bool,
     /// Rows read and checked.
     pub scanned: u64,
-    /// Rows in the tables (differs from `scanned` when the filter runs on the router).
+    /// Rows in the tables as far as the cycle knows: with the filter on the router, the
+    /// router's count when the panic brake needed one, else the rows returned (`scanned`).
     pub table_size: u64,
     pub bad_rows: u64,
     pub flagged: u64,
@@ -269,6 +270,45 @@ async fn with_store<T: Send + 'static>(
             None
         }
     }
+}
+
+/// The number of connections in the router's tables: `total-entries` of the connection
+/// tracking settings, one cheap read; when the router does not report it, `count-only` prints
+/// of each table, which walk the whole table on the router. `Ok(None)`: the router would not
+/// say. Only a lost connection is an error.
+async fn table_size(
+    client: &Client,
+    families: &[Family],
+    name: &str,
+) -> Result<Option<u64>, routeros_client::Error> {
+    match client.connection_tracking_total().await {
+        // `total-entries` covers IPv4 and IPv6 alike. Should a router count only IPv4 there,
+        // the brake's ratio comes out higher, so it errs on the safe side.
+        Ok(Some(n)) => return Ok(Some(n)),
+        Ok(None) => debug!(
+            router = name,
+            "no total-entries in connection tracking; counting"
+        ),
+        Err(e) if e.is_connection_lost() => return Err(e),
+        Err(e) => debug!(
+            router = name,
+            "connection tracking unreadable ({e}); counting"
+        ),
+    }
+    let mut total = 0u64;
+    for &family in families {
+        let cmd = Command::new(&api(family).path("firewall/connection/print"));
+        match client.count(cmd).await {
+            Ok(n) => total += n,
+            Err(e) if e.is_connection_lost() => return Err(e),
+            Err(e) if family == Family::V6 && is_missing_path(&e) => {}
+            Err(e) => {
+                debug!(router = name, "count-only failed: {e}");
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(total))
 }
 
 /// The router's own addresses: the hosts (never blocked) and their networks (what is local
@@ -575,25 +615,6 @@ pub async fn run_cycle(
     }
     report.flagged = findings.len() as u64;
     report.table_size = report.scanned;
-    if pushed && blocking.panic_ratio < 1.0 && report.flagged > 0 {
-        // Only candidate rows came back: the brake needs the size of the whole table. If the
-        // router will not count, the brake sees only the candidates and errs on the safe side.
-        let mut total = Some(0u64);
-        for &family in &families {
-            let cmd = Command::new(&api(family).path("firewall/connection/print"));
-            match client.count(cmd).await {
-                Ok(n) => total = total.map(|t| t + n),
-                Err(e) if e.is_connection_lost() => return Err(explain(e, "counting connections")),
-                Err(e) if family == Family::V6 && is_missing_path(&e) => {}
-                Err(e) => {
-                    debug!(router = name, "count-only failed: {e}");
-                    total = None;
-                }
-            }
-        }
-        report.table_size = total.unwrap_or(report.scanned).max(report.scanned);
-    }
-
     // Confirm across polls and connections (defaults: at once, as the script), continuing
     // from the persisted state after a restart.
     if state.tracker_persists && !state.tracker_loaded {
@@ -615,9 +636,37 @@ pub async fn run_cycle(
         ctx.already_blocked.insert_addr(*ip);
     }
 
+    // Blocks that should still stand (router reboot, manual wipe) are due now and then.
+    let restore_due = !blocking.dry_run
+        && (state.needs_restore
+            || state
+                .last_restore
+                .is_none_or(|t| t.elapsed() >= daemon.reconcile_interval));
+    let usable = |ctx: &PolicyContext, ip: IpAddr| {
+        ctx.never_block_reason(ip).is_none() && !ctx.already_blocked.contains(ip)
+    };
+
+    // The panic brake needs the size of the whole table, and with the filter on the router
+    // only candidate rows came back: ask the router for it, but only when the brake could
+    // change anything this cycle (a steady cycle whose findings are all blocked already has
+    // nothing for it to hold back).
+    let brake_matters = report.flagged > 0
+        && blocking.panic_ratio < 1.0
+        && (restore_due
+            || state.inbox.as_ref().is_some_and(|i| !i.is_empty())
+            || confirmed.iter().any(|f| usable(&ctx, f.target)));
+    if pushed && brake_matters {
+        let total = table_size(client, &families, name)
+            .await
+            .map_err(|e| explain(e, "counting connections"))?;
+        // If the router will not say, the brake sees only the candidates and errs on the
+        // safe side.
+        report.table_size = total.unwrap_or(report.scanned).max(report.scanned);
+    }
+
     // The panic brake: when most of the table looks one-sided, block nothing at all.
-    let braked = blocking.panic_ratio < 1.0
-        && panic_brake(report.table_size, report.flagged, blocking.panic_ratio);
+    let braked =
+        brake_matters && panic_brake(report.table_size, report.flagged, blocking.panic_ratio);
     if braked {
         let ratio = blocking.panic_ratio;
         let (flagged, total) = (report.flagged, report.table_size);
@@ -634,7 +683,7 @@ pub async fn run_cycle(
                 policy::detected_message(f, &detection.rules)
             );
         }
-    } else {
+    } else if brake_matters {
         state.caps_reported.remove("panic_brake");
     }
 
@@ -646,18 +695,11 @@ pub async fn run_cycle(
     let mut adds: Vec<PlannedAdd> = Vec::new();
     let mut taken: HashSet<IpAddr> = HashSet::new();
     let mut capped_any = false;
-    let usable = |ctx: &PolicyContext, ip: IpAddr| {
-        ctx.never_block_reason(ip).is_none() && !ctx.already_blocked.contains(ip)
-    };
 
     // Blocks that should still stand (router reboot, manual wipe), then blocks shared by other
     // routers: both pass the same safety checks and caps as this cycle's own.
-    let restore_due = state.needs_restore
-        || state
-            .last_restore
-            .is_none_or(|t| t.elapsed() >= daemon.reconcile_interval);
     let mut candidates: Vec<PlannedAdd> = Vec::new();
-    if restore_due && !blocking.dry_run && !braked {
+    if restore_due && !braked {
         let (r, at) = (name.to_owned(), secs(now));
         if let Some(active) = with_store(env, name, move |s| s.active_blocks(&r, at)).await {
             for a in active

@@ -199,6 +199,21 @@ impl Client {
         Ok(self.call(cmd).await?.rows)
     }
 
+    /// The number of entries in the router's connection-tracking table
+    /// (`/ip/firewall/connection/tracking` `total-entries`: IPv4 and IPv6 together), read
+    /// without walking the table. `None` when the router does not report it.
+    pub async fn connection_tracking_total(&self) -> Result<Option<u64>, Error> {
+        let cmd =
+            Command::new("/ip/firewall/connection/tracking/print").proplist(&["total-entries"]);
+        Ok(self
+            .call(cmd)
+            .await?
+            .rows
+            .first()
+            .and_then(|r| r.get_str("total-entries"))
+            .and_then(|v| v.parse().ok()))
+    }
+
     /// The first row of `/system/resource/print` (version, uptime, load, memory).
     pub async fn system_resource(&self) -> Result<Reply, Error> {
         let cmd = Command::new("/system/resource/print").proplist(&[

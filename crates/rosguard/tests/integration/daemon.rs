@@ -8,7 +8,7 @@ use std::time::Duration;
 use rosguard::config::{Config, DaemonSettings};
 use rosguard::cycle::{CycleEnv, CycleReport};
 use rosguard::daemon::{self, DaemonEvent};
-use routeros_sim::{Family, SimConnection};
+use routeros_sim::{Family, Faults, SimConnection};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -230,6 +230,66 @@ async fn the_panic_brake_and_the_caps_hold_under_a_flood() {
     assert_eq!(r.effective_blocks().count(), 10, "only room for 10 more");
     assert!(r.caps_hit.contains(&"max_list_size".to_string()));
     assert_eq!(list_addresses(&sim, "tls_block").len(), 40);
+}
+
+#[tokio::test]
+async fn the_table_is_counted_only_when_the_panic_brake_could_hold_something_back() {
+    // With the filter on the router only candidates come back, and the brake needs the whole
+    // table's size: `total-entries` of the tracking settings, else count-only prints, which
+    // walk the router's whole table again. A cycle whose findings are all blocked already
+    // asks for neither.
+    let sim = sim().await;
+    for i in 0..30u32 {
+        sim.add_connection(
+            SimConnection::tcp(
+                sa(&format!("192.168.88.{}:{}", i + 2, 40000 + i)),
+                sa("198.18.0.1:443"),
+            )
+            .packets(40, 38),
+        );
+    }
+    sim.add_connection(
+        SimConnection::udp(sa("192.168.88.20:5000"), sa("198.18.1.1:443")).packets(30, 0),
+    );
+    let mut rig = Rig::new(router_for(&sim, "core")).await;
+    let r = rig.cycle().await;
+    assert_eq!(
+        (r.scanned, r.flagged),
+        (1, 1),
+        "the filter ran on the router"
+    );
+    assert_eq!(r.table_size, 31, "a new block: the table was counted");
+    assert_eq!(list_addresses(&sim, "tls_block"), ["198.18.1.1"]);
+
+    let r = rig.cycle().await;
+    assert_eq!(r.flagged, 1, "the spray goes on");
+    assert_eq!(r.table_size, 1, "nothing new to block: no count");
+    assert!(r.caps_hit.is_empty(), "{:?}", r.caps_hit);
+
+    sim.add_connection(
+        SimConnection::udp(sa("192.168.88.21:5001"), sa("198.18.1.2:443")).packets(30, 0),
+    );
+    let r = rig.cycle().await;
+    assert_eq!(r.table_size, 32, "a new finding: counted again");
+    assert_eq!(r.effective_blocks().count(), 1);
+
+    // A router without `total-entries`: the tables are counted with count-only prints.
+    sim.set_faults(Faults {
+        hide_tracking_totals: true,
+        ..Faults::default()
+    });
+    let before = sim.stats().commands;
+    let r = rig.cycle().await;
+    let steady = sim.stats().commands - before;
+    sim.add_connection(
+        SimConnection::udp(sa("192.168.88.22:5002"), sa("198.18.1.3:443")).packets(30, 0),
+    );
+    let before = sim.stats().commands;
+    let r2 = rig.cycle().await;
+    assert_eq!(r.table_size, 2, "two sprays, both blocked: not counted");
+    assert_eq!(r2.table_size, 33, "counted");
+    // The tracking read, two count-only prints and the add.
+    assert_eq!(sim.stats().commands - before, steady + 4);
 }
 
 #[tokio::test]
