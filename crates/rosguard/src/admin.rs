@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::config::{Config, RouterConfig};
 use crate::cycle::{explain, list_entries, run_cycle, CycleEnv, CycleReport, RouterState};
 use crate::daemon::client_config;
+use crate::outln;
 
 /// The comment prefix that marks rosguard's own address-list entries.
 pub const ENTRY_SIGNATURE: &str = "rosguard:";
@@ -87,7 +88,7 @@ pub async fn once(
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for r in &reports {
             print_report(r);
@@ -107,10 +108,13 @@ pub fn print_report(r: &CycleReport) {
     } else {
         ""
     };
-    println!("router {}{mode}", r.router);
-    println!(
+    outln!("router {}{mode}", r.router);
+    outln!(
         "  scanned {} connections ({} unreadable rows skipped), flagged {}, in {} ms",
-        r.scanned, r.bad_rows, r.flagged, r.duration_ms
+        r.scanned,
+        r.bad_rows,
+        r.flagged,
+        r.duration_ms
     );
     for b in &r.blocks {
         let verb = match b.outcome.as_str() {
@@ -121,35 +125,38 @@ pub fn print_report(r: &CycleReport) {
             "shared" => "blocked (shared by another router)",
             _ => "FAILED to block",
         };
-        println!(
+        outln!(
             "  {verb} {} in {} for {}: {}",
-            b.address, b.list, b.timeout, b.comment
+            b.address,
+            b.list,
+            b.timeout,
+            b.comment
         );
         if b.outcome.starts_with("failed") {
-            println!("    {}", b.outcome);
+            outln!("    {}", b.outcome);
         }
     }
     for s in &r.skipped {
-        println!("  spared {} ({}): {}", s.address, s.connection, s.reason);
+        outln!("  spared {} ({}): {}", s.address, s.connection, s.reason);
     }
     if r.deferred > 0 {
-        println!(
+        outln!(
             "  {} flagged connections left for the next cycle (max_conn_per_cycle)",
             r.deferred
         );
     }
     if r.capped > 0 {
-        println!(
+        outln!(
             "  {} blocks held back by a safety cap ({})",
             r.capped,
             r.caps_hit.join(", ")
         );
     }
     if r.connections_removed > 0 {
-        println!("  removed {} TCP connections", r.connections_removed);
+        outln!("  removed {} TCP connections", r.connections_removed);
     }
     if r.flagged == 0 {
-        println!("  nothing suspicious");
+        outln!("  nothing suspicious");
     }
 }
 
@@ -184,19 +191,21 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> Result<ExitCo
         }));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("the block list is empty");
+        outln!("the block list is empty");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<10} {:<40} {:<14} COMMENT",
-        "ROUTER", "ADDRESS", "TIMEOUT"
+        "ROUTER",
+        "ADDRESS",
+        "TIMEOUT"
     );
     for r in &rows {
-        println!(
+        outln!(
             "{:<10} {:<40} {:<14} {}",
             r.router,
             r.address,
@@ -204,7 +213,7 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> Result<ExitCo
             r.comment.as_deref().unwrap_or("")
         );
     }
-    println!("{} entries", rows.len());
+    outln!("{} entries", rows.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -256,7 +265,7 @@ pub async fn unblock(
             Ok(0) => {}
             Ok(n) => {
                 removed += n;
-                println!("router {}: removed {ip} from {list}", router.name);
+                outln!("router {}: removed {ip} from {list}", router.name);
             }
             Err(e) => {
                 failed = true;
@@ -268,7 +277,7 @@ pub async fn unblock(
         return Ok(ExitCode::FAILURE);
     }
     if removed == 0 {
-        println!("{ip} is not in the block list");
+        outln!("{ip} is not in the block list");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -316,7 +325,7 @@ pub async fn clear(
                 .mark_list_unblocked(&router.name, list, unix_now())?;
         }
         let kept = entries.len() - doomed.len();
-        println!(
+        outln!(
             "router {}: removed {removed} entries from {list}{}",
             router.name,
             if kept > 0 {
@@ -353,18 +362,18 @@ pub fn why(store: &rosguard_store::Store, address: &str, json: bool) -> Result<E
     })?;
     let rows = store.blocks_for(ip)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!(
+        outln!(
             "rosguard has no record of blocking {ip} (state: {})",
             store.path().display()
         );
         return Ok(ExitCode::FAILURE);
     }
     let real = rows.iter().filter(|r| !r.dry_run).count();
-    println!(
+    outln!(
         "{ip}: {real} block(s){}, newest first",
         if real < rows.len() {
             " and dry-run decisions"
@@ -379,7 +388,7 @@ pub fn why(store: &rosguard_store::Store, address: &str, json: bool) -> Result<E
         } else {
             "was blocked"
         };
-        println!(
+        outln!(
             "\n{}: {verb} on router {} in {} for {}{}",
             format_unix(r.at_unix),
             r.router,
@@ -404,7 +413,7 @@ pub fn why(store: &rosguard_store::Store, address: &str, json: bool) -> Result<E
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "?".into())
             };
-            println!(
+            outln!(
                 "  because {} connection {} -> {} sent {} packets and got {} back (rule {}: orig-packets > {}, repl-packets <= {}){}",
                 field("protocol"),
                 endpoint(conn.get("src")),
@@ -417,16 +426,16 @@ pub fn why(store: &rosguard_store::Store, address: &str, json: bool) -> Result<E
                 conn.get("tcp_state").and_then(|v| v.as_str()).map(|s| format!(", tcp-state {s}")).unwrap_or_default()
             );
         } else if let Some(from) = ev.get("shared_from").and_then(|v| v.as_str()) {
-            println!("  because router {from} blocked it and share_blocks is on");
+            outln!("  because router {from} blocked it and share_blocks is on");
         }
-        println!("  comment: {}", r.comment);
+        outln!("  comment: {}", r.comment);
         match r.lifted_unix {
-            Some(t) => println!("  lifted by hand at {}", format_unix(t)),
+            Some(t) => outln!("  lifted by hand at {}", format_unix(t)),
             None if r.dry_run => {}
             None if r.expires_unix > now => {
-                println!("  in force until {}", format_unix(r.expires_unix))
+                outln!("  in force until {}", format_unix(r.expires_unix))
             }
-            None => println!("  expired at {}", format_unix(r.expires_unix)),
+            None => outln!("  expired at {}", format_unix(r.expires_unix)),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -523,35 +532,38 @@ pub async fn stats(
         });
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
     for s in &all {
-        println!("router {} ({})", s.router, s.address);
-        println!(
+        outln!("router {} ({})", s.router, s.address);
+        outln!(
             "  RouterOS {} on {}, up {}, cpu {}%",
             s.version.as_deref().unwrap_or("?"),
             s.board.as_deref().unwrap_or("?"),
             s.uptime.as_deref().unwrap_or("?"),
             s.cpu_load.as_deref().unwrap_or("?")
         );
-        println!(
+        outln!(
             "  connections: {} IPv4, {}",
             s.connections_v4,
             s.connections_v6
                 .map_or("no IPv6 table".to_string(), |n| format!("{n} IPv6"))
         );
-        println!(
+        outln!(
             "  {}: {} entries ({} by rosguard); allowlist: {} entries",
-            s.block_list, s.block_entries, s.block_entries_rosguard, s.allowlist_entries
+            s.block_list,
+            s.block_entries,
+            s.block_entries_rosguard,
+            s.allowlist_entries
         );
         if s.history.is_empty() {
-            println!("  no history in the state store yet");
+            outln!("  no history in the state store yet");
         } else {
             let line: Vec<String> = s.history.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("  since the state began: {}", line.join(" "));
+            outln!("  since the state began: {}", line.join(" "));
             if s.history.keys().any(|k| k.starts_with("cap_")) {
-                println!("  a safety cap was hit (cap_*): see the log, and raise the cap if the blocks were wanted");
+                outln!("  a safety cap was hit (cap_*): see the log, and raise the cap if the blocks were wanted");
             }
         }
     }
@@ -615,13 +627,14 @@ pub async fn firewall(
             router.detection.rules.block_target,
         );
         if action == FirewallAction::Print {
-            println!(
+            outln!(
                 "# router {}: rules that make {} block",
-                router.name, router.blocking.address_list
+                router.name,
+                router.blocking.address_list
             );
             for fam in ["ip", "ipv6"] {
                 for r in &rules {
-                    println!(
+                    outln!(
                         "/{fam} firewall filter add chain={} action=drop {}={} comment=\"{}\" place-before=0",
                         r.chain, r.matcher, r.list, r.comment
                     );
@@ -684,7 +697,7 @@ pub async fn firewall(
                             .map_err(|e| explain(e, "adding a firewall filter rule"))?;
                         added += 1;
                     }
-                    println!(
+                    outln!(
                         "router {} {family}: {added} rules added, {} already installed",
                         router.name,
                         rules.len() - added
@@ -697,7 +710,7 @@ pub async fn firewall(
                             .await
                             .map_err(|e| explain(e, "removing a firewall filter rule"))?;
                     }
-                    println!(
+                    outln!(
                         "router {} {family}: {} rules removed",
                         router.name,
                         ours.len()

@@ -25,6 +25,7 @@ use crate::config::{
 };
 use crate::cycle::CycleEnv;
 use crate::daemon::{self, DaemonEvent};
+use crate::outln;
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     routeros_proto::parse_duration(s).map_err(|e| e.to_string())
@@ -60,13 +61,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         .await
         .context("starting the built-in simulator")?;
     let addr = sim.local_addr();
-    println!("rosguard demo: a simulated RouterOS router listens on {addr}");
-    println!(
+    outln!("rosguard demo: a simulated RouterOS router listens on {addr}");
+    outln!(
         "watching it for {} with the original script's defaults (ports 443, 80, 8443; tcp and udp; orig > 3, repl <= 2){}",
         routeros_proto::format_duration(args.duration),
         if args.dry_run { ", dry run" } else { "" }
     );
-    println!("log lines follow; Ctrl-C ends early\n");
+    outln!("log lines follow; Ctrl-C ends early\n");
 
     let router = RouterConfig {
         name: "demo".into(),
@@ -137,15 +138,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     daemon.await.context("daemon task")?;
     sim.shutdown().await;
 
-    println!(
+    outln!(
         "\n== rosguard demo summary: {cycles} cycles, {scanned} rows scanned, {flagged} flagged =="
     );
     if blocked.is_empty() {
-        println!("nothing was blocked");
+        outln!("nothing was blocked");
     } else {
-        println!("{:<28} {:>6}  {:<10} WHY", "BLOCKED", "AFTER", "OUTCOME");
+        outln!("{:<28} {:>6}  {:<10} WHY", "BLOCKED", "AFTER", "OUTCOME");
         for (ip, b) in &blocked {
-            println!(
+            outln!(
                 "{:<28} {:>5}s  {:<10} {}",
                 ip.to_string(),
                 b.at.as_secs(),
@@ -155,11 +156,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     }
     if !spared.is_empty() {
-        println!("\n{:<28} REASON", "SPARED");
+        outln!("\n{:<28} REASON", "SPARED");
         for (ip, why) in &spared {
-            println!("{:<28} {why}", ip.to_string());
+            outln!("{:<28} {why}", ip.to_string());
         }
     }
-    println!("\nNext: `rosguard firewall -c FILE` prints the drop rules that make the list block on a real router.");
+    outln!("\nNext: `rosguard firewall -c FILE` prints the drop rules that make the list block on a real router.");
     Ok(ExitCode::SUCCESS)
 }

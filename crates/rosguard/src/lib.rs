@@ -12,3 +12,4 @@ pub mod daemon;
 pub mod demo;
 pub mod logging;
 pub mod metrics;
+pub mod output;

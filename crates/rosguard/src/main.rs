@@ -1,6 +1,7 @@
 //! The `rosguard` command line: parses arguments, installs logging and signal handling, and
 //! hands checked settings to the library's daemon, one-shot commands or demo.
 
+use rosguard::outln;
 use rosguard::{admin, config, daemon, demo, logging, metrics};
 
 use std::path::{Path, PathBuf};
@@ -251,9 +252,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::CheckConfig { config } => {
             let cfg = read_config(&config.config)?;
-            println!("{}: OK", config.config.display());
+            outln!("{}: OK", config.config.display());
             for r in &cfg.routers {
-                println!(
+                outln!(
                     "  router {:?}: {} as {}{}{}",
                     r.name,
                     r.address,
@@ -263,7 +264,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 );
             }
             if cfg.routers.is_empty() {
-                println!("  no [[router]] yet: `run` and `once` need at least one");
+                outln!("  no [[router]] yet: `run` and `once` need at least one");
             }
             Ok(ExitCode::SUCCESS)
         }

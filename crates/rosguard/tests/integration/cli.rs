@@ -72,6 +72,25 @@ async fn check_config_accepts_good_and_names_the_bad_key() {
 }
 
 #[tokio::test]
+async fn a_reader_that_went_away_ends_the_output_quietly() {
+    // `rosguard check-config | head -0`: the pipe's reader is gone before the first line.
+    let sim = sim().await;
+    let s = setup(&sim, "");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    // Not `output()`: it would replace stdout with a pipe of its own.
+    let child = rosguard(&s, &["check-config"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test]
 async fn once_blocks_and_reports_and_dry_run_only_reports() {
     let sim = sim().await;
     sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));

@@ -1,0 +1,31 @@
+//! Lines for the operator on standard output.
+//!
+//! `println!` panics when stdout is a pipe whose reader has gone (`rosguard why ADDR | head -1`,
+//! `rosguard list | less` quit early). [`outln!`](crate::outln) writes the same lines, and a
+//! reader that went away ends the process quietly, as other command-line tools do.
+
+use std::io::{ErrorKind, Write};
+
+/// Writes one line to stdout. A closed pipe exits with status 0 (nobody is left to read the
+/// rest); any other write error is reported on stderr and exits with status 1.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Like `println!`, through [`line`]: no panic when the reader of stdout has gone.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
