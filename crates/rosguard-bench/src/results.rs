@@ -347,7 +347,7 @@ impl Results {
                 lr_bytes
             );
         }
-        md.push_str("\nBytes on the wire: what the simulator sent during the whole `rosguard once` process (login, context reads, both tables; with the filter pushed also the `count-only` the panic brake needs). Simulator CPU: the harness process (which hosts the simulator) over the same span: the router's share of the work.\n\n");
+        md.push_str("\nBytes on the wire: what the simulator sent during the whole `rosguard once` process (login, context reads, both tables; with the filter pushed also the read of `total-entries` the panic brake needs). Simulator CPU: the harness process (which hosts the simulator) over the same span: the router's share of the work.\n\n");
 
         if self.tables.iter().any(|t| t.reaction.is_some()) {
             md.push_str("### 3. Reaction time (`rosguard run`, filter pushed, blocks of the existing anomalies already in place)\n\n");
