@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use routeros_client::{Client, Command, Error};
 use tokio::sync::oneshot;
 
-use crate::support::{config, serve};
+use crate::support::{config, serve, still_works};
 
 #[tokio::test]
 async fn trap_then_done_is_a_trap_error_and_the_connection_stays_usable() {
@@ -45,10 +45,7 @@ async fn trap_then_done_is_a_trap_error_and_the_connection_stays_usable() {
     assert!(!err.is_connection_lost());
     assert!(err.to_string().contains("argument value failure"));
     assert!(!client.is_closed());
-    client
-        .call(Command::new("/system/identity/print"))
-        .await
-        .unwrap();
+    still_works(&client).await;
     server.join().await;
 }
 
@@ -319,10 +316,7 @@ async fn invalid_command_is_not_sent_and_not_connection_lost() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidCommand { .. }), "{err:?}");
     assert!(!err.is_connection_lost());
-    client
-        .call(Command::new("/system/identity/print"))
-        .await
-        .unwrap();
+    still_works(&client).await;
     server.join().await;
 }
 
@@ -350,9 +344,6 @@ async fn dropped_call_future_cancels_its_tag() {
         _ = got_rx => {}
     }
     assert_eq!(client.in_flight(), 0);
-    client
-        .call(Command::new("/system/identity/print"))
-        .await
-        .unwrap();
+    still_works(&client).await;
     server.join().await;
 }

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use routeros_client::{ClientConfig, Secret};
-use routeros_proto::{decode_sentence, encode_sentence, Limits};
+use routeros_client::{Client, ClientConfig, Secret};
+use routeros_proto::{decode_sentence, encode_sentence, Command, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -69,6 +69,15 @@ where
 }
 
 /// A client config for `addr` with the test credentials.
+/// The client still works after what a test did to it: one more command goes through (the
+/// test's server must answer `/system/identity/print`).
+pub async fn still_works(client: &Client) {
+    client
+        .call(Command::new("/system/identity/print"))
+        .await
+        .unwrap();
+}
+
 pub fn config(addr: SocketAddr) -> ClientConfig {
     ClientConfig::new(
         "test-router",
