@@ -328,7 +328,7 @@ impl RawDetection {
                     let text = match v {
                         toml::Value::String(s) => s.clone(),
                         toml::Value::Integer(i) => i.to_string(),
-                        other => other.to_string(),
+                        other => format!("a {}", other.type_str()),
                     };
                     text.parse::<Protocol>().map_err(|_| {
                         anyhow!("{at}.protocols: unknown protocol {text}; use a name (tcp, udp, icmp, gre) or a protocol number from 0 to 255")

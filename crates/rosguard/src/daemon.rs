@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use routeros_client::{Client, ClientConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -71,7 +71,7 @@ impl Backoff {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
-        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+        half + rand::rng().random_range(Duration::ZERO..=half)
     }
 
     pub fn reset(&mut self) {

@@ -7,4 +7,5 @@ mod cli;
 mod cycle;
 mod daemon;
 mod docs;
+mod licences;
 mod metrics;
