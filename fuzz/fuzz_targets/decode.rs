@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    routeros_proto::fuzzing::decode_round_trip(data);
+    let _ = routeros_proto::fuzzing::decode_round_trip(data);
 });

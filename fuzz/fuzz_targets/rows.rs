@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    rosguard_core::fuzzing::rows(data);
+    rosguard_routeros::fuzzing::rows(data);
 });

@@ -3,8 +3,12 @@
 //!
 //! This is the seed script's test, row by row: the protocol is monitored, the destination
 //! (service) port is monitored, `orig-packets > min_orig_packets` and
-//! `repl-packets <= max_repl_packets`. [`check`] is called per row while the daemon streams the
-//! table; [`server_filter`] pushes the cheap part of the test to the router.
+//! `repl-packets <= max_repl_packets`, on the totals: a router's FastTrack counters are added
+//! to the slow-path ones, because a FastTracked healthy flow's main counters stop early and can
+//! look one-sided. [`is_candidate`] is the looser test a backend applies while it streams a
+//! table, so that only rows some rule could flag are kept.
+//!
+//! Port scans are [`scan`](crate::scan)'s; this module only says what a scan attempt is.
 //!
 //! It deliberately does not decide whether to block (allowlists, caps and duplicates are
 //! [`policy`](crate::policy)'s job) and keeps no memory between polls (that is
@@ -13,43 +17,31 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use routeros_proto::{Command, QueryOps};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AddrSet, Connection, Protocol};
+use crate::model::{Connection, Networks, Protocol};
+use crate::settings::{BlockTarget, Detection};
 
-/// The properties the daemon requests from the connection table (`.proplist`).
-pub const PROPLIST: &[&str] = Connection::PROPLIST;
-
-/// Which end of a flagged connection is blocked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BlockTarget {
-    /// The destination (the seed script's behaviour).
-    #[default]
-    Dst,
-    /// The source.
-    Src,
-    /// The remote end: the source when the destination is local and the source is not
-    /// (an outside host talking to us), otherwise the destination (inside-out traffic, and the
-    /// ambiguous both-local and neither-local cases, keep the script's behaviour).
-    Remote,
-}
-
-/// Which test flagged a connection.
+/// Which test flagged an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Rule {
     /// Many original-direction packets, (almost) no replies.
     Asymmetric,
+    /// Unanswered attempts at many distinct ports or hosts within a window.
+    PortScan,
+    /// The router's `psd` rule staged the address.
+    RouterPsd,
 }
 
 impl Rule {
-    /// A stable name for logs and the store.
+    /// A stable name for logs, metrics and the store.
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::Asymmetric => "asymmetric",
+            Rule::PortScan => "port-scan",
+            Rule::RouterPsd => "router-psd",
         }
     }
 }
@@ -60,72 +52,131 @@ impl fmt::Display for Rule {
     }
 }
 
-/// The detection thresholds. The default is the seed script's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rules {
-    /// Destination ports watched; empty means every port (and then port-less protocols too).
-    pub monitored_ports: Vec<u16>,
-    /// Protocols watched; empty means none (nothing is flagged).
-    pub protocols: Vec<Protocol>,
-    /// A row is flagged only when `orig-packets` is strictly above this.
-    pub min_orig_packets: u64,
-    /// ... and `repl-packets` is at most this.
-    pub max_repl_packets: u64,
-    /// Which end gets blocked.
-    pub block_target: BlockTarget,
+/// What a finding rests on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Evidence {
+    /// One asymmetric connection, as read.
+    Connection {
+        /// The row.
+        connection: Connection,
+    },
+    /// A scan: `tried` distinct (host, port) pairs left unanswered within the window.
+    Scan {
+        /// How many distinct pairs were tried.
+        tried: u32,
+        /// One of the attempts, as read.
+        example: Connection,
+    },
+    /// The router's `psd` rule put the address in the staging list.
+    Staged {
+        /// The staging list.
+        list: String,
+    },
 }
 
-impl Default for Rules {
-    fn default() -> Self {
-        Self {
-            monitored_ports: vec![443, 80, 8443],
-            protocols: vec![Protocol::Tcp, Protocol::Udp],
-            min_orig_packets: 3,
-            max_repl_packets: 2,
-            block_target: BlockTarget::Dst,
+/// A flagged address and why.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Finding {
+    /// The address to block.
+    pub target: IpAddr,
+    /// The test that fired.
+    pub rule: Rule,
+    /// What it fired on.
+    pub evidence: Evidence,
+}
+
+impl Finding {
+    /// An asymmetric-connection finding.
+    pub fn asymmetric(connection: Connection, target: IpAddr) -> Self {
+        Finding {
+            target,
+            rule: Rule::Asymmetric,
+            evidence: Evidence::Connection { connection },
+        }
+    }
+
+    /// The connection the finding rests on: the flagged row, or a scan's example row.
+    pub fn connection(&self) -> Option<&Connection> {
+        match &self.evidence {
+            Evidence::Connection { connection } => Some(connection),
+            Evidence::Scan { example, .. } => Some(example),
+            Evidence::Staged { .. } => None,
         }
     }
 }
 
-/// A flagged connection and the address it points at.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Finding {
-    /// The row as read.
-    pub connection: Connection,
-    /// The address to block, chosen by [`Rules::block_target`].
-    pub target: IpAddr,
-    /// The test that fired.
-    pub rule: Rule,
+/// Why a candidate row was not flagged as asymmetric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Miss {
+    /// The protocol is not monitored.
+    Protocol,
+    /// The destination port is not monitored.
+    Port,
+    /// The counters are within the thresholds (or missing).
+    Counters,
 }
 
-/// The seed script's test: protocol watched, destination port watched (any port when
-/// `monitored_ports` is empty; a port-less row only then), `orig > min` and `repl <= max`.
-/// A row missing either packet counter is never flagged.
-pub fn is_asymmetric(conn: &Connection, rules: &Rules) -> bool {
-    let (Some(orig), Some(repl)) = (conn.orig_packets, conn.repl_packets) else {
-        return false;
+/// The seed script's test on the totals: protocol watched, destination port watched (any port
+/// when `monitored_ports` is empty; a port-less row only then), `orig > min` and
+/// `repl <= max`. A row missing either packet counter is never flagged.
+pub fn asymmetric_miss(conn: &Connection, d: &Detection) -> Option<Miss> {
+    let (Some(orig), Some(repl)) = (conn.orig_total(), conn.repl_total()) else {
+        return Some(Miss::Counters);
     };
-    if orig <= rules.min_orig_packets || repl > rules.max_repl_packets {
-        return false;
+    if orig <= d.min_orig_packets || repl > d.max_repl_packets {
+        return Some(Miss::Counters);
     }
-    if !rules.protocols.contains(&conn.protocol) {
-        return false;
+    if !d.protocols.contains(&conn.protocol) {
+        return Some(Miss::Protocol);
     }
-    rules.monitored_ports.is_empty()
+    let port_ok = d.monitored_ports.is_empty()
         || conn
             .dst
             .port
-            .is_some_and(|p| rules.monitored_ports.contains(&p))
+            .is_some_and(|p| d.monitored_ports.contains(&p));
+    if port_ok {
+        None
+    } else {
+        Some(Miss::Port)
+    }
 }
 
-/// The address a flagged connection points at, following `target`. `local` holds the
-/// router's own addresses and the networks of its interfaces.
-pub fn choose_target(conn: &Connection, target: BlockTarget, local: &AddrSet) -> IpAddr {
+/// True when the row is asymmetric under `d`.
+pub fn is_asymmetric(conn: &Connection, d: &Detection) -> bool {
+    asymmetric_miss(conn, d).is_none()
+}
+
+/// True when the row is an unanswered TCP attempt in one of the scan states.
+pub fn is_scan_attempt(conn: &Connection, d: &Detection) -> bool {
+    d.scan.enabled
+        && conn.protocol == Protocol::Tcp
+        && conn.dst.port.is_some()
+        && conn.repl_total() == Some(0)
+        && conn.tcp_state.is_some_and(|s| d.scan.states.contains(&s))
+}
+
+/// The looser test a backend applies while streaming: could any rule flag this row? Ports are
+/// not looked at (the decision counts the rows it ignores for their port).
+pub fn is_candidate(conn: &Connection, d: &Detection) -> bool {
+    if !d.enabled {
+        return false;
+    }
+    let counters = matches!(
+        (conn.orig_total(), conn.repl_total()),
+        (Some(o), Some(r)) if o > d.min_orig_packets && r <= d.max_repl_packets
+    );
+    (counters && d.protocols.contains(&conn.protocol)) || is_scan_attempt(conn, d)
+}
+
+/// The address a flagged connection points at, following `target`. `inside` holds the networks
+/// of the router's interfaces.
+pub fn choose_target(conn: &Connection, target: BlockTarget, inside: &Networks) -> IpAddr {
     match target {
         BlockTarget::Dst => conn.dst.addr,
         BlockTarget::Src => conn.src.addr,
         BlockTarget::Remote => {
-            if local.contains(conn.dst.addr) && !local.contains(conn.src.addr) {
+            if inside.contains(conn.dst.addr) && !inside.contains(conn.src.addr) {
                 conn.src.addr
             } else {
                 conn.dst.addr
@@ -134,82 +185,18 @@ pub fn choose_target(conn: &Connection, target: BlockTarget, local: &AddrSet) ->
     }
 }
 
-/// Checks one row: `Some(finding)` when it is asymmetric. `local` is only used for
-/// [`BlockTarget::Remote`]. Cheap, allocation-free for rows that are not flagged; the daemon
-/// calls it on every streamed row.
-pub fn check(conn: &Connection, rules: &Rules, local: &AddrSet) -> Option<Finding> {
-    if !is_asymmetric(conn, rules) {
-        return None;
-    }
-    Some(Finding {
-        connection: conn.clone(),
-        target: choose_target(conn, rules.block_target, local),
-        rule: Rule::Asymmetric,
-    })
-}
-
-/// [`check`] that takes ownership of the row, avoiding the clone of a flagged one.
-pub fn check_owned(conn: Connection, rules: &Rules, local: &AddrSet) -> Option<Finding> {
-    if !is_asymmetric(&conn, rules) {
-        return None;
-    }
-    let target = choose_target(&conn, rules.block_target, local);
-    Some(Finding {
-        connection: conn,
-        target,
-        rule: Rule::Asymmetric,
-    })
-}
-
-/// Every flagged row of a snapshot.
-pub fn detect(
-    rows: impl IntoIterator<Item = Connection>,
-    rules: &Rules,
-    local: &AddrSet,
-) -> Vec<Finding> {
-    rows.into_iter()
-        .filter_map(|c| check_owned(c, rules, local))
-        .collect()
-}
-
-/// Adds query words to a `print` so the router returns only candidate rows: one of the
-/// protocols, `orig-packets > min` and `repl-packets <= max`, all three required.
-///
-/// The words, for the default rules:
-/// `?=protocol=tcp ?=protocol=udp ?#| ?>orig-packets=3 ?#& ?<repl-packets=3 ?#&`.
-/// Each `?#&` folds the new condition into the one entry left on the query stack, so exactly
-/// one entry remains and it is the conjunction. Ports are not pushed (the port property differs
-/// between the two address formats), and with no protocols no protocol words are sent. The
-/// router's comparison is not trusted: whether `?>` compares numbers or strings on this table is
-/// unconfirmed, so the daemon must re-run [`check`] on every row and must be able to switch this
-/// filter off.
-pub fn server_filter(cmd: Command, rules: &Rules) -> Command {
-    let mut cmd = cmd;
-    for (i, p) in rules.protocols.iter().enumerate() {
-        cmd = cmd.query_eq("protocol", p.to_string());
-        if i > 0 {
-            cmd = cmd.query_ops(&QueryOps::or());
-        }
-    }
-    cmd = cmd.query_gt("orig-packets", rules.min_orig_packets.to_string());
-    if !rules.protocols.is_empty() {
-        cmd = cmd.query_ops(&QueryOps::and());
-    }
-    // `max + 1` overflows only for "any number of replies": then there is nothing to push.
-    if let Some(bound) = rules.max_repl_packets.checked_add(1) {
-        cmd = cmd
-            .query_lt("repl-packets", bound.to_string())
-            .query_ops(&QueryOps::and());
-    }
-    cmd
+/// Checks one row: `Some(finding)` when it is asymmetric.
+pub fn check(conn: &Connection, d: &Detection, inside: &Networks) -> Option<Finding> {
+    is_asymmetric(conn, d)
+        .then(|| Finding::asymmetric(conn.clone(), choose_target(conn, d.block_target, inside)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Family};
+    use crate::model::{ConnId, Endpoint, Family, TcpState};
 
-    fn conn(
+    pub(crate) fn conn(
         proto: Protocol,
         src: &str,
         dst: &str,
@@ -218,7 +205,7 @@ mod tests {
         r: u64,
     ) -> Connection {
         Connection {
-            id: "*1".into(),
+            id: ConnId::new("*1"),
             family: Family::V4,
             protocol: proto,
             src: Endpoint {
@@ -233,189 +220,129 @@ mod tests {
             repl_packets: Some(r),
             orig_bytes: None,
             repl_bytes: None,
+            orig_fasttrack_packets: None,
+            repl_fasttrack_packets: None,
             tcp_state: None,
         }
     }
 
     #[test]
     fn thresholds_are_strict_above_and_inclusive_below() {
-        let rules = Rules::default();
+        let d = Detection::default();
         let c = |o, r| conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(443), o, r);
-        assert!(!is_asymmetric(&c(3, 0), &rules), "orig must exceed 3");
-        assert!(is_asymmetric(&c(4, 0), &rules));
-        assert!(is_asymmetric(&c(4, 2), &rules), "repl <= 2");
-        assert!(!is_asymmetric(&c(4, 3), &rules));
-        assert!(is_asymmetric(&c(u64::MAX, 0), &rules));
+        assert!(!is_asymmetric(&c(3, 0), &d), "orig must exceed 3");
+        assert!(is_asymmetric(&c(4, 0), &d));
+        assert!(is_asymmetric(&c(4, 2), &d), "repl <= 2");
+        assert!(!is_asymmetric(&c(4, 3), &d));
+        assert!(is_asymmetric(&c(u64::MAX, 0), &d));
+    }
+
+    #[test]
+    fn fasttrack_counters_count_toward_the_totals() {
+        let d = Detection::default();
+        // A healthy FastTracked flow: the slow path saw 3 out and 2 back, FastTrack the rest.
+        let mut healthy = conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(443), 3, 2);
+        healthy.orig_fasttrack_packets = Some(500);
+        healthy.repl_fasttrack_packets = Some(480);
+        assert!(!is_asymmetric(&healthy, &d));
+        assert!(!is_candidate(&healthy, &d));
+        // A frozen flow whose retransmissions went through FastTrack.
+        let mut frozen = conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(443), 3, 1);
+        frozen.orig_fasttrack_packets = Some(9);
+        frozen.repl_fasttrack_packets = Some(0);
+        assert!(is_asymmetric(&frozen, &d));
+        assert!(is_candidate(&frozen, &d));
     }
 
     #[test]
     fn missing_counters_are_never_flagged() {
-        let rules = Rules::default();
+        let d = Detection::default();
         let mut c = conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(443), 9, 0);
         c.repl_packets = None;
-        assert!(!is_asymmetric(&c, &rules));
+        assert_eq!(asymmetric_miss(&c, &d), Some(Miss::Counters));
         c.repl_packets = Some(0);
         c.orig_packets = None;
-        assert!(!is_asymmetric(&c, &rules));
+        assert!(!is_asymmetric(&c, &d));
     }
 
     #[test]
     fn ports_and_protocols() {
-        let rules = Rules::default();
-        let ok = |p, port| is_asymmetric(&conn(p, "10.0.0.2", "1.1.1.1", port, 9, 0), &rules);
-        assert!(ok(Protocol::Tcp, Some(443)));
-        assert!(ok(Protocol::Udp, Some(80)));
-        assert!(ok(Protocol::Tcp, Some(8443)));
-        assert!(!ok(Protocol::Tcp, Some(22)));
-        assert!(!ok(Protocol::Icmp, None));
-        assert!(!ok(Protocol::Gre, None));
+        let d = Detection::default();
+        let miss = |p, port| asymmetric_miss(&conn(p, "10.0.0.2", "1.1.1.1", port, 9, 0), &d);
+        assert_eq!(miss(Protocol::Tcp, Some(443)), None);
+        assert_eq!(miss(Protocol::Udp, Some(80)), None);
+        assert_eq!(miss(Protocol::Tcp, Some(8443)), None);
+        assert_eq!(miss(Protocol::Tcp, Some(22)), Some(Miss::Port));
+        assert_eq!(miss(Protocol::Icmp, None), Some(Miss::Protocol));
         // The source port does not count: only the service port does.
         let mut c = conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(5555), 9, 0);
         c.src.port = Some(443);
-        assert!(!is_asymmetric(&c, &rules));
+        assert!(!is_asymmetric(&c, &d));
 
-        let every = Rules {
+        let every = Detection {
             monitored_ports: vec![],
             protocols: vec![Protocol::Tcp, Protocol::Icmp, Protocol::Gre],
-            ..Rules::default()
+            ..Detection::default()
         };
         let ok = |p, port| is_asymmetric(&conn(p, "10.0.0.2", "1.1.1.1", port, 9, 0), &every);
         assert!(ok(Protocol::Tcp, Some(22)));
-        assert!(
-            ok(Protocol::Icmp, None),
-            "port-less only when every port is watched"
-        );
+        assert!(ok(Protocol::Icmp, None), "port-less only when every port is watched");
         assert!(ok(Protocol::Gre, None));
         assert!(!ok(Protocol::Udp, Some(53)));
+    }
 
-        let none = Rules {
-            protocols: vec![],
-            ..Rules::default()
+    #[test]
+    fn candidates_are_looser_than_findings_and_include_scan_attempts() {
+        let d = Detection::default();
+        let off_port = conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(22), 9, 0);
+        assert!(is_candidate(&off_port, &d) && !is_asymmetric(&off_port, &d));
+        let mut syn = conn(Protocol::Tcp, "203.0.113.9", "192.168.88.5", Some(8080), 1, 0);
+        assert!(!is_candidate(&syn, &d), "no tcp-state: not an attempt");
+        syn.tcp_state = Some(TcpState::SynSent);
+        assert!(is_candidate(&syn, &d) && is_scan_attempt(&syn, &d));
+        syn.repl_packets = Some(1);
+        assert!(!is_scan_attempt(&syn, &d), "answered");
+        let off = Detection {
+            enabled: false,
+            ..Detection::default()
         };
-        assert!(!is_asymmetric(
-            &conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(443), 9, 0),
-            &none
-        ));
+        assert!(!is_candidate(&off_port, &off));
+        let no_scan = Detection {
+            scan: crate::settings::Scan {
+                enabled: false,
+                ..Default::default()
+            },
+            ..Detection::default()
+        };
+        syn.repl_packets = Some(0);
+        assert!(!is_candidate(&syn, &no_scan));
     }
 
     #[test]
     fn block_target_rules() {
-        let local = AddrSet::parse(["192.168.88.0/24", "203.0.113.1"]).unwrap();
+        let inside = Networks::new(
+            ["192.168.88.0/24", "203.0.113.1/32"].map(|s| s.parse().unwrap()),
+        );
         let pick = |t, src: &str, dst: &str| {
-            let rules = Rules {
+            let d = Detection {
                 block_target: t,
-                ..Rules::default()
+                ..Detection::default()
             };
-            check(
-                &conn(Protocol::Tcp, src, dst, Some(443), 9, 0),
-                &rules,
-                &local,
-            )
-            .unwrap()
-            .target
-            .to_string()
+            check(&conn(Protocol::Tcp, src, dst, Some(443), 9, 0), &d, &inside)
+                .unwrap()
+                .target
+                .to_string()
         };
         use BlockTarget::*;
         assert_eq!(pick(Dst, "192.168.88.5", "1.1.1.1"), "1.1.1.1");
         assert_eq!(pick(Src, "192.168.88.5", "1.1.1.1"), "192.168.88.5");
         // outside -> inside: the remote end is the source
         assert_eq!(pick(Remote, "198.51.100.7", "203.0.113.1"), "198.51.100.7");
+        assert_eq!(pick(Remote, "198.51.100.7", "192.168.88.20"), "198.51.100.7");
         // inside -> outside: the destination
         assert_eq!(pick(Remote, "192.168.88.5", "1.1.1.1"), "1.1.1.1");
-        // both local, neither local: the destination
+        // both inside, neither inside: the destination
         assert_eq!(pick(Remote, "192.168.88.5", "192.168.88.6"), "192.168.88.6");
         assert_eq!(pick(Remote, "8.8.8.8", "1.1.1.1"), "1.1.1.1");
-    }
-
-    #[test]
-    fn check_and_detect_agree() {
-        let rules = Rules::default();
-        let local = AddrSet::new();
-        let rows = vec![
-            conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(443), 9, 1),
-            conn(Protocol::Tcp, "10.0.0.2", "1.1.1.2", Some(443), 9, 9),
-            conn(Protocol::Udp, "10.0.0.2", "1.1.1.3", Some(8443), 5, 0),
-        ];
-        let found = detect(rows.clone(), &rules, &local);
-        assert_eq!(found.len(), 2);
-        assert_eq!(found[0].target.to_string(), "1.1.1.1");
-        assert_eq!(found[1].target.to_string(), "1.1.1.3");
-        assert_eq!(found[0].rule, Rule::Asymmetric);
-        let per_row: Vec<Finding> = rows
-            .iter()
-            .filter_map(|c| check(c, &rules, &local))
-            .collect();
-        assert_eq!(per_row, found);
-    }
-
-    fn words(c: &Command) -> Vec<String> {
-        c.words()
-            .map(|w| String::from_utf8(w.to_vec()).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn server_filter_words() {
-        let base = || Command::new("/ip/firewall/connection/print").proplist(PROPLIST);
-        let c = server_filter(base(), &Rules::default());
-        assert_eq!(
-            words(&c)[2..],
-            [
-                "?=protocol=tcp",
-                "?=protocol=udp",
-                "?#|",
-                "?>orig-packets=3",
-                "?#&",
-                "?<repl-packets=3",
-                "?#&",
-            ]
-        );
-        assert!(c.validate().is_ok());
-
-        let three = Rules {
-            protocols: vec![Protocol::Tcp, Protocol::Udp, Protocol::Gre],
-            min_orig_packets: 5,
-            max_repl_packets: 0,
-            ..Rules::default()
-        };
-        assert_eq!(
-            words(&server_filter(base(), &three))[2..],
-            [
-                "?=protocol=tcp",
-                "?=protocol=udp",
-                "?#|",
-                "?=protocol=gre",
-                "?#|",
-                "?>orig-packets=5",
-                "?#&",
-                "?<repl-packets=1",
-                "?#&",
-            ]
-        );
-
-        let one = Rules {
-            protocols: vec![Protocol::Tcp],
-            max_repl_packets: u64::MAX,
-            ..Rules::default()
-        };
-        assert_eq!(
-            words(&server_filter(base(), &one))[2..],
-            ["?=protocol=tcp", "?>orig-packets=3", "?#&"]
-        );
-
-        let none = Rules {
-            protocols: vec![],
-            ..Rules::default()
-        };
-        assert_eq!(
-            words(&server_filter(base(), &none))[2..],
-            ["?>orig-packets=3", "?<repl-packets=3", "?#&"]
-        );
-    }
-
-    #[test]
-    fn proplist_is_what_from_reply_reads() {
-        assert_eq!(PROPLIST.len(), 11);
-        assert!(PROPLIST.contains(&".id") && PROPLIST.contains(&"tcp-state"));
     }
 }

@@ -1,51 +1,20 @@
-//! The error types of the core: a router row that cannot become a checked domain type, and a
-//! configuration string that is not a valid value.
+//! The error type of the core: a configuration or user-supplied string that is not a valid
+//! value, and [`excerpt`], which every layer uses to quote an offending value safely.
 //!
-//! Nothing here is fatal for the daemon: a [`RowError`] means "log this row and skip it", a
-//! [`ParseError`] means "reject this configuration value". Offending values are truncated so a
-//! hostile router cannot make a log line arbitrarily long.
+//! Offending values are truncated, and quoted with `{:?}` so control characters are escaped: a
+//! hostile router or config cannot make an error line arbitrarily long or drive a terminal.
 
 /// The longest excerpt of an offending value kept in an error.
 const EXCERPT_CHARS: usize = 64;
 
-/// A lossy, truncated copy of a value for an error message.
-pub(crate) fn excerpt(value: &[u8]) -> String {
+/// A lossy, truncated copy of a value for an error message (quote it with `{:?}`).
+pub fn excerpt(value: &[u8]) -> String {
     let text = String::from_utf8_lossy(&value[..value.len().min(EXCERPT_CHARS * 4)]);
     let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
     if out.len() < text.len() || value.len() > EXCERPT_CHARS * 4 {
         out.push('…');
     }
     out
-}
-
-/// A reply row that cannot become a [`Connection`](crate::model::Connection) or a
-/// [`ListEntry`](crate::model::ListEntry). The caller logs it and skips the row.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RowError {
-    /// A property the row cannot do without is absent.
-    #[error("row has no `{field}` property")]
-    Missing {
-        /// The RouterOS property name.
-        field: &'static str,
-    },
-    /// A property is present but its value is not understood.
-    #[error("row has a bad `{field}` value {value:?}")]
-    Invalid {
-        /// The RouterOS property name.
-        field: &'static str,
-        /// The offending value, lossily decoded and truncated.
-        value: String,
-    },
-}
-
-impl RowError {
-    pub(crate) fn invalid(field: &'static str, value: &[u8]) -> Self {
-        RowError::Invalid {
-            field,
-            value: excerpt(value),
-        }
-    }
 }
 
 /// A configuration or user-supplied string that is not a valid value.
@@ -58,7 +27,8 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    pub(crate) fn new(what: &'static str, value: &str, hint: &'static str) -> Self {
+    /// A value that is not a valid `what`, with a hint for the fix.
+    pub fn new(what: &'static str, value: &str, hint: &'static str) -> Self {
         Self {
             what,
             value: excerpt(value.as_bytes()),
@@ -87,10 +57,8 @@ mod tests {
     }
 
     #[test]
-    fn messages_name_the_field() {
-        let e = RowError::invalid("src-address", b"1.2.3");
-        assert_eq!(e.to_string(), "row has a bad `src-address` value \"1.2.3\"");
-        let e = RowError::Missing { field: ".id" };
-        assert_eq!(e.to_string(), "row has no `.id` property");
+    fn parse_errors_quote_the_value_escaped() {
+        let e = ParseError::new("address", "a\x1bb", "expected an address");
+        assert_eq!(e.to_string(), "invalid address \"a\\u{1b}b\": expected an address");
     }
 }

@@ -1,26 +1,40 @@
 //! The pure decision logic of rosguard.
 //!
-//! Router rows become checked types ([`model`]), rows are tested for the asymmetric pattern
-//! ([`detect`](mod@detect)), findings are confirmed across polls and scored ([`state`]), and a
-//! cycle's findings become a plan of address-list additions and connection removals that never
-//! touches an allowlisted, local, own or protected address ([`policy`]).
+//! A backend turns what it reads into checked types ([`model`]) and one poll into an
+//! [`Observation`]; [`decide`](decide::decide) turns the observation, the router's
+//! [`GuardState`], the [`Settings`] and the [`History`] into a typed [`Decision`]: rows are
+//! tested for the asymmetric pattern ([`detect`](mod@detect)) and for scans ([`scan`]),
+//! findings are confirmed across polls and scored ([`state`]), and the cycle's findings become
+//! additions and removals that never touch an allowlisted, local, LAN, own, special or
+//! protected address ([`policy`]). The [`Backend`] trait is the seam the daemon drives.
 //!
-//! This crate deliberately does no IO, reads no clock (every time is a `now` argument) and does
-//! not depend on tokio, so every verdict can be replayed in a test. Talking to the router,
-//! persisting history and logging are the daemon's job.
+//! This crate deliberately does no IO, reads no clock (every time is a `now` argument), does
+//! not depend on tokio or on the RouterOS wire format, so every verdict can be replayed: in a
+//! test, from a recording, on fake time.
 
+pub mod backend;
+pub mod decide;
 pub mod detect;
 mod error;
-#[doc(hidden)]
-pub mod fuzzing;
+pub mod history;
 pub mod model;
+pub mod observation;
 pub mod policy;
+pub mod scan;
+pub mod settings;
+pub mod special;
 pub mod state;
 
-pub use detect::{
-    check, check_owned, detect, is_asymmetric, server_filter, BlockTarget, Finding, Rule, Rules,
+pub use backend::{AddResult, Applied, Backend, BackendError, FailureKind, RemoveResult};
+pub use decide::{decide, AddKind, Cap, Decision, GuardState, PlannedAdd, Skip};
+pub use detect::{Evidence, Finding, Rule};
+pub use error::{excerpt, ParseError};
+pub use history::{ActiveRecord, History, HistoryError, MemoryHistory};
+pub use model::{
+    AddrSet, ConnId, Connection, Endpoint, Family, ListAddress, ListEntry, Networks, Protocol,
+    TcpState,
 };
-pub use error::{ParseError, RowError};
-pub use model::{AddrSet, Connection, Endpoint, Family, ListAddress, ListEntry, Protocol};
-pub use policy::{plan, BlockAction, Plan, PolicyContext, SkipReason};
-pub use state::{panic_brake, ConnKey, Escalation, RateCap, Tracker, TrackerSettings};
+pub use observation::{ObservePlan, Observation, SharedCandidate};
+pub use policy::{PolicyContext, Protected, Removal, SkipReason};
+pub use settings::{BlockTarget, Blocking, CycleLimits, Detection, Settings};
+pub use state::{ConnKey, TrackerEntry};

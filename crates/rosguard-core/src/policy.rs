@@ -2,22 +2,65 @@
 //! removals, applying the never-block sets, the per-cycle cap and de-duplication; and the
 //! human log lines of the seed script.
 //!
-//! Safety is decided here and only here: an address in the router's allowlist, the configured
-//! allow list, the router's own addresses, rosguard's own addresses or the protected set is
-//! never blocked, and its connection is never removed. The safety proptests at the bottom pin
-//! that down.
+//! Safety is decided here and only here: a special address (unspecified, broadcast, loopback,
+//! multicast, link-local), an address in the router's allowlist or the configured allow list,
+//! one of the router's own addresses, rosguard's own addresses, an address inside the router's
+//! connected networks (unless `block_lan_hosts`), a gateway, DNS server or the address the
+//! router sees rosguard's session come from, and an address an operator unblocked, is never
+//! blocked, and its connection is never removed. While the router's gateways, DNS servers or
+//! sessions are not known, nothing is blocked at all (fail closed). The safety proptests at the
+//! bottom pin that down.
 //!
 //! It deliberately does not talk to the router, read the clock, pick timeouts or remember past
 //! cycles (escalation and rate caps live in [`state`](crate::state)).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Finding, Rules};
-use crate::model::{AddrSet, Connection, Family, Protocol};
+use crate::detect::{Evidence, Finding, Rule};
+use crate::model::{AddrSet, ConnId, Connection, Family, Networks, Protocol};
+use crate::special::Special;
+
+/// Which kind of protected address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protected {
+    /// A default gateway (`/ip/route`, `/ipv6/route`).
+    Gateway,
+    /// A DNS server (`/ip/dns`).
+    Dns,
+    /// The address the router sees rosguard's API session come from (`/user/active`).
+    Session,
+}
+
+impl Protected {
+    /// All three, in the order they are read.
+    pub const ALL: [Protected; 3] = [Protected::Gateway, Protected::Dns, Protected::Session];
+
+    /// What the router is asked for.
+    pub fn source(self) -> &'static str {
+        match self {
+            Protected::Gateway => "the default gateways (/ip/route, /ipv6/route)",
+            Protected::Dns => "the DNS servers (/ip/dns)",
+            Protected::Session => "rosguard's API sessions (/user/active)",
+        }
+    }
+}
+
+impl fmt::Display for Protected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protected::Gateway => "a default gateway",
+            Protected::Dns => "a DNS server",
+            Protected::Session => "the address the router sees rosguard connect from",
+        })
+    }
+}
 
 /// Everything that must never be blocked, plus what is blocked already.
 #[derive(Debug, Clone, Default)]
@@ -26,13 +69,22 @@ pub struct PolicyContext {
     pub router_allowlist: AddrSet,
     /// rosguard's configured allow list.
     pub config_allow: AddrSet,
-    /// The router's own addresses.
+    /// The router's own addresses (empty with `check_local_addr = false`).
     pub local: AddrSet,
+    /// The router's connected networks, protected unless `block_lan_hosts`.
+    pub lan: Networks,
     /// The address rosguard connects from and the router's management address. Besides never
     /// being blocked, a connection with either end here is never removed.
     pub own: Vec<IpAddr>,
-    /// Other never-block addresses: gateways, DNS servers.
-    pub protected: AddrSet,
+    /// Gateways, DNS servers and the session addresses, each with its kind.
+    pub protected: HashMap<Protected, AddrSet>,
+    /// Protected sets the router has not told yet: while any is missing, nothing is blocked.
+    pub unknown: Vec<Protected>,
+    /// Addresses an operator unblocked, and until when (time since the UNIX epoch).
+    pub unblocked: HashMap<IpAddr, Duration>,
+    /// The operator unblocks could not be read: nothing is blocked, an unblock must not be
+    /// overridden.
+    pub unblocks_unknown: bool,
     /// The block list's current contents.
     pub already_blocked: AddrSet,
 }
@@ -41,7 +93,10 @@ impl PolicyContext {
     /// Why `addr` must never be blocked, or `None` when it may be. Does not look at
     /// `already_blocked` (that is not a safety rule).
     pub fn never_block_reason(&self, addr: IpAddr) -> Option<SkipReason> {
-        if self.router_allowlist.contains(addr) {
+        let canonical = addr.to_canonical();
+        if let Some(kind) = Special::of(addr) {
+            Some(SkipReason::Special { what: kind })
+        } else if self.router_allowlist.contains(addr) {
             Some(SkipReason::RouterAllowlist)
         } else if self.config_allow.contains(addr) {
             Some(SkipReason::ConfigAllow)
@@ -49,8 +104,19 @@ impl PolicyContext {
             Some(SkipReason::Local)
         } else if self.is_own(addr) {
             Some(SkipReason::Own)
-        } else if self.protected.contains(addr) {
-            Some(SkipReason::Protected)
+        } else if let Some(network) = self.lan.containing(addr) {
+            Some(SkipReason::Lan { network })
+        } else if let Some(kind) = Protected::ALL
+            .into_iter()
+            .find(|k| self.protected.get(k).is_some_and(|s| s.contains(addr)))
+        {
+            Some(SkipReason::Protected { what: kind })
+        } else if let Some(&until) = self.unblocked.get(&canonical) {
+            Some(SkipReason::Unblocked { until })
+        } else if let Some(&missing) = self.unknown.first() {
+            Some(SkipReason::ProtectionUnknown { missing })
+        } else if self.unblocks_unknown {
+            Some(SkipReason::UnblocksUnknown)
         } else {
             None
         }
@@ -69,8 +135,13 @@ impl PolicyContext {
 
 /// Why a finding was not acted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SkipReason {
+    /// Never a host to block: unspecified, broadcast, loopback, multicast or link-local.
+    Special {
+        /// Which.
+        what: Special,
+    },
     /// In the router's allowlist address-list.
     RouterAllowlist,
     /// In rosguard's configured allow list.
@@ -79,8 +150,29 @@ pub enum SkipReason {
     Local,
     /// rosguard's own address or the router's management address.
     Own,
-    /// A protected address (gateway, DNS server).
-    Protected,
+    /// Inside one of the router's connected networks.
+    Lan {
+        /// The network.
+        network: IpNet,
+    },
+    /// A gateway, DNS server or rosguard's session address.
+    Protected {
+        /// Which.
+        what: Protected,
+    },
+    /// An operator unblocked it; re-blocking is suppressed until then.
+    Unblocked {
+        /// Until when, time since the UNIX epoch.
+        until: Duration,
+    },
+    /// The router's protected addresses are not known yet: nothing is blocked until they are.
+    ProtectionUnknown {
+        /// The first set still missing.
+        missing: Protected,
+    },
+    /// The operator unblocks in the state store could not be read: nothing is blocked until
+    /// they can.
+    UnblocksUnknown,
     /// Already in the block list, and nothing else to do.
     AlreadyBlocked,
     /// Blocked earlier in this cycle, and nothing else to do.
@@ -95,19 +187,53 @@ impl SkipReason {
             SkipReason::AlreadyBlocked | SkipReason::DuplicateInCycle
         )
     }
+
+    /// A stable machine-readable name (metrics labels, counters, JSON `kind`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            SkipReason::Special { .. } => "special",
+            SkipReason::RouterAllowlist => "router-allowlist",
+            SkipReason::ConfigAllow => "config-allow",
+            SkipReason::Local => "local",
+            SkipReason::Own => "own",
+            SkipReason::Lan { .. } => "lan",
+            SkipReason::Protected { .. } => "protected",
+            SkipReason::Unblocked { .. } => "unblocked",
+            SkipReason::ProtectionUnknown { .. } => "protection-unknown",
+            SkipReason::UnblocksUnknown => "unblocks-unknown",
+            SkipReason::AlreadyBlocked => "already-blocked",
+            SkipReason::DuplicateInCycle => "duplicate-in-cycle",
+        }
+    }
 }
 
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SkipReason::RouterAllowlist => "in address-list allowlist",
-            SkipReason::ConfigAllow => "in the configured allow list",
-            SkipReason::Local => "router-local address",
-            SkipReason::Own => "rosguard's own or the router's management address",
-            SkipReason::Protected => "protected address (gateway or DNS server)",
-            SkipReason::AlreadyBlocked => "already in the block list",
-            SkipReason::DuplicateInCycle => "already blocked in this cycle",
-        })
+        match self {
+            SkipReason::Special { what } => write!(f, "{what}"),
+            SkipReason::RouterAllowlist => f.write_str("in address-list allowlist"),
+            SkipReason::ConfigAllow => f.write_str("in the configured allow list"),
+            SkipReason::Local => f.write_str("router-local address"),
+            SkipReason::Own => f.write_str("rosguard's own or the router's management address"),
+            SkipReason::Lan { network } => write!(
+                f,
+                "inside the router's connected network {network} (set blocking.block_lan_hosts = true to allow)"
+            ),
+            SkipReason::Protected { what } => write!(f, "protected address ({what})"),
+            SkipReason::Unblocked { .. } => {
+                f.write_str("unblocked by an operator (see rosguard why)")
+            }
+            SkipReason::ProtectionUnknown { missing } => write!(
+                f,
+                "blocking nothing until {} can be read",
+                missing.source()
+            ),
+            SkipReason::UnblocksUnknown => f.write_str(
+                "blocking nothing until the operator unblocks in the state store can be read",
+            ),
+            SkipReason::AlreadyBlocked => f.write_str("already in the block list"),
+            SkipReason::DuplicateInCycle => f.write_str("already blocked in this cycle"),
+        }
     }
 }
 
@@ -124,13 +250,26 @@ pub struct BlockAction {
     pub finding: Finding,
 }
 
-/// What one cycle does.
+/// One connection to remove.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Removal {
+    /// The table.
+    pub family: Family,
+    /// The backend's handle.
+    pub id: ConnId,
+    /// The address the connection was flagged for.
+    pub target: IpAddr,
+    /// `tcp 10.0.0.2:40000 -> 203.0.113.5:443`, for logs.
+    pub summary: String,
+}
+
+/// What one cycle does with its findings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// Address-list additions, at most one per target.
     pub blocks: Vec<BlockAction>,
-    /// Connections to remove: the table's family and the row's `.id`.
-    pub remove_connections: Vec<(Family, String)>,
+    /// Connections to remove.
+    pub remove_connections: Vec<Removal>,
     /// Findings not acted on, and why.
     pub skipped: Vec<(Finding, SkipReason)>,
     /// Findings over the per-cycle cap; the caller warns and they come back next poll.
@@ -149,37 +288,47 @@ impl Plan {
 /// The longest comment RouterOS is given, in bytes.
 pub const MAX_COMMENT_BYTES: usize = 255;
 
-/// `rosguard: tcp 192.168.88.50:54321 -> 203.0.113.45:443 orig=9 repl=1`, at most
-/// [`MAX_COMMENT_BYTES`] bytes.
-pub fn block_comment(finding: &Finding) -> String {
-    let c = &finding.connection;
-    let count = |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
-    let mut s = format!(
-        "rosguard: {} {} -> {} orig={} repl={}",
-        c.protocol,
-        c.src,
-        c.dst,
-        count(c.orig_packets),
-        count(c.repl_packets)
-    );
-    if s.len() > MAX_COMMENT_BYTES {
-        let mut end = MAX_COMMENT_BYTES;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate_to(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    s
+    &s[..end]
+}
+
+/// The entry comment: `rosguard: tcp 192.168.88.50:54321 -> 203.0.113.45:443 orig=9 repl=1`
+/// for an asymmetric connection, `rosguard: port-scan 203.0.113.9 tried 57 ports, e.g. tcp ...`
+/// for a scan, `rosguard: router-psd list rosguard_scan`; at most [`MAX_COMMENT_BYTES`].
+pub fn block_comment(finding: &Finding) -> String {
+    let count = |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let s = match &finding.evidence {
+        Evidence::Connection { connection: c } => format!(
+            "rosguard: {} {} -> {} orig={} repl={}",
+            c.protocol,
+            c.src,
+            c.dst,
+            count(c.orig_total()),
+            count(c.repl_total())
+        ),
+        Evidence::Scan { tried, example } => format!(
+            "rosguard: port-scan {} tried {tried} ports, e.g. {}",
+            finding.target,
+            example.summary()
+        ),
+        Evidence::Staged { list } => format!("rosguard: router-psd list {list}"),
+    };
+    truncate_to(&s, MAX_COMMENT_BYTES).to_owned()
 }
 
 /// Decides what to do with one cycle's findings, in order.
 ///
-/// - A finding whose target is allowlisted, config-allowed, router-local, own or protected is
-///   skipped with that reason: no block, no removal.
+/// - A finding whose target must never be blocked
+///   ([`PolicyContext::never_block_reason`]) is skipped with that reason: no block, no removal.
 /// - Otherwise it needs a block when its target is neither in the block list nor blocked
-///   earlier in this plan, and a removal when `remove_tcp_conn` is set, the connection is TCP
-///   and neither of its ends is an `own` address. A finding that needs neither is skipped
-///   ([`SkipReason::AlreadyBlocked`] or [`SkipReason::DuplicateInCycle`]) and costs nothing.
+///   earlier in this plan, and a removal when `remove_tcp_conn` is set, it is an asymmetric
+///   TCP connection and neither of its ends is an `own` address. A finding that needs neither
+///   is skipped ([`SkipReason::AlreadyBlocked`] or [`SkipReason::DuplicateInCycle`]).
 /// - Each finding that needs something counts once toward `max_conn_per_cycle`, whether it
 ///   brings a block, a removal or both; past the cap findings go to `deferred`.
 pub fn plan(
@@ -197,12 +346,14 @@ pub fn plan(
             continue;
         }
         let in_list = ctx.already_blocked.contains(target);
-        let dup = blocked_now.contains(&target);
+        let dup = blocked_now.contains(&target.to_canonical());
         let needs_block = !in_list && !dup;
-        let needs_removal = remove_tcp_conn
-            && finding.connection.protocol == Protocol::Tcp
-            && !ctx.touches_own(&finding.connection);
-        if !needs_block && !needs_removal {
+        let removable = match (&finding.evidence, finding.rule) {
+            (Evidence::Connection { connection }, Rule::Asymmetric) => Some(connection),
+            _ => None,
+        }
+        .filter(|c| remove_tcp_conn && c.protocol == Protocol::Tcp && !ctx.touches_own(c));
+        if !needs_block && removable.is_none() {
             let reason = if in_list {
                 SkipReason::AlreadyBlocked
             } else {
@@ -216,12 +367,16 @@ pub fn plan(
             continue;
         }
         out.acted += 1;
-        if needs_removal {
-            out.remove_connections
-                .push((finding.connection.family, finding.connection.id.clone()));
+        if let Some(c) = removable {
+            out.remove_connections.push(Removal {
+                family: c.family,
+                id: c.id.clone(),
+                target,
+                summary: c.summary(),
+            });
         }
         if needs_block {
-            blocked_now.insert(target);
+            blocked_now.insert(target.to_canonical());
             out.blocks.push(BlockAction {
                 target,
                 family: Family::of(target),
@@ -234,12 +389,23 @@ pub fn plan(
 }
 
 /// `Detected asymmetric tcp connection: 192.168.1.50:54321 -> 203.0.113.45:443 (orig>3, repl<=2)`
-pub fn detected_message(finding: &Finding, rules: &Rules) -> String {
-    let c = &finding.connection;
-    format!(
-        "Detected asymmetric {} connection: {} -> {} (orig>{}, repl<={})",
-        c.protocol, c.src, c.dst, rules.min_orig_packets, rules.max_repl_packets
-    )
+/// (the seed script's wording), or the scan / psd equivalent.
+pub fn detected_message(finding: &Finding, min_orig: u64, max_repl: u64) -> String {
+    match &finding.evidence {
+        Evidence::Connection { connection: c } => format!(
+            "Detected asymmetric {} connection: {} -> {} (orig>{min_orig}, repl<={max_repl})",
+            c.protocol, c.src, c.dst
+        ),
+        Evidence::Scan { tried, example } => format!(
+            "Detected port scan from {}: {tried} unanswered ports or hosts, e.g. {}",
+            finding.target,
+            example.summary()
+        ),
+        Evidence::Staged { list } => format!(
+            "Detected port scan from {}: staged in {list} by the router's psd rule",
+            finding.target
+        ),
+    }
 }
 
 /// `Added 203.0.113.45 to tls_block (timeout: 1d)`
@@ -265,38 +431,44 @@ pub fn deferred_message(deferred: usize, cap: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{detect, BlockTarget, Rule};
-    use crate::model::Endpoint;
+    use crate::detect::{check, choose_target};
+    use crate::model::{Endpoint, TcpState};
+    use crate::settings::{BlockTarget, Detection};
     use proptest::prelude::*;
-    use std::collections::HashMap;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn finding(id: &str, proto: Protocol, src: &str, dst: &str) -> Finding {
-        Finding {
-            connection: Connection {
-                id: id.into(),
-                family: Family::of(ip(dst)),
-                protocol: proto,
-                src: Endpoint {
-                    addr: ip(src),
-                    port: Some(54321),
-                },
-                dst: Endpoint {
-                    addr: ip(dst),
-                    port: Some(443),
-                },
-                orig_packets: Some(9),
-                repl_packets: Some(1),
-                orig_bytes: None,
-                repl_bytes: None,
-                tcp_state: Some("established".into()),
+    fn conn(id: &str, proto: Protocol, src: &str, dst: &str) -> Connection {
+        Connection {
+            id: ConnId::new(id),
+            family: Family::of(ip(dst)),
+            protocol: proto,
+            src: Endpoint {
+                addr: ip(src),
+                port: Some(54321),
             },
-            target: ip(dst),
-            rule: Rule::Asymmetric,
+            dst: Endpoint {
+                addr: ip(dst),
+                port: Some(443),
+            },
+            orig_packets: Some(9),
+            repl_packets: Some(1),
+            orig_bytes: None,
+            repl_bytes: None,
+            orig_fasttrack_packets: None,
+            repl_fasttrack_packets: None,
+            tcp_state: Some(TcpState::Established),
         }
+    }
+
+    fn finding(id: &str, proto: Protocol, src: &str, dst: &str) -> Finding {
+        Finding::asymmetric(conn(id, proto, src, dst), ip(dst))
+    }
+
+    fn removed_ids(p: &Plan) -> Vec<&str> {
+        p.remove_connections.iter().map(|r| r.id.as_str()).collect()
     }
 
     #[test]
@@ -308,7 +480,7 @@ mod tests {
         );
         let f = finding("*1", Protocol::Tcp, "192.168.1.50", "203.0.113.45");
         assert_eq!(
-            detected_message(&f, &Rules::default()),
+            detected_message(&f, 3, 2),
             "Detected asymmetric tcp connection: 192.168.1.50:54321 -> 203.0.113.45:443 (orig>3, repl<=2)"
         );
         assert_eq!(
@@ -333,6 +505,27 @@ mod tests {
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         );
         assert!(block_comment(&long).len() <= MAX_COMMENT_BYTES);
+        let scan = Finding {
+            target: ip("203.0.113.9"),
+            rule: Rule::PortScan,
+            evidence: Evidence::Scan {
+                tried: 57,
+                example: conn("*4", Protocol::Tcp, "203.0.113.9", "192.168.88.5"),
+            },
+        };
+        assert_eq!(
+            block_comment(&scan),
+            "rosguard: port-scan 203.0.113.9 tried 57 ports, e.g. tcp 203.0.113.9:54321 -> 192.168.88.5:443"
+        );
+        let staged = Finding {
+            target: ip("203.0.113.10"),
+            rule: Rule::RouterPsd,
+            evidence: Evidence::Staged {
+                list: "rosguard_scan".into(),
+            },
+        };
+        assert_eq!(block_comment(&staged), "rosguard: router-psd list rosguard_scan");
+        assert_eq!(truncate_to("aé", 2), "a");
     }
 
     #[test]
@@ -341,16 +534,27 @@ mod tests {
             router_allowlist: AddrSet::parse(["8.8.8.8"]).unwrap(),
             config_allow: AddrSet::parse(["1.1.1.0/24"]).unwrap(),
             local: AddrSet::parse(["192.168.88.1"]).unwrap(),
-            own: vec![ip("192.168.88.10")],
-            protected: AddrSet::parse(["9.9.9.9"]).unwrap(),
-            already_blocked: AddrSet::new(),
+            lan: Networks::new(["192.168.88.1/24".parse().unwrap()]),
+            own: vec![ip("10.9.9.10")],
+            protected: HashMap::from([
+                (Protected::Gateway, AddrSet::parse(["9.9.9.9"]).unwrap()),
+                (Protected::Dns, AddrSet::parse(["9.9.9.10"]).unwrap()),
+                (Protected::Session, AddrSet::parse(["9.9.9.11"]).unwrap()),
+            ]),
+            unblocked: HashMap::from([(ip("9.9.9.12"), Duration::from_secs(99))]),
+            ..PolicyContext::default()
         };
         let fs = vec![
             finding("*1", Protocol::Tcp, "10.0.0.2", "8.8.8.8"),
             finding("*2", Protocol::Tcp, "10.0.0.2", "1.1.1.7"),
             finding("*3", Protocol::Tcp, "10.0.0.2", "192.168.88.1"),
-            finding("*4", Protocol::Tcp, "10.0.0.2", "192.168.88.10"),
+            finding("*4", Protocol::Tcp, "10.0.0.2", "10.9.9.10"),
             finding("*5", Protocol::Tcp, "10.0.0.2", "9.9.9.9"),
+            finding("*6", Protocol::Tcp, "10.0.0.2", "9.9.9.10"),
+            finding("*7", Protocol::Tcp, "10.0.0.2", "9.9.9.11"),
+            finding("*8", Protocol::Tcp, "203.0.113.1", "192.168.88.50"),
+            finding("*9", Protocol::Udp, "10.0.0.2", "255.255.255.255"),
+            finding("*A", Protocol::Tcp, "10.0.0.2", "9.9.9.12"),
         ];
         let p = plan(fs, &ctx, 50, true);
         assert!(p.is_empty());
@@ -363,10 +567,36 @@ mod tests {
                 SkipReason::ConfigAllow,
                 SkipReason::Local,
                 SkipReason::Own,
-                SkipReason::Protected
+                SkipReason::Protected { what: Protected::Gateway },
+                SkipReason::Protected { what: Protected::Dns },
+                SkipReason::Protected { what: Protected::Session },
+                SkipReason::Lan { network: "192.168.88.0/24".parse().unwrap() },
+                SkipReason::Special { what: Special::Broadcast },
+                SkipReason::Unblocked { until: Duration::from_secs(99) },
             ]
         );
         assert!(reasons.iter().all(|r| r.is_safety()));
+        assert!(p.skipped[7].1.to_string().contains("192.168.88.0/24"));
+    }
+
+    #[test]
+    fn unknown_protection_blocks_nothing() {
+        let ctx = PolicyContext {
+            unknown: vec![Protected::Dns],
+            ..PolicyContext::default()
+        };
+        let p = plan(
+            vec![finding("*1", Protocol::Tcp, "10.0.0.2", "203.0.113.45")],
+            &ctx,
+            50,
+            true,
+        );
+        assert!(p.is_empty());
+        assert_eq!(
+            p.skipped[0].1,
+            SkipReason::ProtectionUnknown { missing: Protected::Dns }
+        );
+        assert!(p.skipped[0].1.to_string().contains("/ip/dns"));
     }
 
     #[test]
@@ -380,19 +610,28 @@ mod tests {
         let p = plan(fs, &PolicyContext::default(), 50, true);
         let targets: Vec<String> = p.blocks.iter().map(|b| b.target.to_string()).collect();
         assert_eq!(targets, ["203.0.113.45", "203.0.113.46"]);
-        assert_eq!(
-            p.remove_connections,
-            [
-                (Family::V4, "*1".to_string()),
-                (Family::V4, "*2".to_string())
-            ]
-        );
+        assert_eq!(removed_ids(&p), ["*1", "*2"]);
+        assert_eq!(p.remove_connections[0].summary, "tcp 10.0.0.2:54321 -> 203.0.113.45:443");
         assert_eq!(p.skipped.len(), 1);
         assert_eq!(p.skipped[0].1, SkipReason::DuplicateInCycle);
-        assert_eq!(p.skipped[0].0.connection.id, "*3");
+        assert_eq!(p.skipped[0].0.connection().unwrap().id.as_str(), "*3");
         assert_eq!(p.acted, 3);
         assert_eq!(p.blocks[0].family, Family::V4);
-        assert_eq!(p.blocks[0].finding.connection.id, "*1");
+    }
+
+    #[test]
+    fn scans_are_blocked_but_their_connections_kept() {
+        let scan = Finding {
+            target: ip("203.0.113.9"),
+            rule: Rule::PortScan,
+            evidence: Evidence::Scan {
+                tried: 30,
+                example: conn("*4", Protocol::Tcp, "203.0.113.9", "198.51.100.5"),
+            },
+        };
+        let p = plan(vec![scan], &PolicyContext::default(), 50, true);
+        assert_eq!(p.blocks.len(), 1);
+        assert!(p.remove_connections.is_empty());
     }
 
     #[test]
@@ -407,10 +646,9 @@ mod tests {
         ];
         let p = plan(fs.clone(), &ctx, 50, true);
         assert!(p.blocks.is_empty());
-        assert_eq!(p.remove_connections, [(Family::V4, "*1".to_string())]);
+        assert_eq!(removed_ids(&p), ["*1"]);
         assert_eq!(p.skipped.len(), 1);
         assert_eq!(p.skipped[0].1, SkipReason::AlreadyBlocked);
-        // Without removal there is nothing to do at all.
         let p = plan(fs, &ctx, 50, false);
         assert!(p.is_empty());
         assert_eq!(p.skipped.len(), 2);
@@ -420,12 +658,7 @@ mod tests {
     fn cap_counts_findings_acted_on() {
         let fs: Vec<Finding> = (0..5)
             .map(|i| {
-                finding(
-                    &format!("*{i}"),
-                    Protocol::Tcp,
-                    "10.0.0.2",
-                    &format!("203.0.113.{i}"),
-                )
+                finding(&format!("*{i}"), Protocol::Tcp, "10.0.0.2", &format!("203.0.113.{i}"))
             })
             .collect();
         let p = plan(fs.clone(), &PolicyContext::default(), 3, true);
@@ -433,7 +666,7 @@ mod tests {
         assert_eq!(p.remove_connections.len(), 3);
         assert_eq!(p.acted, 3);
         assert_eq!(p.deferred.len(), 2);
-        assert_eq!(p.deferred[0].connection.id, "*3");
+        assert_eq!(p.deferred[0].connection().unwrap().id.as_str(), "*3");
         let p = plan(fs, &PolicyContext::default(), 0, true);
         assert!(p.is_empty());
         assert_eq!(p.deferred.len(), 5);
@@ -457,7 +690,6 @@ mod tests {
         );
         assert_eq!(p.blocks.len(), 1);
         assert!(p.remove_connections.is_empty());
-        // An IPv4-mapped form of an own address is own too.
         assert!(ctx.is_own(ip("::ffff:10.0.0.9")));
     }
 
@@ -470,24 +702,51 @@ mod tests {
             true,
         );
         assert_eq!(p.blocks[0].family, Family::V6);
-        assert_eq!(p.remove_connections, [(Family::V6, "*1".to_string())]);
+        assert_eq!(p.remove_connections[0].family, Family::V6);
     }
 
     // ---- safety properties -------------------------------------------------------------
 
-    /// A small address pool so that collisions between findings and sets are frequent.
+    /// A small address pool so that collisions between findings and sets are frequent. The
+    /// first four IPv4 and IPv6 addresses sit inside the proptest's LAN networks; two are
+    /// special; one is the IPv4-mapped form of another.
     fn pool() -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = (1..=12).map(|i| ip(&format!("10.0.0.{i}"))).collect();
+        let mut v: Vec<IpAddr> = (1..=10).map(|i| ip(&format!("10.0.0.{i}"))).collect();
         v.extend(
-            [
-                "2001:db8::1",
-                "2001:db8::2",
-                "::ffff:10.0.0.3",
-                "2001:db8::3",
-            ]
-            .map(ip),
+            ["2001:db8::1", "2001:db8::2", "::ffff:10.0.0.3", "2001:db8::9", "0.0.0.0", "ff02::1"]
+                .map(ip),
         );
         v
+    }
+
+    /// The oracle's own idea of "the same address": canonical forms equal. It never calls
+    /// [`AddrSet`], so a bug there cannot hide in the oracle too.
+    fn same(a: IpAddr, b: IpAddr) -> bool {
+        a.to_canonical() == b.to_canonical()
+    }
+
+    fn in_mask(mask: u16, a: IpAddr) -> bool {
+        pool()
+            .into_iter()
+            .enumerate()
+            .any(|(i, p)| mask & (1 << i) != 0 && same(p, a))
+    }
+
+    /// Inside `10.0.0.0/30` or `2001:db8::/126`, by integer comparison.
+    fn in_lan(a: IpAddr) -> bool {
+        match a.to_canonical() {
+            IpAddr::V4(v) => (0x0a00_0000..=0x0a00_0003).contains(&u32::from(v)),
+            IpAddr::V6(v) => {
+                let n = u128::from(v);
+                let base = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap());
+                (base..=base + 3).contains(&n)
+            }
+        }
+    }
+
+    fn is_special(a: IpAddr) -> bool {
+        let t = a.to_canonical().to_string();
+        t == "0.0.0.0" || t == "ff02::1"
     }
 
     fn set_from(mask: u16) -> AddrSet {
@@ -511,21 +770,9 @@ mod tests {
         )
     }
 
-    /// A sparse mask over the pool (each address in with probability 1/8), so that a good
-    /// share of findings survive the five never-block sets and reach the cap logic.
+    /// A sparse mask over the pool (each address in with probability 1/8).
     fn sparse_mask() -> impl Strategy<Value = u16> {
         (any::<u16>(), any::<u16>(), any::<u16>()).prop_map(|(a, b, c)| a & b & c)
-    }
-
-    fn ctx_strategy() -> impl Strategy<Value = (u16, u16, u16, u16, u16, u16)> {
-        (
-            sparse_mask(),
-            sparse_mask(),
-            sparse_mask(),
-            sparse_mask(),
-            sparse_mask(),
-            sparse_mask(),
-        )
     }
 
     proptest! {
@@ -534,12 +781,14 @@ mod tests {
         #[test]
         fn plan_is_safe(
             rows in prop::collection::vec(row_strategy(), 0..60),
-            masks in ctx_strategy(),
+            masks in prop::collection::vec(sparse_mask(), 9),
             ports in prop::collection::vec(prop::sample::select(vec![22u16, 80, 443, 8443]), 0..3),
-            protos in prop::collection::vec(0u8..3, 0..5),
+            protos in prop::collection::vec(0u8..3, 1..5),
             min_orig in 0u64..4,
             max_repl in 0u64..3,
             target in prop::sample::select(vec![BlockTarget::Dst, BlockTarget::Src, BlockTarget::Remote]),
+            lan_on in any::<bool>(),
+            unknown in prop::bool::weighted(0.1),
             cap in 0usize..12,
             remove in any::<bool>(),
         ) {
@@ -549,7 +798,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, &(p, s, d, port, o, r, has_counters))| Connection {
-                    id: format!("*{i:X}"),
+                    id: ConnId::new(format!("*{i:X}")),
                     family: Family::of(addrs[d]),
                     protocol: proto(p),
                     src: Endpoint { addr: addrs[s], port: port.map(|_| 40000) },
@@ -558,84 +807,104 @@ mod tests {
                     repl_packets: has_counters.then_some(r),
                     orig_bytes: None,
                     repl_bytes: None,
+                    orig_fasttrack_packets: None,
+                    repl_fasttrack_packets: None,
                     tcp_state: None,
                 })
                 .collect();
-            let rules = Rules {
+            let d = Detection {
                 monitored_ports: ports,
                 protocols: protos.into_iter().map(proto).collect(),
                 min_orig_packets: min_orig,
                 max_repl_packets: max_repl,
                 block_target: target,
+                ..Detection::default()
             };
-            let (a, b, c, d, e, f) = masks;
+            let lan = Networks::new(["10.0.0.0/30", "2001:db8::/126"].map(|s| s.parse().unwrap()));
             let ctx = PolicyContext {
-                router_allowlist: set_from(a),
-                config_allow: set_from(b),
-                local: set_from(c),
+                router_allowlist: set_from(masks[0]),
+                config_allow: set_from(masks[1]),
+                local: set_from(masks[2]),
+                lan: if lan_on { lan.clone() } else { Networks::default() },
                 own: pool().into_iter().enumerate()
-                    .filter(|(i, _)| d & (1 << i) != 0).map(|(_, x)| x).collect(),
-                protected: set_from(e),
-                already_blocked: set_from(f),
+                    .filter(|(i, _)| masks[3] & (1 << i) != 0).map(|(_, x)| x).collect(),
+                protected: HashMap::from([
+                    (Protected::Gateway, set_from(masks[4])),
+                    (Protected::Dns, set_from(masks[5])),
+                    (Protected::Session, set_from(masks[6])),
+                ]),
+                unknown: if unknown { vec![Protected::Session] } else { vec![] },
+                unblocked: pool().into_iter().enumerate()
+                    .filter(|(i, _)| masks[7] & (1 << i) != 0)
+                    .map(|(_, x)| (x.to_canonical(), Duration::from_secs(1))).collect(),
+                already_blocked: set_from(masks[8]),
+                unblocks_unknown: false,
             };
-            let findings = detect(conns.clone(), &rules, &ctx.local);
-            let by_id: HashMap<String, Finding> =
-                findings.iter().map(|f| (f.connection.id.clone(), f.clone())).collect();
+            let findings: Vec<Finding> =
+                conns.iter().filter_map(|c| check(c, &d, &lan)).collect();
+            for f in &findings {
+                prop_assert_eq!(f.target, choose_target(f.connection().unwrap(), target, &lan));
+            }
+            let by_id: HashMap<ConnId, Finding> = findings
+                .iter()
+                .map(|f| (f.connection().unwrap().id.clone(), f.clone()))
+                .collect();
             let p = plan(findings.clone(), &ctx, cap, remove);
 
-            let protected = |a: IpAddr| ctx.router_allowlist.contains(a)
-                || ctx.config_allow.contains(a)
-                || ctx.local.contains(a)
-                || ctx.is_own(a)
-                || ctx.protected.contains(a);
+            // The oracle: masks and integer ranges only.
+            let protected = |a: IpAddr| is_special(a)
+                || (0..3).any(|k| in_mask(masks[k], a))
+                || in_mask(masks[3], a)
+                || (lan_on && in_lan(a))
+                || (4..8).any(|k| in_mask(masks[k], a))
+                || unknown;
+            let own = |a: IpAddr| in_mask(masks[3], a);
 
             // 1. No block target is ever protected or already in the list.
             for b in &p.blocks {
                 prop_assert!(!protected(b.target), "blocked a protected address {}", b.target);
-                prop_assert!(!ctx.already_blocked.contains(b.target));
+                prop_assert!(!in_mask(masks[8], b.target));
                 prop_assert_eq!(b.target, b.finding.target);
                 prop_assert_eq!(b.family, Family::of(b.target));
                 prop_assert!(b.comment.starts_with("rosguard:") && b.comment.len() <= MAX_COMMENT_BYTES);
             }
-            // 2. A target is blocked at most once.
-            let targets: HashSet<IpAddr> = p.blocks.iter().map(|b| b.target).collect();
+            // 2. A target is blocked at most once (canonical forms included).
+            let targets: HashSet<IpAddr> = p.blocks.iter().map(|b| b.target.to_canonical()).collect();
             prop_assert_eq!(targets.len(), p.blocks.len());
-            // 3. Every removal belongs to a finding acted on for an unprotected target: a
-            //    TCP row, removal enabled, no own address on either end, each id once.
-            let removed: HashSet<&String> = p.remove_connections.iter().map(|(_, id)| id).collect();
+            // 3. Every removal belongs to a finding acted on for an unprotected target.
+            let removed: HashSet<&ConnId> = p.remove_connections.iter().map(|r| &r.id).collect();
             prop_assert_eq!(removed.len(), p.remove_connections.len());
-            for (fam, id) in &p.remove_connections {
-                let f = by_id.get(id).expect("removal of an unknown connection");
+            for r in &p.remove_connections {
+                let f = by_id.get(&r.id).expect("removal of an unknown connection");
+                let c = f.connection().unwrap();
                 prop_assert!(remove);
-                prop_assert_eq!(f.connection.protocol, Protocol::Tcp);
-                prop_assert_eq!(*fam, f.connection.family);
+                prop_assert_eq!(c.protocol, Protocol::Tcp);
+                prop_assert_eq!(r.family, c.family);
                 prop_assert!(!protected(f.target), "removed a connection of protected {}", f.target);
-                prop_assert!(!ctx.is_own(f.connection.src.addr) && !ctx.is_own(f.connection.dst.addr));
+                prop_assert!(!own(c.src.addr) && !own(c.dst.addr));
             }
-            // 4. The cap bounds the findings acted on (block and/or removal).
-            let acted: HashSet<&String> = p.blocks.iter().map(|b| &b.finding.connection.id)
+            // 4. The cap bounds the findings acted on.
+            let acted: HashSet<&ConnId> = p.blocks.iter()
+                .map(|b| &b.finding.connection().unwrap().id)
                 .chain(removed.iter().copied()).collect();
             prop_assert_eq!(acted.len(), p.acted);
             prop_assert!(p.acted <= cap);
-            prop_assert!(p.blocks.len() <= cap && p.remove_connections.len() <= cap);
             // 5. Nothing is deferred while the cap has room.
             if p.acted < cap { prop_assert!(p.deferred.is_empty()); }
             // 6. Every finding is accounted for exactly once.
-            let mut seen: Vec<&String> = acted.iter().copied()
-                .chain(p.skipped.iter().map(|(f, _)| &f.connection.id))
-                .chain(p.deferred.iter().map(|f| &f.connection.id))
+            let mut seen: Vec<&ConnId> = acted.iter().copied()
+                .chain(p.skipped.iter().map(|(f, _)| &f.connection().unwrap().id))
+                .chain(p.deferred.iter().map(|f| &f.connection().unwrap().id))
                 .collect();
             seen.sort();
-            let mut all: Vec<&String> = findings.iter().map(|f| &f.connection.id).collect();
+            let mut all: Vec<&ConnId> = findings.iter().map(|f| &f.connection().unwrap().id).collect();
             all.sort();
             prop_assert_eq!(seen, all);
-            // 7. A safety skip carries the right reason, and its connection is untouched.
+            // 7. A safety skip is exactly a protected target, and its connection is untouched.
             for (f, reason) in &p.skipped {
+                prop_assert_eq!(reason.is_safety(), protected(f.target), "{:?} for {}", reason, f.target);
                 if reason.is_safety() {
-                    prop_assert!(protected(f.target));
-                    prop_assert!(!removed.contains(&f.connection.id));
-                } else {
-                    prop_assert!(!protected(f.target));
+                    prop_assert!(!removed.contains(&f.connection().unwrap().id));
                 }
             }
         }

@@ -172,6 +172,12 @@ impl Tracker {
         &self.settings
     }
 
+    /// New settings (a config reload) without forgetting what was learnt: streaks and counted
+    /// connections stay and are judged by the new thresholds from the next poll on.
+    pub fn set_settings(&mut self, settings: TrackerSettings) {
+        self.settings = settings;
+    }
+
     /// Connections currently on a streak, and targets currently remembered.
     pub fn tracked(&self) -> (usize, usize) {
         (self.streaks.len(), self.targets.len())
@@ -190,8 +196,14 @@ impl Tracker {
         // Stage 1: consecutive polls per connection.
         let mut streaks: HashMap<ConnKey, u32> = HashMap::with_capacity(findings.len().min(cap));
         let mut counted: Vec<(ConnKey, Finding)> = Vec::new();
+        let mut counted_direct: Vec<Finding> = Vec::new();
         for f in findings {
-            let key = ConnKey::of(&f.connection);
+            let Some(conn) = f.connection() else {
+                // Not a connection finding (scans, staged): nothing to confirm across polls.
+                counted_direct.push(f);
+                continue;
+            };
+            let key = ConnKey::of(conn);
             let streak = match streaks.get(&key) {
                 // The same connection twice in one poll: one observation.
                 Some(&s) => s,
@@ -209,7 +221,11 @@ impl Tracker {
         }
         self.streaks = streaks;
         if n == 1 {
-            return counted.into_iter().map(|(_, f)| f).collect();
+            return counted
+                .into_iter()
+                .map(|(_, f)| f)
+                .chain(counted_direct)
+                .collect();
         }
 
         // Stage 2: distinct counted connections per target within the window.
@@ -254,6 +270,7 @@ impl Tracker {
             .into_iter()
             .filter(|(_, f)| ready.contains(&f.target))
             .map(|(_, f)| f)
+            .chain(counted_direct)
             .collect()
     }
 
@@ -464,7 +481,7 @@ pub fn panic_brake(scanned: u64, flagged: u64, panic_ratio: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Rule;
+    use crate::model::ConnId;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
@@ -472,9 +489,9 @@ mod tests {
 
     fn f(src_port: u16, dst: &str) -> Finding {
         let dst: IpAddr = dst.parse().unwrap();
-        Finding {
-            connection: Connection {
-                id: format!("*{src_port:X}"),
+        Finding::asymmetric(
+            Connection {
+                id: ConnId::new(format!("*{src_port:X}")),
                 family: Family::V4,
                 protocol: Protocol::Tcp,
                 src: Endpoint {
@@ -489,15 +506,16 @@ mod tests {
                 repl_packets: Some(0),
                 orig_bytes: None,
                 repl_bytes: None,
+                orig_fasttrack_packets: None,
+                repl_fasttrack_packets: None,
                 tcp_state: None,
             },
-            target: dst,
-            rule: Rule::Asymmetric,
-        }
+            dst,
+        )
     }
 
     fn ids(v: &[Finding]) -> Vec<&str> {
-        v.iter().map(|f| f.connection.id.as_str()).collect()
+        v.iter().map(|f| f.connection().unwrap().id.as_str()).collect()
     }
 
     #[test]
@@ -664,21 +682,39 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_bounded() {
+    fn memory_is_bounded_and_the_oldest_targets_go_first() {
+        let cap = 100;
         let mut t = Tracker::new(TrackerSettings {
             min_observations: 2,
             min_flagged_connections: 2,
             window: secs(3600),
-            max_tracked: 100,
+            max_tracked: cap,
         });
-        for poll in 0..20u64 {
-            let findings: Vec<Finding> = (0..500u16)
-                .map(|i| f(i, &format!("10.{}.{}.1", poll, i % 250)))
-                .collect();
-            t.observe(findings, secs(poll));
+        // Poll p shows 50 new connections and, for the second time, the 50 of poll p-1: those
+        // complete K = 2 and feed their targets (one connection each, so none is ready).
+        let target = |p: u64, i: u16| format!("10.{p}.{i}.1");
+        let port = |p: u64, i: u16| (p as u16) * 100 + i;
+        let mut fed = 0;
+        for p in 0..12u64 {
+            let mut findings: Vec<Finding> = (0..50).map(|i| f(port(p, i), &target(p, i))).collect();
+            if p > 0 {
+                findings.extend((0..50).map(|i| f(port(p - 1, i), &target(p - 1, i))));
+                fed += 50;
+            }
+            assert!(t.observe(findings, secs(p)).is_empty(), "N = 2 is never reached");
             let (streaks, targets) = t.tracked();
-            assert!(streaks <= 100 && targets <= 100, "{streaks} {targets}");
+            assert!(streaks <= cap && targets <= cap, "poll {p}: {streaks} {targets}");
         }
+        assert!(fed > cap, "more targets were fed ({fed}) than the cap");
+        assert!(t.tracked().1 >= cap / 2, "the target stage holds the recent targets");
+        // A recent target is still remembered: a second connection makes it ready...
+        let recent = target(10, 7);
+        t.observe(vec![f(60_000, &recent)], secs(12));
+        assert_eq!(ids(&t.observe(vec![f(60_000, &recent)], secs(13))), ["*EA60"]);
+        // ... the oldest one was evicted: one more connection is not enough.
+        let oldest = target(0, 7);
+        t.observe(vec![f(60_001, &oldest)], secs(14));
+        assert!(t.observe(vec![f(60_001, &oldest)], secs(15)).is_empty());
     }
 
     #[test]

@@ -36,6 +36,7 @@
 //!     }],
 //!     counters: vec![("cycles".into(), 1), ("blocked".into(), 1)],
 //!     strikes: Some(vec![]),
+//!     ..CycleRecord::default()
 //! })?;
 //! let active = store.active_blocks("edge", 1_700_000_060)?;
 //! assert_eq!(active[0].expires_unix, 1_700_086_400);
@@ -48,5 +49,7 @@ mod schema;
 mod store;
 
 pub use error::StoreError;
-pub use rows::{ActiveBlock, BlockRow, CycleRecord, NewBlock, RouterSeen, Strike};
+pub use rows::{
+    ActiveBlock, BlockRow, CycleRecord, Lifted, NewBlock, RouterSeen, StatusRow, Strike, UnblockRow,
+};
 pub use store::Store;

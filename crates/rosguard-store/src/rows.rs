@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Everything one detection cycle of one router leaves behind, written in one transaction by
 /// [`Store::record_cycle`](crate::Store::record_cycle).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CycleRecord {
     /// The router's name, as in the config.
     pub router: String,
@@ -26,6 +26,12 @@ pub struct CycleRecord {
     pub at_unix: i64,
     /// The blocks decided in this cycle (dry-run ones included, marked).
     pub blocks: Vec<NewBlock>,
+    /// Blocks put back on the router this cycle (restored after a reboot): (list, address).
+    #[serde(default)]
+    pub placed: Vec<(String, IpAddr)>,
+    /// Blocks lifted this cycle (an entry removed on the router by hand).
+    #[serde(default)]
+    pub lifts: Vec<Lifted>,
     /// Counter increments, added to the router's cumulative counters (a name may repeat).
     pub counters: Vec<(String, u64)>,
     /// The router's whole observation state after this cycle, replacing what was stored;
@@ -53,6 +59,43 @@ pub struct NewBlock {
     pub dry_run: bool,
 }
 
+/// A block lifted in a cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifted {
+    /// The address list.
+    pub list: String,
+    /// The address.
+    pub address: IpAddr,
+    /// Why (`removed-on-router`, ...).
+    pub reason: String,
+}
+
+/// An operator unblock: re-blocking suppressed until `until_unix`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnblockRow {
+    /// The router.
+    pub router: String,
+    /// The address.
+    pub address: IpAddr,
+    /// When it was unblocked.
+    pub at_unix: i64,
+    /// Until when re-blocking is suppressed.
+    pub until_unix: i64,
+    /// Why (`unblock`, `allow`, ...), with the operator's comment if any.
+    pub reason: String,
+}
+
+/// What the daemon last said about itself or a router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRow {
+    /// A router name, or `""` for the daemon.
+    pub key: String,
+    /// The status, as the daemon wrote it.
+    pub json: serde_json::Value,
+    /// When it was written.
+    pub updated_unix: i64,
+}
+
 /// A stored block, for `rosguard why`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockRow {
@@ -76,8 +119,12 @@ pub struct BlockRow {
     pub comment: String,
     /// The evidence, as recorded.
     pub evidence: serde_json::Value,
-    /// When `rosguard unblock`/`clear` lifted it, if it did.
+    /// When `rosguard unblock`/`clear` lifted it (or it was removed on the router), if so.
     pub lifted_unix: Option<i64>,
+    /// Why it was lifted.
+    pub lift_reason: Option<String>,
+    /// When it was last put on the router (restores included).
+    pub placed_unix: i64,
     /// Decided but not applied.
     pub dry_run: bool,
 }
@@ -87,6 +134,8 @@ pub struct BlockRow {
 pub struct ActiveBlock {
     /// The address list.
     pub list: String,
+    /// When it was last put on the router (decided, restored or adopted), unix seconds.
+    pub placed_unix: i64,
     /// The blocked address.
     pub address: IpAddr,
     /// When it ends, unix seconds: re-add with `expires_unix - now` as the timeout.
@@ -129,7 +178,8 @@ pub(crate) fn address_text(address: IpAddr) -> String {
 
 /// The columns [`block_row`] decodes, in order.
 pub(crate) const BLOCK_COLUMNS: &str = "id, router, list, address, at_unix, timeout_secs, \
-     expires_unix, level, comment, evidence, lifted_unix, dry_run";
+     expires_unix, level, comment, evidence, lifted_unix, dry_run, lift_reason, \
+     coalesce(placed_unix, at_unix)";
 
 /// A row of [`BLOCK_COLUMNS`], or `None` if it does not decode.
 pub(crate) fn block_row(row: &Row<'_>) -> Option<BlockRow> {
@@ -146,11 +196,14 @@ pub(crate) fn block_row(row: &Row<'_>) -> Option<BlockRow> {
         evidence: serde_json::from_str(&row.get::<_, String>(9).ok()?).ok()?,
         lifted_unix: row.get(10).ok()?,
         dry_run: flag(row.get(11).ok()?)?,
+        lift_reason: row.get(12).ok()?,
+        placed_unix: row.get(13).ok()?,
     })
 }
 
 /// The columns [`active_block`] decodes, in order.
-pub(crate) const ACTIVE_COLUMNS: &str = "list, address, expires_unix, comment, level";
+pub(crate) const ACTIVE_COLUMNS: &str =
+    "list, address, expires_unix, comment, level, coalesce(placed_unix, at_unix)";
 
 /// A row of [`ACTIVE_COLUMNS`], or `None` if it does not decode.
 pub(crate) fn active_block(row: &Row<'_>) -> Option<ActiveBlock> {
@@ -160,6 +213,27 @@ pub(crate) fn active_block(row: &Row<'_>) -> Option<ActiveBlock> {
         expires_unix: row.get(2).ok()?,
         comment: row.get(3).ok()?,
         level: u32::try_from(row.get::<_, i64>(4).ok()?).ok()?,
+        placed_unix: row.get(5).ok()?,
+    })
+}
+
+/// A row of `router, address, at_unix, until_unix, reason`, or `None` if it does not decode.
+pub(crate) fn unblock(row: &Row<'_>) -> Option<UnblockRow> {
+    Some(UnblockRow {
+        router: row.get(0).ok()?,
+        address: IpAddr::from_str(&row.get::<_, String>(1).ok()?).ok()?,
+        at_unix: row.get(2).ok()?,
+        until_unix: row.get(3).ok()?,
+        reason: row.get(4).ok()?,
+    })
+}
+
+/// A row of `key, json, updated_unix`, or `None` if it does not decode.
+pub(crate) fn status(row: &Row<'_>) -> Option<StatusRow> {
+    Some(StatusRow {
+        key: row.get(0).ok()?,
+        json: serde_json::from_str(&row.get::<_, String>(1).ok()?).ok()?,
+        updated_unix: row.get(2).ok()?,
     })
 }
 

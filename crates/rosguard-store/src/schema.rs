@@ -21,7 +21,7 @@ use crate::StoreError;
 pub(crate) const APPLICATION_ID: i32 = 0x5253_4744;
 
 /// The migrations, oldest first. `MIGRATIONS[i]` takes a file from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1. STRICT tables: SQLite enforces the column types on write, so what is read back
 /// has the types the decoder expects unless the file was damaged or edited by hand.
@@ -77,6 +77,32 @@ CREATE TABLE routers (
 "#;
 
 /// Reads the file's version, refusing files that are not rosguard's.
+const V2: &str = r#"
+-- When a block was last put on the router (decided, restored, adopted): a missing entry placed
+-- after the router's last boot was removed by hand. NULL = at_unix.
+ALTER TABLE blocks ADD COLUMN placed_unix INTEGER;
+-- Why a block was lifted: unblock, clear, allow, removed-on-router.
+ALTER TABLE blocks ADD COLUMN lift_reason TEXT;
+
+-- Operator unblocks: re-blocking the address on the router is suppressed until until_unix.
+CREATE TABLE unblocks (
+    router     TEXT    NOT NULL,
+    address    TEXT    NOT NULL,
+    at_unix    INTEGER NOT NULL,
+    until_unix INTEGER NOT NULL,
+    reason     TEXT    NOT NULL,
+    PRIMARY KEY (router, address)
+) STRICT, WITHOUT ROWID;
+
+-- What the running daemon says about itself and each router (`rosguard status`); the key is
+-- a router name, or '' for the daemon.
+CREATE TABLE status (
+    key          TEXT    NOT NULL PRIMARY KEY,
+    json         TEXT    NOT NULL CHECK (json_valid(json)),
+    updated_unix INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"#;
+
 fn checked_version(conn: &Connection, path: &Path) -> Result<u32, StoreError> {
     let sqlite = |error| StoreError::Sqlite {
         path: path.to_path_buf(),

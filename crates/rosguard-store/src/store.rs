@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, Params, Row, TransactionBehavior};
 
-use crate::rows::{self, address_text, ActiveBlock, BlockRow, CycleRecord, RouterSeen, Strike};
+use crate::rows::{
+    self, address_text, ActiveBlock, BlockRow, CycleRecord, RouterSeen, StatusRow, Strike, UnblockRow,
+};
 use crate::schema::{migrate, MIGRATIONS};
 use crate::StoreError;
 
@@ -86,6 +88,46 @@ impl Store {
             path: path.to_path_buf(),
             skipped: Cell::new(0),
         })
+    }
+
+    /// Opens an existing state database for reading only: nothing is created, migrated or
+    /// written. A missing file is an error that says the daemon has not run yet or uses another
+    /// state directory.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                error: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no state database here: the daemon has not run yet, or it uses another state_dir (see daemon.state_dir, --state)",
+                ),
+            });
+        }
+        let sqlite = |error| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            error,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+            skipped: Cell::new(0),
+        };
+        let found = store.schema_version()?;
+        let supported = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
+        if found > supported {
+            return Err(StoreError::Migration {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
+        }
+        Ok(store)
     }
 
     /// A store that lives in memory and is gone when dropped: for tests and `rosguard demo`.
@@ -190,12 +232,104 @@ impl Store {
     ) -> Result<usize, StoreError> {
         self.conn
             .execute(
-                "UPDATE blocks SET lifted_unix = ?4 \
+                "UPDATE blocks SET lifted_unix = ?4, lift_reason = 'unblock' \
                  WHERE router = ?1 AND list = ?2 AND address = ?3 \
                    AND lifted_unix IS NULL AND dry_run = 0 AND expires_unix > ?4",
                 params![router, list, address_text(address), at_unix],
             )
             .map_err(|e| self.sqlite(e))
+    }
+
+    /// An operator unblock: lifts the running blocks of `address` on `router`'s `list` (as
+    /// [`Store::mark_unblocked`], with `reason`) and suppresses re-blocking it there until
+    /// `until_unix`, in one transaction. Returns how many blocks were lifted.
+    pub fn unblock(
+        &mut self,
+        router: &str,
+        list: &str,
+        address: IpAddr,
+        at_unix: i64,
+        until_unix: i64,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE blocks SET lifted_unix = ?4, lift_reason = ?5 \
+                 WHERE router = ?1 AND list = ?2 AND address = ?3 \
+                   AND lifted_unix IS NULL AND dry_run = 0 AND expires_unix > ?4",
+                params![router, list, address_text(address), at_unix, reason],
+            )?;
+            tx.execute(
+                "INSERT INTO unblocks (router, address, at_unix, until_unix, reason) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (router, address) DO UPDATE SET at_unix = excluded.at_unix, \
+                   until_unix = excluded.until_unix, reason = excluded.reason",
+                params![router, address_text(address), at_unix, until_unix, reason],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        };
+        run(&mut self.conn).map_err(|e| sqlite_error(&self.path, e))
+    }
+
+    /// The unblocks of `router` still suppressing at `now_unix`.
+    pub fn unblocks(&self, router: &str, now_unix: i64) -> Result<Vec<UnblockRow>, StoreError> {
+        self.collect(
+            "SELECT router, address, at_unix, until_unix, reason FROM unblocks \
+             WHERE router = ?1 AND until_unix > ?2 ORDER BY address",
+            params![router, now_unix],
+            rows::unblock,
+        )
+    }
+
+    /// Every unblock of `address`, on any router, newest first (`rosguard why`).
+    pub fn unblocks_for(&self, address: IpAddr) -> Result<Vec<UnblockRow>, StoreError> {
+        self.collect(
+            "SELECT router, address, at_unix, until_unix, reason FROM unblocks \
+             WHERE address = ?1 ORDER BY at_unix DESC",
+            [address_text(address)],
+            rows::unblock,
+        )
+    }
+
+    /// Ends a suppression early (`rosguard block` of an unblocked address).
+    pub fn end_unblock(&mut self, router: &str, address: IpAddr) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM unblocks WHERE router = ?1 AND address = ?2",
+                params![router, address_text(address)],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Writes what the daemon says about itself (`key = ""`) or a router.
+    pub fn set_status(
+        &mut self,
+        key: &str,
+        json: &serde_json::Value,
+        at_unix: i64,
+    ) -> Result<(), StoreError> {
+        let text = json.to_string();
+        self.conn
+            .execute(
+                "INSERT INTO status (key, json, updated_unix) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET json = excluded.json, \
+                   updated_unix = excluded.updated_unix",
+                params![key, text, at_unix],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Every status the daemon wrote, by key.
+    pub fn statuses(&self) -> Result<Vec<StatusRow>, StoreError> {
+        self.collect(
+            "SELECT key, json, updated_unix FROM status ORDER BY key",
+            [],
+            rows::status,
+        )
     }
 
     /// Lifts every block on `router`'s `list` still running at `at_unix` (`rosguard clear`).
@@ -208,7 +342,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         self.conn
             .execute(
-                "UPDATE blocks SET lifted_unix = ?3 \
+                "UPDATE blocks SET lifted_unix = ?3, lift_reason = 'clear' \
                  WHERE router = ?1 AND list = ?2 \
                    AND lifted_unix IS NULL AND dry_run = 0 AND expires_unix > ?3",
                 params![router, list, at_unix],
@@ -355,6 +489,31 @@ fn record_cycle(conn: &mut Connection, cycle: &CycleRecord) -> rusqlite::Result<
             ])?;
         }
 
+        // The latest live block of each restored entry was placed again now.
+        let mut placed = tx.prepare_cached(
+            "UPDATE blocks SET placed_unix = ?4 WHERE id = ( \
+               SELECT id FROM blocks WHERE router = ?1 AND list = ?2 AND address = ?3 \
+                 AND dry_run = 0 AND lifted_unix IS NULL \
+               ORDER BY at_unix DESC, id DESC LIMIT 1)",
+        )?;
+        for (list, address) in &cycle.placed {
+            placed.execute(params![cycle.router, list, address_text(*address), cycle.at_unix])?;
+        }
+        let mut lift = tx.prepare_cached(
+            "UPDATE blocks SET lifted_unix = ?4, lift_reason = ?5 \
+             WHERE router = ?1 AND list = ?2 AND address = ?3 \
+               AND lifted_unix IS NULL AND dry_run = 0 AND expires_unix > ?4",
+        )?;
+        for l in &cycle.lifts {
+            lift.execute(params![
+                cycle.router,
+                l.list,
+                address_text(l.address),
+                cycle.at_unix,
+                l.reason
+            ])?;
+        }
+
         let mut bump = tx.prepare_cached(
             "INSERT INTO counters (router, name, value) VALUES (?1, ?2, ?3) \
              ON CONFLICT (router, name) DO UPDATE SET value = \
@@ -414,6 +573,7 @@ mod tests {
             }],
             counters: vec![("blocked".into(), 1)],
             strikes: None,
+            ..CycleRecord::default()
         }
     }
 
@@ -424,30 +584,24 @@ mod tests {
         let path = dir.path().join("state.db");
         let mut old = Store::open_with(&path, MIGRATIONS).unwrap();
         old.record_cycle(&cycle(100, "192.0.2.1")).unwrap();
-        assert_eq!(old.schema_version().unwrap(), 1);
+        assert_eq!(old.schema_version().unwrap(), MIGRATIONS.len() as u32);
         drop(old);
 
-        let next = "ALTER TABLE blocks ADD COLUMN note TEXT; \
-                    CREATE INDEX blocks_by_note ON blocks (note);";
+        let next = "ALTER TABLE blocks ADD COLUMN note2 TEXT; \
+                    CREATE INDEX blocks_by_note ON blocks (note2);";
         let newer: Vec<&str> = MIGRATIONS.iter().copied().chain([next]).collect();
         let store = Store::open_with(&path, &newer).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32 + 1);
         let rows = store.blocks_for("192.0.2.1".parse().unwrap()).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].at_unix, 100);
         drop(store);
 
-        // And the build that only knows version 1 now refuses it.
+        // And the build that knows one version less now refuses it.
         let err = Store::open(&path).unwrap_err();
+        let (found, supported) = (MIGRATIONS.len() as u32 + 1, MIGRATIONS.len() as u32);
         assert!(
-            matches!(
-                err,
-                StoreError::Migration {
-                    found: 2,
-                    supported: 1,
-                    ..
-                }
-            ),
+            matches!(err, StoreError::Migration { found: f, supported: s, .. } if f == found && s == supported),
             "{err}"
         );
     }

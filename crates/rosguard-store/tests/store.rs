@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rosguard_store::{ActiveBlock, CycleRecord, NewBlock, Store, StoreError, Strike};
+use rosguard_store::{ActiveBlock, CycleRecord, Lifted, NewBlock, Store, StoreError, Strike};
 use serde_json::json;
+
+/// The schema version this build writes.
+const SCHEMA: u32 = 2;
 
 const ROUTER: &str = "edge";
 const LIST: &str = "rosguard";
@@ -43,6 +46,7 @@ fn cycle(router: &str, at_unix: i64, blocks: Vec<NewBlock>) -> CycleRecord {
         blocks,
         counters: vec![("cycles".into(), 1)],
         strikes: None,
+        ..CycleRecord::default()
     }
 }
 
@@ -77,7 +81,7 @@ mod open {
         let (_dir, path) = temp_db();
         let mut store = Store::open(&path).unwrap();
         assert_eq!(store.path(), path);
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA);
         store.integrity_check().unwrap();
         store
             .record_cycle(&cycle(ROUTER, 100, vec![block("192.0.2.1", 600, 0)]))
@@ -99,7 +103,7 @@ mod open {
     #[test]
     fn in_memory_store_works_and_is_not_shared() {
         let mut store = Store::open_in_memory().unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA);
         store
             .record_cycle(&cycle(ROUTER, 100, vec![block("192.0.2.1", 600, 0)]))
             .unwrap();
@@ -116,7 +120,7 @@ mod open {
         assert_eq!(count(&conn, "PRAGMA user_version"), 0);
         drop(conn);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA);
     }
 
     #[test]
@@ -132,7 +136,7 @@ mod open {
                 found,
                 supported,
             } => {
-                assert_eq!((p.as_path(), *found, *supported), (path.as_path(), 99, 1));
+                assert_eq!((p.as_path(), *found, *supported), (path.as_path(), 99, SCHEMA));
             }
             other => panic!("expected Migration, got {other:?}"),
         }
@@ -304,6 +308,7 @@ mod restore {
             expires_unix: 200,
             comment: "rosguard: tls level 0".into(),
             level: 0,
+            placed_unix: 100,
         };
         assert_eq!(
             store.active_blocks(ROUTER, 100).unwrap(),
@@ -312,6 +317,70 @@ mod restore {
         assert_eq!(store.active_blocks(ROUTER, 199).unwrap(), [expected]);
         assert!(store.active_blocks(ROUTER, 200).unwrap().is_empty());
         assert!(store.active_blocks("branch", 150).unwrap().is_empty());
+    }
+
+    #[test]
+    fn restores_move_the_placement_and_hand_removals_lift() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .record_cycle(&cycle(ROUTER, 100, vec![block("192.0.2.1", 1000, 0), block("192.0.2.2", 1000, 0)]))
+            .unwrap();
+        store
+            .record_cycle(&CycleRecord {
+                placed: vec![(LIST.into(), ip("192.0.2.1"))],
+                lifts: vec![Lifted {
+                    list: LIST.into(),
+                    address: ip("192.0.2.2"),
+                    reason: "removed-on-router".into(),
+                }],
+                ..cycle(ROUTER, 300, vec![])
+            })
+            .unwrap();
+        let active = store.active_blocks(ROUTER, 400).unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!((active[0].address, active[0].placed_unix), (ip("192.0.2.1"), 300));
+        let lifted = &store.blocks_for(ip("192.0.2.2")).unwrap()[0];
+        assert_eq!(lifted.lifted_unix, Some(300));
+        assert_eq!(lifted.lift_reason.as_deref(), Some("removed-on-router"));
+        assert_eq!(store.blocks_for(ip("192.0.2.1")).unwrap()[0].placed_unix, 300);
+    }
+
+    #[test]
+    fn unblocks_lift_and_suppress_until_their_end() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .record_cycle(&cycle(ROUTER, 100, vec![block("192.0.2.1", 1000, 0)]))
+            .unwrap();
+        let n = store
+            .unblock(ROUTER, LIST, ip("192.0.2.1"), 150, 750, "unblock: false positive")
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(store.active_blocks(ROUTER, 200).unwrap().is_empty());
+        let u = store.unblocks(ROUTER, 200).unwrap();
+        assert_eq!(u.len(), 1);
+        assert_eq!((u[0].address, u[0].until_unix), (ip("192.0.2.1"), 750));
+        assert!(store.unblocks(ROUTER, 750).unwrap().is_empty(), "ended");
+        assert!(store.unblocks("branch", 200).unwrap().is_empty());
+        assert_eq!(store.unblocks_for(ip("192.0.2.1")).unwrap()[0].reason, "unblock: false positive");
+        // Unblocking again replaces the suppression.
+        store.unblock(ROUTER, LIST, ip("192.0.2.1"), 160, 900, "again").unwrap();
+        assert_eq!(store.unblocks(ROUTER, 800).unwrap()[0].until_unix, 900);
+        store.end_unblock(ROUTER, ip("192.0.2.1")).unwrap();
+        assert!(store.unblocks(ROUTER, 200).unwrap().is_empty());
+        let row = &store.blocks_for(ip("192.0.2.1")).unwrap()[0];
+        assert_eq!(row.lift_reason.as_deref(), Some("unblock: false positive"));
+    }
+
+    #[test]
+    fn statuses_are_replaced_per_key() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.set_status("", &serde_json::json!({"pid": 1}), 10).unwrap();
+        store.set_status("core", &serde_json::json!({"connected": true}), 11).unwrap();
+        store.set_status("", &serde_json::json!({"pid": 2}), 12).unwrap();
+        let s = store.statuses().unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].key.as_str(), s[0].json["pid"].as_i64(), s[0].updated_unix), ("", Some(2), 12));
+        assert_eq!(s[1].json["connected"], serde_json::json!(true));
     }
 
     #[test]

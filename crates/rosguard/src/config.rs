@@ -1,26 +1,38 @@
-//! The configuration file: TOML in, checked settings out.
+//! The configuration file: TOML in, checked settings out, in one pass.
 //!
-//! Every `cfg*` global of the original RouterOS script keeps its meaning and default. Unknown
-//! keys are errors, and every error names the key and says how to fix it. Router passwords are
-//! read from an environment variable or a file, never from the config itself.
+//! Each `[[router]]`'s `[router.detection]` and `[router.blocking]` tables are merged over the
+//! global `[detection]` and `[blocking]` ones, key by key (nested tables too), and the result
+//! is deserialized once into the core's [`Detection`] and [`Blocking`]: a new key is one field
+//! there. Every `cfg*` global of the original RouterOS script keeps its meaning and default.
+//! Unknown keys are errors, durations are RouterOS durations or a bare number of seconds, and
+//! every error names the key (`detection.min_orig_packets: expected an integer, got
+//! "three"`) and says how to fix it. Router passwords come from an environment variable or a
+//! file, never from the config itself.
 //!
 //! This module does not touch the network; it reads the config file and the password sources
 //! it names.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ipnet::IpNet;
-use rosguard_core::detect::{BlockTarget, Rules};
-use rosguard_core::model::Protocol;
-use routeros_client::{Secret, TlsConfig};
-use serde::Deserialize;
+use rosguard_core::settings::{duration, Blocking, CycleLimits, Detection, Settings};
+use routeros_client::{ClientConfig, Secret, TlsConfig};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
 
 /// Default RouterOS API ports.
 const API_PORT: u16 = 8728;
 const API_SSL_PORT: u16 = 8729;
+
+/// Where the config is looked for when neither `-c` nor `ROSGUARD_CONFIG` says.
+pub const DEFAULT_CONFIG: &str = "/etc/rosguard/rosguard.toml";
+
+/// Where the state lives when nothing says otherwise: the same for the service and an admin's
+/// shell, so `why`, `unblock` and the daemon agree.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rosguard";
 
 /// The checked configuration.
 #[derive(Debug, Clone)]
@@ -29,31 +41,14 @@ pub struct Config {
     pub routers: Vec<RouterConfig>,
 }
 
-/// `[daemon]`: how the daemon runs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DaemonSettings {
-    /// cfgLoopDelay: pause between two cycles.
-    pub loop_delay: Duration,
-    /// cfgMaxConnPerCycle: flagged connections acted on per cycle.
-    pub max_conn_per_cycle: usize,
-    /// cfgLogLevel.
-    pub log_level: LogLevel,
-    /// Where the SQLite state lives; `None` = the platform default (see `state_dir()`).
-    pub state_dir: Option<PathBuf>,
-    /// Serve Prometheus `/metrics` and `/health` here.
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// How often blocks that should still stand are re-checked and restored.
-    pub reconcile_interval: Duration,
-    /// Block an address on every router once one router blocked it.
-    pub share_blocks: bool,
-}
-
 /// cfgLogLevel values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Debug,
     Info,
+    #[default]
+    #[serde(alias = "warn")]
     Warning,
     Error,
 }
@@ -70,87 +65,34 @@ impl LogLevel {
     }
 }
 
-/// `[detection]`, merged with a router's own overrides.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DetectionSettings {
-    /// cfgEnabled: when false the daemon connects and reports but flags nothing.
-    pub enabled: bool,
-    pub rules: Rules,
-    /// Push the protocol and counter filters to the router (re-checked locally either way).
-    pub server_filter: bool,
-    /// A connection must be flagged in this many polls in a row before it counts.
-    pub min_observations: u32,
-    /// Distinct flagged connections to one address, within `window`, before it is blocked.
-    pub min_flagged_connections: u32,
-    pub window: Duration,
-}
-
-/// `[blocking]`, merged with a router's own overrides.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BlockingSettings {
-    pub address_list: String,
-    pub allowlist_name: String,
-    pub allow: Vec<IpNet>,
-    pub block_timeout: Duration,
-    pub remove_tcp_conn: bool,
-    pub check_local_addr: bool,
-    pub dry_run: bool,
-    /// Each new block of a repeat offender multiplies the timeout by this (1 = off).
-    pub escalation_factor: f64,
-    pub max_block_timeout: Duration,
-    /// Block history older than this is forgotten (no escalation from it).
-    pub forget_after: Duration,
-    /// Caps per router; 0 = no cap.
-    pub max_blocks_per_hour: u32,
-    pub max_list_size: u32,
-    /// Block nothing in a cycle where more than this share of the scanned rows is flagged.
-    pub panic_ratio: f64,
-}
-
-/// One `[[router]]`.
-#[derive(Clone)]
-pub struct RouterConfig {
-    pub name: String,
-    /// `host:port`.
-    pub address: String,
-    pub username: String,
-    pub password: Secret,
-    pub tls: Option<TlsConfig>,
-    pub detection: DetectionSettings,
-    pub blocking: BlockingSettings,
-}
-
-impl std::fmt::Debug for RouterConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouterConfig")
-            .field("name", &self.name)
-            .field("address", &self.address)
-            .field("username", &self.username)
-            .field("password", &"***")
-            .field("tls", &self.tls.as_ref().map(tls_mode_name))
-            .field("detection", &self.detection)
-            .field("blocking", &self.blocking)
-            .finish()
-    }
-}
-
-impl RouterConfig {
-    /// True when connecting again is needed to apply a new version of this router's config.
-    pub fn connection_differs(&self, other: &RouterConfig) -> bool {
-        self.address != other.address
-            || self.username != other.username
-            || self.password.expose() != other.password.expose()
-            || self.tls.as_ref().map(tls_mode_name) != other.tls.as_ref().map(tls_mode_name)
-    }
-}
-
-/// A short name for a TLS mode, for logs.
-pub fn tls_mode_name(tls: &TlsConfig) -> String {
-    match tls {
-        TlsConfig::CaFile(p) => format!("ca_file {}", p.display()),
-        TlsConfig::Fingerprint(fp) => format!("fingerprint {}", hex::encode(fp)),
-        TlsConfig::Insecure => "insecure".into(),
-    }
+/// `[daemon]`: how the daemon runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSettings {
+    /// cfgLoopDelay: pause between two cycles.
+    #[serde(with = "duration")]
+    pub loop_delay: Duration,
+    /// cfgMaxConnPerCycle: flagged connections acted on per cycle.
+    pub max_conn_per_cycle: usize,
+    /// cfgLogLevel.
+    pub log_level: LogLevel,
+    /// Where the SQLite state lives; `None` = `$STATE_DIRECTORY`, else `/var/lib/rosguard`.
+    pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus `/metrics` and `/health` here.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often blocks that should still stand are re-checked and restored.
+    #[serde(with = "duration")]
+    pub reconcile_interval: Duration,
+    /// Block an address on every router once one router blocked it.
+    pub share_blocks: bool,
+    /// The longest one cycle may take (reads and writes); past it the cycle is abandoned and
+    /// the connection dropped.
+    #[serde(with = "duration")]
+    pub cycle_deadline: Duration,
+    /// The most candidate rows one poll keeps; a table with more is not acted on that cycle.
+    pub max_candidates: usize,
+    /// The most HTTP connections the metrics listener serves at once.
+    pub metrics_max_connections: usize,
 }
 
 impl Default for DaemonSettings {
@@ -163,103 +105,132 @@ impl Default for DaemonSettings {
             metrics_listen: None,
             reconcile_interval: Duration::from_secs(300),
             share_blocks: false,
+            cycle_deadline: Duration::from_secs(60),
+            max_candidates: rosguard_routeros::DEFAULT_MAX_CANDIDATES,
+            metrics_max_connections: 64,
         }
     }
 }
 
-impl Default for DetectionSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            rules: Rules::default(),
-            server_filter: true,
-            min_observations: 1,
-            min_flagged_connections: 1,
-            window: Duration::from_secs(60),
+impl DaemonSettings {
+    fn validate(&self) -> Result<()> {
+        if self.loop_delay < Duration::from_millis(100) {
+            bail!("daemon.loop_delay: {} is below 100ms and would hammer the router; use e.g. \"2s\"", fmt_duration(self.loop_delay));
         }
+        if self.max_conn_per_cycle == 0 {
+            bail!("daemon.max_conn_per_cycle: 0 must be at least 1 (the script's default is 50)");
+        }
+        if self.reconcile_interval < Duration::from_secs(1) {
+            bail!("daemon.reconcile_interval: is too short; use at least 1s");
+        }
+        if self.cycle_deadline < Duration::from_secs(1) {
+            bail!("daemon.cycle_deadline: is too short; use at least 1s (default 60s)");
+        }
+        if self.max_candidates == 0 {
+            bail!("daemon.max_candidates: must be at least 1 (default 100000)");
+        }
+        if self.metrics_max_connections == 0 {
+            bail!("daemon.metrics_max_connections: must be at least 1 (default 64)");
+        }
+        Ok(())
+    }
+
+    /// The state directory: `state_dir` from the config, else systemd's `$STATE_DIRECTORY`,
+    /// else `/var/lib/rosguard`.
+    pub fn resolved_state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty()) {
+            // systemd may list several, separated by ':'.
+            let first = d
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return PathBuf::from(first);
+        }
+        PathBuf::from(DEFAULT_STATE_DIR)
     }
 }
 
-impl Default for BlockingSettings {
-    fn default() -> Self {
-        Self {
-            address_list: "tls_block".into(),
-            allowlist_name: "allowlist".into(),
-            allow: Vec::new(),
-            block_timeout: Duration::from_secs(86_400),
-            remove_tcp_conn: true,
-            check_local_addr: true,
-            dry_run: false,
-            escalation_factor: 1.0,
-            max_block_timeout: Duration::from_secs(28 * 86_400),
-            forget_after: Duration::from_secs(30 * 86_400),
-            max_blocks_per_hour: 1000,
-            max_list_size: 30_000,
-            panic_ratio: 0.5,
-        }
+/// One `[[router]]`.
+#[derive(Clone)]
+pub struct RouterConfig {
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    pub username: String,
+    pub password: Secret,
+    pub tls: Option<TlsConfig>,
+    pub tls_server_name: Option<String>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// The decision settings: the merged `[detection]` and `[blocking]`, and the `[daemon]`
+    /// cycle limits.
+    pub settings: Settings,
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("tls", &self.tls.as_ref().map(tls_mode_name))
+            .field("settings", &self.settings)
+            .finish()
     }
+}
+
+impl RouterConfig {
+    /// True when connecting again is needed to apply a new version of this router's config.
+    pub fn connection_differs(&self, other: &RouterConfig) -> bool {
+        self.address != other.address
+            || self.username != other.username
+            || self.password.expose() != other.password.expose()
+            || self.tls.as_ref().map(tls_mode_name) != other.tls.as_ref().map(tls_mode_name)
+            || self.tls_server_name != other.tls_server_name
+            || self.connect_timeout != other.connect_timeout
+            || self.command_timeout != other.command_timeout
+    }
+
+    /// The client settings for this router.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(
+            self.name.clone(),
+            self.address.clone(),
+            self.username.clone(),
+            self.password.clone(),
+        );
+        c.tls = self.tls.clone();
+        c.tls_server_name = self.tls_server_name.clone();
+        c.connect_timeout = self.connect_timeout;
+        c.login_timeout = self.connect_timeout;
+        c.command_timeout = self.command_timeout;
+        c
+    }
+}
+
+/// A short name for a TLS mode, for logs.
+pub fn tls_mode_name(tls: &TlsConfig) -> String {
+    match tls {
+        TlsConfig::CaFile(p) => format!("ca_file {}", p.display()),
+        TlsConfig::Fingerprint(fp) => format!("fingerprint {}", hex::encode(fp)),
+        TlsConfig::Insecure => "insecure".into(),
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    routeros_proto::format_duration(d)
 }
 
 // ---- the file format ------------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    detection: RawDetection,
-    #[serde(default)]
-    blocking: RawBlocking,
-    #[serde(default)]
-    daemon: RawDaemon,
-    #[serde(default, rename = "router")]
-    routers: Vec<RawRouter>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDetection {
-    enabled: Option<bool>,
-    monitored_ports: Option<Vec<i64>>,
-    protocols: Option<Vec<toml::Value>>,
-    min_orig_packets: Option<i64>,
-    max_repl_packets: Option<i64>,
-    block_target: Option<String>,
-    server_filter: Option<bool>,
-    min_observations: Option<i64>,
-    min_flagged_connections: Option<i64>,
-    window: Option<String>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBlocking {
-    address_list: Option<String>,
-    allowlist_name: Option<String>,
-    allow: Option<Vec<String>>,
-    block_timeout: Option<String>,
-    remove_tcp_conn: Option<bool>,
-    check_local_addr: Option<bool>,
-    dry_run: Option<bool>,
-    escalation_factor: Option<f64>,
-    max_block_timeout: Option<String>,
-    forget_after: Option<String>,
-    max_blocks_per_hour: Option<i64>,
-    max_list_size: Option<i64>,
-    panic_ratio: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDaemon {
-    loop_delay: Option<String>,
-    max_conn_per_cycle: Option<i64>,
-    log_level: Option<String>,
-    state_dir: Option<PathBuf>,
-    metrics_listen: Option<String>,
-    reconcile_interval: Option<String>,
-    share_blocks: Option<bool>,
-}
-
+/// The connection keys of a `[[router]]` (its `detection` and `blocking` tables are merged
+/// separately).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRouter {
@@ -274,301 +245,77 @@ struct RawRouter {
     fingerprint: Option<String>,
     #[serde(default)]
     tls_insecure: bool,
+    tls_server_name: Option<String>,
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    connect_timeout: Duration,
+    #[serde(default = "default_command_timeout", with = "duration")]
+    command_timeout: Duration,
     #[serde(default)]
-    detection: RawDetection,
+    detection: Table,
     #[serde(default)]
-    blocking: RawBlocking,
+    blocking: Table,
 }
 
-impl RawDetection {
-    /// `self` with `over`'s keys taking precedence.
-    fn overlay(&self, over: &RawDetection) -> RawDetection {
-        RawDetection {
-            enabled: over.enabled.or(self.enabled),
-            monitored_ports: over
-                .monitored_ports
-                .clone()
-                .or_else(|| self.monitored_ports.clone()),
-            protocols: over.protocols.clone().or_else(|| self.protocols.clone()),
-            min_orig_packets: over.min_orig_packets.or(self.min_orig_packets),
-            max_repl_packets: over.max_repl_packets.or(self.max_repl_packets),
-            block_target: over
-                .block_target
-                .clone()
-                .or_else(|| self.block_target.clone()),
-            server_filter: over.server_filter.or(self.server_filter),
-            min_observations: over.min_observations.or(self.min_observations),
-            min_flagged_connections: over
-                .min_flagged_connections
-                .or(self.min_flagged_connections),
-            window: over.window.clone().or_else(|| self.window.clone()),
-        }
-    }
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 
-    fn check(&self, at: &str) -> Result<DetectionSettings> {
-        let d = DetectionSettings::default();
-        let mut rules = d.rules.clone();
-        if let Some(ports) = &self.monitored_ports {
-            rules.monitored_ports = ports
-                .iter()
-                .map(|&p| {
-                    u16::try_from(p).ok().filter(|&p| p > 0).ok_or_else(|| {
-                        anyhow!("{at}.monitored_ports: {p} is not a port; use numbers from 1 to 65535 (an empty list monitors every port)")
-                    })
-                })
-                .collect::<Result<_>>()?;
-        }
-        if let Some(protos) = &self.protocols {
-            if protos.is_empty() {
-                bail!("{at}.protocols: the list is empty, so nothing would ever be flagged; name at least one, e.g. [\"tcp\", \"udp\"]");
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `over` merged into `base`, key by key; nested tables merge too, anything else is replaced.
+fn merge(mut base: Table, over: &Table) -> Table {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => {
+                let merged = merge(std::mem::take(b), o);
+                *b = merged;
             }
-            rules.protocols = protos
-                .iter()
-                .map(|v| {
-                    let text = match v {
-                        toml::Value::String(s) => s.clone(),
-                        toml::Value::Integer(i) => i.to_string(),
-                        other => format!("a {}", other.type_str()),
-                    };
-                    text.parse::<Protocol>().map_err(|_| {
-                        anyhow!("{at}.protocols: unknown protocol {text}; use a name (tcp, udp, icmp, gre) or a protocol number from 0 to 255")
-                    })
-                })
-                .collect::<Result<_>>()?;
-        }
-        if let Some(n) = self.min_orig_packets {
-            rules.min_orig_packets = u64::try_from(n)
-                .map_err(|_| anyhow!("{at}.min_orig_packets: {n} is negative; use 0 or more (flag when orig-packets > this)"))?;
-        }
-        if let Some(n) = self.max_repl_packets {
-            rules.max_repl_packets = u64::try_from(n)
-                .map_err(|_| anyhow!("{at}.max_repl_packets: {n} is negative; use 0 or more (flag when repl-packets <= this)"))?;
-        }
-        if let Some(t) = &self.block_target {
-            rules.block_target = match t.as_str() {
-                "dst" => BlockTarget::Dst,
-                "src" => BlockTarget::Src,
-                "remote" => BlockTarget::Remote,
-                other => {
-                    bail!("{at}.block_target: {other:?} is not one of \"dst\", \"src\", \"remote\"")
-                }
-            };
-        }
-        Ok(DetectionSettings {
-            enabled: self.enabled.unwrap_or(d.enabled),
-            rules,
-            server_filter: self.server_filter.unwrap_or(d.server_filter),
-            min_observations: positive(
-                at,
-                "min_observations",
-                self.min_observations,
-                d.min_observations,
-            )?,
-            min_flagged_connections: positive(
-                at,
-                "min_flagged_connections",
-                self.min_flagged_connections,
-                d.min_flagged_connections,
-            )?,
-            window: duration_key(at, "window", &self.window, d.window, Duration::from_secs(1))?,
-        })
-    }
-}
-
-impl RawBlocking {
-    fn overlay(&self, over: &RawBlocking) -> RawBlocking {
-        RawBlocking {
-            address_list: over
-                .address_list
-                .clone()
-                .or_else(|| self.address_list.clone()),
-            allowlist_name: over
-                .allowlist_name
-                .clone()
-                .or_else(|| self.allowlist_name.clone()),
-            allow: over.allow.clone().or_else(|| self.allow.clone()),
-            block_timeout: over
-                .block_timeout
-                .clone()
-                .or_else(|| self.block_timeout.clone()),
-            remove_tcp_conn: over.remove_tcp_conn.or(self.remove_tcp_conn),
-            check_local_addr: over.check_local_addr.or(self.check_local_addr),
-            dry_run: over.dry_run.or(self.dry_run),
-            escalation_factor: over.escalation_factor.or(self.escalation_factor),
-            max_block_timeout: over
-                .max_block_timeout
-                .clone()
-                .or_else(|| self.max_block_timeout.clone()),
-            forget_after: over
-                .forget_after
-                .clone()
-                .or_else(|| self.forget_after.clone()),
-            max_blocks_per_hour: over.max_blocks_per_hour.or(self.max_blocks_per_hour),
-            max_list_size: over.max_list_size.or(self.max_list_size),
-            panic_ratio: over.panic_ratio.or(self.panic_ratio),
-        }
-    }
-
-    fn check(&self, at: &str) -> Result<BlockingSettings> {
-        let d = BlockingSettings::default();
-        let list_name = |key: &str, v: &Option<String>, default: &str| -> Result<String> {
-            match v {
-                None => Ok(default.to_owned()),
-                Some(s)
-                    if s.trim().is_empty() || s.len() > 255 || s.chars().any(char::is_control) =>
-                {
-                    bail!("{at}.{key}: {s:?} is not a usable address-list name; use a short name such as \"{default}\"")
-                }
-                Some(s) => Ok(s.clone()),
+            _ => {
+                base.insert(k.clone(), v.clone());
             }
-        };
-        let allow = self
-            .allow
-            .iter()
-            .flatten()
-            .map(|s| parse_net(s).ok_or_else(|| anyhow!("{at}.allow: {s:?} is not an IP address or CIDR (e.g. \"10.0.0.5\", \"192.168.88.0/24\", \"2001:db8::/32\")")))
-            .collect::<Result<_>>()?;
-        let block_timeout = match &self.block_timeout {
-            None => d.block_timeout,
-            Some(s) => {
-                let t = routeros_proto::parse_duration(s)
-                    .map_err(|e| anyhow!("{at}.block_timeout: {e}"))?;
-                if t < Duration::from_secs(1) {
-                    bail!("{at}.block_timeout: {s:?} is shorter than one second; use e.g. \"1d\", \"12h\" or \"30m\"");
-                }
-                t
-            }
-        };
-        Ok(BlockingSettings {
-            address_list: list_name("address_list", &self.address_list, &d.address_list)?,
-            allowlist_name: list_name("allowlist_name", &self.allowlist_name, &d.allowlist_name)?,
-            allow,
-            block_timeout,
-            remove_tcp_conn: self.remove_tcp_conn.unwrap_or(d.remove_tcp_conn),
-            check_local_addr: self.check_local_addr.unwrap_or(d.check_local_addr),
-            dry_run: self.dry_run.unwrap_or(d.dry_run),
-            escalation_factor: match self.escalation_factor {
-                None => d.escalation_factor,
-                Some(f) if f.is_finite() && (1.0..=100.0).contains(&f) => f,
-                Some(f) => bail!("{at}.escalation_factor: {f} must be between 1 (off) and 100, e.g. 2 doubles each repeat block"),
-            },
-            max_block_timeout: duration_key(at, "max_block_timeout", &self.max_block_timeout, d.max_block_timeout, Duration::from_secs(1))?,
-            forget_after: duration_key(at, "forget_after", &self.forget_after, d.forget_after, Duration::from_secs(60))?,
-            max_blocks_per_hour: cap(at, "max_blocks_per_hour", self.max_blocks_per_hour, d.max_blocks_per_hour)?,
-            max_list_size: cap(at, "max_list_size", self.max_list_size, d.max_list_size)?,
-            panic_ratio: match self.panic_ratio {
-                None => d.panic_ratio,
-                Some(r) if r > 0.0 && r <= 1.0 => r,
-                Some(r) => bail!("{at}.panic_ratio: {r} must be above 0 and at most 1 (1 turns the brake off)"),
-            },
-        })
+        }
     }
+    base
 }
 
-/// A RouterOS duration key with a lower bound.
-fn duration_key(
-    at: &str,
-    key: &str,
-    v: &Option<String>,
-    default: Duration,
-    min: Duration,
-) -> Result<Duration> {
-    let Some(s) = v else { return Ok(default) };
-    let d = routeros_proto::parse_duration(s).map_err(|e| anyhow!("{at}.{key}: {e}"))?;
-    if d < min {
-        bail!(
-            "{at}.{key}: {s:?} is too short; use at least {}",
-            routeros_proto::format_duration(min)
-        );
-    }
-    Ok(d)
+/// Deserializes `table` as a `T`, naming the key of any error under `at`.
+fn read<T: DeserializeOwned>(table: Table, at: &str) -> Result<T> {
+    serde_path_to_error::deserialize::<_, T>(Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." || path.is_empty() {
+            at.to_owned()
+        } else {
+            format!("{at}.{path}")
+        };
+        anyhow!("{key}: {}", humanize(&e.into_inner().to_string()))
+    })
 }
 
-/// A count of at least 1.
-fn positive(at: &str, key: &str, v: Option<i64>, default: u32) -> Result<u32> {
-    match v {
-        None => Ok(default),
-        Some(n) => u32::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
-            anyhow!(
-                "{at}.{key}: {n} must be a whole number of at least 1 (1 = the script's behaviour)"
-            )
-        }),
-    }
-}
-
-/// A cap: 0 turns it off.
-fn cap(at: &str, key: &str, v: Option<i64>, default: u32) -> Result<u32> {
-    match v {
-        None => Ok(default),
-        Some(n) => u32::try_from(n)
-            .map_err(|_| anyhow!("{at}.{key}: {n} must be 0 (no cap) or a positive number")),
-    }
-}
-
-/// Parses an IP or a CIDR.
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
-impl RawDaemon {
-    fn check(&self) -> Result<DaemonSettings> {
-        let d = DaemonSettings::default();
-        let loop_delay = match &self.loop_delay {
-            None => d.loop_delay,
-            Some(s) => {
-                let t = routeros_proto::parse_duration(s)
-                    .map_err(|e| anyhow!("daemon.loop_delay: {e}"))?;
-                if t < Duration::from_millis(100) {
-                    bail!("daemon.loop_delay: {s:?} is below 100ms and would hammer the router; use e.g. \"2s\"");
-                }
-                t
-            }
-        };
-        let max_conn_per_cycle = match self.max_conn_per_cycle {
-            None => d.max_conn_per_cycle,
-            Some(n) if n >= 1 => n as usize,
-            Some(n) => bail!(
-                "daemon.max_conn_per_cycle: {n} must be at least 1 (the script's default is 50)"
-            ),
-        };
-        let log_level = match self.log_level.as_deref() {
-            None => d.log_level,
-            Some("debug") => LogLevel::Debug,
-            Some("info") => LogLevel::Info,
-            Some("warning" | "warn") => LogLevel::Warning,
-            Some("error") => LogLevel::Error,
-            Some(other) => {
-                bail!("daemon.log_level: {other:?} is not one of debug, info, warning, error")
-            }
-        };
-        let metrics_listen = match &self.metrics_listen {
-            None => None,
-            Some(s) => Some(s.parse().map_err(|_| {
-                anyhow!(
-                    "daemon.metrics_listen: {s:?} is not an address:port; e.g. \"127.0.0.1:9464\""
-                )
-            })?),
-        };
-        let reconcile_interval = duration_key(
-            "daemon",
-            "reconcile_interval",
-            &self.reconcile_interval,
-            d.reconcile_interval,
-            Duration::from_secs(1),
-        )?;
-        Ok(DaemonSettings {
-            loop_delay,
-            max_conn_per_cycle,
-            log_level,
-            state_dir: self.state_dir.clone(),
-            metrics_listen,
-            reconcile_interval,
-            share_blocks: self.share_blocks.unwrap_or(d.share_blocks),
-        })
-    }
+/// serde's type names in the words of a config file: `invalid type: string "three",
+/// expected u64` -> `expected an integer, got "three"`.
+fn humanize(message: &str) -> String {
+    let message = message.trim().replace('\n', " ");
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message;
+    };
+    let Some((got, expected)) = rest.rsplit_once(", expected ") else {
+        return message;
+    };
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i64" | "i32" => "an integer (0 or more)",
+        "f64" | "f32" => "a number",
+        "a boolean" | "bool" => "true or false",
+        "a string" | "string" => "a string",
+        other => other,
+    };
+    let got = got
+        .strip_prefix("string ")
+        .or_else(|| got.strip_prefix("integer "))
+        .or_else(|| got.strip_prefix("floating point "))
+        .unwrap_or(got);
+    format!("expected {expected}, got {got}")
 }
 
 /// Where a password comes from, resolved at load time.
@@ -602,11 +349,13 @@ fn read_password(
 
 impl RawRouter {
     fn check(
-        &self,
+        self,
         index: usize,
-        det: &RawDetection,
-        blk: &RawBlocking,
+        detection: &Table,
+        blocking: &Table,
+        cycle: &CycleLimits,
         base: &Path,
+        secrets: Secrets,
     ) -> Result<RouterConfig> {
         let name = match &self.name {
             Some(n) if !n.trim().is_empty() && !n.chars().any(char::is_control) => n.clone(),
@@ -621,26 +370,49 @@ impl RawRouter {
                 .ok_or_else(|| anyhow!("{at}.address: {a:?} is not host:port (e.g. \"192.168.88.1:8728\" or \"router.lan:8729\")"))?,
         };
         let username = match &self.username {
-            Some(u) if !u.is_empty() => u.clone(),
+            Some(u) if u.chars().any(char::is_control) => {
+                bail!("{at}.username: {u:?} holds control characters; use the RouterOS user name as written")
+            }
+            Some(u) if !u.trim().is_empty() => u.clone(),
             _ => bail!(
                 "{at}: username is missing; use a RouterOS user with the read,write,api policies"
             ),
         };
-        let password = read_password(&at, &self.password_env, &self.password_file, base)?;
-        let detection = det
-            .overlay(&self.detection)
-            .check(&format!("{at}.detection"))?;
-        let blocking = blk
-            .overlay(&self.blocking)
-            .check(&format!("{at}.blocking"))?;
+        if self.tls_server_name.is_some() && tls.is_none() {
+            bail!("{at}.tls_server_name: only applies with tls = true");
+        }
+        for (key, t) in [
+            ("connect_timeout", self.connect_timeout),
+            ("command_timeout", self.command_timeout),
+        ] {
+            if t < Duration::from_secs(1) {
+                bail!("{at}.{key}: is too short; use at least 1s");
+            }
+        }
+        let password = match secrets {
+            Secrets::Read => read_password(&at, &self.password_env, &self.password_file, base)?,
+            Secrets::Skip => Secret::new(String::new()),
+        };
+        let det_at = format!("{at}.detection");
+        let blk_at = format!("{at}.blocking");
+        let detection: Detection = read(merge(detection.clone(), &self.detection), &det_at)?;
+        detection.validate(&det_at)?;
+        let blocking: Blocking = read(merge(blocking.clone(), &self.blocking), &blk_at)?;
+        blocking.validate(&blk_at)?;
         Ok(RouterConfig {
             name,
             address,
             username,
             password,
             tls,
-            detection,
-            blocking,
+            tls_server_name: self.tls_server_name,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            settings: Settings {
+                detection,
+                blocking,
+                cycle: cycle.clone(),
+            },
         })
     }
 
@@ -695,9 +467,9 @@ fn normalise_address(a: &str, default_port: u16) -> Option<String> {
         return None;
     }
     if let Ok(ip) = a.parse::<IpAddr>() {
-        return Some(std::net::SocketAddr::new(ip, default_port).to_string());
+        return Some(SocketAddr::new(ip, default_port).to_string());
     }
-    if a.parse::<std::net::SocketAddr>().is_ok() {
+    if a.parse::<SocketAddr>().is_ok() {
         return Some(a.to_owned());
     }
     match a.rsplit_once(':') {
@@ -710,64 +482,93 @@ fn normalise_address(a: &str, default_port: u16) -> Option<String> {
     }
 }
 
-impl DaemonSettings {
-    /// The state directory: `state_dir` from the config, else systemd's `$STATE_DIRECTORY`,
-    /// else `$XDG_STATE_HOME/rosguard` or `~/.local/state/rosguard`, else `/var/lib/rosguard`.
-    pub fn resolved_state_dir(&self) -> PathBuf {
-        if let Some(d) = &self.state_dir {
-            return d.clone();
+/// A TOML syntax error on one line: where, and what.
+fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
         }
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        if let Some(d) = env("STATE_DIRECTORY") {
-            // systemd may list several, separated by ':'.
-            let first = d
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            return PathBuf::from(first);
-        }
-        if let Some(d) = env("XDG_STATE_HOME") {
-            return d.join("rosguard");
-        }
-        if let Some(home) = env("HOME") {
-            return home.join(".local/state/rosguard");
-        }
-        PathBuf::from("/var/lib/rosguard")
+        None => message,
+    }
+}
+
+/// Whether loading a config reads the router passwords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read them: the command talks to routers.
+    Read,
+    /// Leave them: the command only reads the state store (`why`, `status`).
+    Skip,
+}
+
+/// A section of the file as a table (absent = empty).
+fn section(root: &mut Table, key: &str) -> Result<Table> {
+    match root.remove(key) {
+        None => Ok(Table::new()),
+        Some(Value::Table(t)) => Ok(t),
+        Some(other) => bail!("{key}: expected a table ([{key}]), got {}", other.type_str()),
     }
 }
 
 impl Config {
-    /// Parses and checks a config. `base` is where relative paths (password_file, ca_file) start.
+    /// Parses and checks a config. `base` is where relative paths (password_file, ca_file,
+    /// state_dir) start.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| anyhow!("{}", toml_error_line(text, &e)))?;
-        let mut daemon = raw.daemon.check()?;
+        Self::from_toml_with(text, base, Secrets::Read)
+    }
+
+    /// [`Config::from_toml`], reading the passwords or not.
+    pub fn from_toml_with(text: &str, base: &Path, secrets: Secrets) -> Result<Config> {
+        let mut root: Table = toml::from_str(text).map_err(|e| anyhow!("{}", toml_error_line(text, &e)))?;
+        let detection = section(&mut root, "detection")?;
+        let blocking = section(&mut root, "blocking")?;
+        let daemon_table = section(&mut root, "daemon")?;
+        let routers = match root.remove("router") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a,
+            Some(_) => bail!("router: expected [[router]] entries"),
+        };
+        if let Some(unknown) = root.keys().next() {
+            bail!("{unknown}: unknown section; the sections are [detection], [blocking], [daemon] and [[router]]");
+        }
+        let mut daemon: DaemonSettings = read(daemon_table, "daemon")?;
+        daemon.validate()?;
         if let Some(d) = &daemon.state_dir {
             if d.is_relative() {
                 daemon.state_dir = Some(base.join(d));
             }
         }
         // Check the global sections on their own too, so their errors name the global key.
-        raw.detection.check("detection")?;
-        raw.blocking.check("blocking")?;
-        let mut routers = Vec::new();
-        for (i, r) in raw.routers.iter().enumerate() {
-            let r = r.check(i, &raw.detection, &raw.blocking, base)?;
-            if routers.iter().any(|o: &RouterConfig| o.name == r.name) {
+        read::<Detection>(detection.clone(), "detection")?.validate("detection")?;
+        read::<Blocking>(blocking.clone(), "blocking")?.validate("blocking")?;
+        let cycle = CycleLimits {
+            max_conn_per_cycle: daemon.max_conn_per_cycle,
+            reconcile_interval: daemon.reconcile_interval,
+            loop_delay: daemon.loop_delay,
+        };
+        let mut out: Vec<RouterConfig> = Vec::new();
+        for (i, r) in routers.into_iter().enumerate() {
+            let Value::Table(t) = r else {
+                bail!("router[{i}]: expected a [[router]] table");
+            };
+            let raw: RawRouter = read(t, &format!("router[{i}]"))?;
+            let r = raw.check(i, &detection, &blocking, &cycle, base, secrets)?;
+            if out.iter().any(|o| o.name == r.name) {
                 bail!(
                     "router {:?}: the name is used twice; router names must be unique",
                     r.name
                 );
             }
-            routers.push(r);
+            out.push(r);
         }
-        Ok(Config { daemon, routers })
+        Ok(Config {
+            daemon,
+            routers: out,
+        })
     }
 
     /// A config with no routers and every default: what `rosguard demo` starts from.
@@ -797,275 +598,66 @@ impl Config {
             },
         }
     }
-}
 
-/// A TOML error on one line: where, and what.
-fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', " ");
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
+    /// The effective settings of every router, overrides applied, as TOML
+    /// (`check-config --print`). Passwords are never shown, only where they come from.
+    pub fn effective_toml(&self) -> Result<String> {
+        #[derive(Serialize)]
+        struct Effective<'a> {
+            daemon: &'a DaemonSettings,
+            router: Vec<EffectiveRouter<'a>>,
         }
-        None => message,
+        #[derive(Serialize)]
+        struct EffectiveRouter<'a> {
+            name: &'a str,
+            address: &'a str,
+            username: &'a str,
+            tls: String,
+            #[serde(with = "duration")]
+            connect_timeout: Duration,
+            #[serde(with = "duration")]
+            command_timeout: Duration,
+            detection: &'a Detection,
+            blocking: &'a Blocking,
+        }
+        let e = Effective {
+            daemon: &self.daemon,
+            router: self
+                .routers
+                .iter()
+                .map(|r| EffectiveRouter {
+                    name: &r.name,
+                    address: &r.address,
+                    username: &r.username,
+                    tls: r.tls.as_ref().map_or_else(|| "off".to_owned(), tls_mode_name),
+                    connect_timeout: r.connect_timeout,
+                    command_timeout: r.command_timeout,
+                    detection: &r.settings.detection,
+                    blocking: &r.settings.blocking,
+                })
+                .collect(),
+        };
+        Ok(toml::to_string(&e)?)
     }
 }
 
 /// Reads and checks the config file at `path`.
 pub fn read_config(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    read_config_with(path, Secrets::Read)
+}
+
+/// [`read_config`], reading the passwords or not.
+pub fn read_config_with(path: &Path, secrets: Secrets) -> Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read config file {}; give another with -c FILE or ROSGUARD_CONFIG",
+            path.display()
+        )
+    })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Config::from_toml(&text, &base).with_context(|| format!("config file {}", path.display()))
+    Config::from_toml_with(&text, &base, secrets)
+        .with_context(|| format!("config file {}", path.display()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str) -> Result<Config> {
-        Config::from_toml(text, Path::new("/nonexistent"))
-    }
-
-    fn err(text: &str) -> String {
-        format!("{:#}", load(text).unwrap_err())
-    }
-
-    const ROUTER: &str = r#"
-[[router]]
-name = "core"
-address = "192.168.88.1"
-username = "rosguard"
-password_env = "ROSGUARD_TEST_PASSWORD_SET"
-"#;
-
-    fn with_password<T>(f: impl FnOnce() -> T) -> T {
-        std::env::set_var("ROSGUARD_TEST_PASSWORD_SET", "s3cret-value");
-        f()
-    }
-
-    #[test]
-    fn empty_file_means_the_scripts_defaults() {
-        let c = load("").unwrap();
-        assert_eq!(c.daemon, DaemonSettings::default());
-        assert_eq!(c.daemon.loop_delay, Duration::from_secs(2));
-        assert_eq!(c.daemon.max_conn_per_cycle, 50);
-        assert_eq!(c.daemon.log_level, LogLevel::Warning);
-        assert!(c.routers.is_empty());
-        let d = DetectionSettings::default();
-        assert_eq!(d.rules.monitored_ports, vec![443, 80, 8443]);
-        assert_eq!(d.rules.min_orig_packets, 3);
-        assert_eq!(d.rules.max_repl_packets, 2);
-        assert_eq!(d.rules.block_target, BlockTarget::Dst);
-        let b = BlockingSettings::default();
-        assert_eq!(
-            (b.address_list.as_str(), b.allowlist_name.as_str()),
-            ("tls_block", "allowlist")
-        );
-        assert_eq!(b.block_timeout, Duration::from_secs(86_400));
-        assert!(b.remove_tcp_conn && b.check_local_addr && !b.dry_run);
-    }
-
-    #[test]
-    fn full_example_parses_and_router_inherits_globals() {
-        let c = with_password(|| {
-            load(&format!(
-                r#"
-[detection]
-enabled = true
-monitored_ports = [443, 22]
-protocols = ["tcp", "udp", 47, "icmp"]
-min_orig_packets = 5
-max_repl_packets = 1
-block_target = "remote"
-server_filter = false
-
-[blocking]
-address_list = "bad"
-allowlist_name = "good"
-allow = ["10.0.0.5", "192.168.0.0/16", "2001:db8::/32"]
-block_timeout = "2d12h"
-remove_tcp_conn = false
-check_local_addr = true
-dry_run = true
-
-[daemon]
-loop_delay = "5s"
-max_conn_per_cycle = 20
-log_level = "debug"
-{ROUTER}
-[router.blocking]
-block_timeout = "1h"
-"#
-            ))
-        })
-        .unwrap();
-        assert_eq!(c.daemon.loop_delay, Duration::from_secs(5));
-        assert_eq!(c.daemon.max_conn_per_cycle, 20);
-        let r = &c.routers[0];
-        assert_eq!(r.address, "192.168.88.1:8728", "default API port added");
-        assert_eq!(r.password.expose(), "s3cret-value");
-        assert_eq!(r.detection.rules.monitored_ports, vec![443, 22]);
-        assert_eq!(r.detection.rules.protocols.len(), 4);
-        assert_eq!(r.detection.rules.block_target, BlockTarget::Remote);
-        assert!(!r.detection.server_filter);
-        assert_eq!(r.blocking.address_list, "bad");
-        assert_eq!(r.blocking.allow.len(), 3);
-        assert_eq!(
-            r.blocking.block_timeout,
-            Duration::from_secs(3600),
-            "router override wins"
-        );
-        assert!(r.blocking.dry_run, "global value inherited");
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_that_name_the_key() {
-        let e = err("[detection]\nmin_orig_packet = 3\n");
-        assert!(e.contains("min_orig_packet"), "{e}");
-        assert!(
-            e.contains("min_orig_packets"),
-            "suggests the right key: {e}"
-        );
-        assert!(err("[nonsense]\n").contains("nonsense"));
-    }
-
-    #[test]
-    fn bad_values_name_the_key_and_the_fix() {
-        let cases = [
-            (
-                "[blocking]\nblock_timeout = \"1x\"",
-                "blocking.block_timeout",
-            ),
-            ("[blocking]\nallow = [\"10.0.0.300\"]", "blocking.allow"),
-            (
-                "[detection]\nmonitored_ports = [70000]",
-                "detection.monitored_ports",
-            ),
-            ("[detection]\nprotocols = [\"tcpp\"]", "detection.protocols"),
-            ("[detection]\nprotocols = []", "detection.protocols"),
-            (
-                "[detection]\nblock_target = \"both\"",
-                "detection.block_target",
-            ),
-            (
-                "[detection]\nmin_orig_packets = -1",
-                "detection.min_orig_packets",
-            ),
-            ("[daemon]\nloop_delay = \"10ms\"", "daemon.loop_delay"),
-            (
-                "[daemon]\nmax_conn_per_cycle = 0",
-                "daemon.max_conn_per_cycle",
-            ),
-            ("[daemon]\nlog_level = \"verbose\"", "daemon.log_level"),
-        ];
-        for (text, key) in cases {
-            let e = err(text);
-            assert!(e.contains(key), "{text}: {e}");
-        }
-    }
-
-    #[test]
-    fn router_errors_name_the_router() {
-        let e = err("[[router]]\nname = \"edge\"\nusername = \"u\"\npassword_env = \"X\"\n");
-        assert!(e.contains("edge") && e.contains("address"), "{e}");
-        let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\n");
-        assert!(
-            e.contains("password_env") && e.contains("password_file"),
-            "{e}"
-        );
-        let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\npassword_env = \"ROSGUARD_SURELY_UNSET_VAR\"\n");
-        assert!(
-            e.contains("ROSGUARD_SURELY_UNSET_VAR") && e.contains("not set"),
-            "{e}"
-        );
-        let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\npassword_env = \"X\"\ntls = true\n");
-        assert!(e.contains("ca_file") && e.contains("fingerprint"), "{e}");
-        let e = with_password(|| err(&format!("{ROUTER}{ROUTER}")));
-        assert!(e.contains("used twice"), "{e}");
-    }
-
-    #[test]
-    fn password_file_is_read_and_never_printed() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
-        let text = "[[router]]\nname = \"r\"\naddress = \"10.0.0.1:8729\"\nusername = \"u\"\npassword_file = \"pw\"\ntls = true\ntls_insecure = true\n";
-        let c = Config::from_toml(text, dir.path()).unwrap();
-        assert_eq!(c.routers[0].password.expose(), "hunter2");
-        assert!(!format!("{:?}", c.routers[0]).contains("hunter2"));
-        assert!(matches!(c.routers[0].tls, Some(TlsConfig::Insecure)));
-        let missing =
-            Config::from_toml(&text.replace("\"pw\"", "\"nope\""), dir.path()).unwrap_err();
-        assert!(
-            format!("{missing:#}").contains("password_file"),
-            "{missing:#}"
-        );
-    }
-
-    #[test]
-    fn fingerprints_accept_colons() {
-        let fp = "AB:".repeat(31) + "AB";
-        let text = format!("[[router]]\nname = \"r\"\naddress = \"10.0.0.1\"\nusername = \"u\"\npassword_env = \"ROSGUARD_TEST_PASSWORD_SET\"\ntls = true\nfingerprint = \"{fp}\"\n");
-        let c = with_password(|| load(&text)).unwrap();
-        assert_eq!(
-            c.routers[0].address, "10.0.0.1:8729",
-            "API-SSL port by default with tls"
-        );
-        assert!(matches!(c.routers[0].tls, Some(TlsConfig::Fingerprint(b)) if b == [0xAB; 32]));
-        assert!(with_password(|| load(&text.replace(&fp, "abcd"))).is_err());
-    }
-
-    #[test]
-    fn addresses_are_normalised() {
-        assert_eq!(
-            normalise_address("10.0.0.1", 8728).as_deref(),
-            Some("10.0.0.1:8728")
-        );
-        assert_eq!(
-            normalise_address("router.lan", 8728).as_deref(),
-            Some("router.lan:8728")
-        );
-        assert_eq!(
-            normalise_address("router.lan:9000", 8728).as_deref(),
-            Some("router.lan:9000")
-        );
-        assert_eq!(
-            normalise_address("2001:db8::1", 8729).as_deref(),
-            Some("[2001:db8::1]:8729")
-        );
-        assert_eq!(
-            normalise_address("[2001:db8::1]:8728", 8729).as_deref(),
-            Some("[2001:db8::1]:8728")
-        );
-        assert_eq!(normalise_address("host:0", 8728), None);
-        assert_eq!(normalise_address("a b", 8728), None);
-    }
-
-    #[test]
-    fn select_names_the_known_routers() {
-        let c = with_password(|| load(ROUTER)).unwrap();
-        assert_eq!(c.select(None).unwrap().len(), 1);
-        let e = c.select(Some("edge")).unwrap_err().to_string();
-        assert!(e.contains("edge") && e.contains("core"), "{e}");
-        assert!(load("").unwrap().select(None).is_err());
-    }
-}
-
-#[cfg(test)]
-mod example_file {
-    use super::*;
-
-    /// The shipped example must stay a valid config with the documented defaults.
-    #[test]
-    fn the_shipped_example_parses_with_the_defaults_it_documents() {
-        std::env::set_var("ROSGUARD_PASSWORD", "example");
-        let text = include_str!("../../../dist/rosguard.example.toml");
-        let c = Config::from_toml(text, Path::new("/")).unwrap();
-        let r = &c.routers[0];
-        assert_eq!(r.detection, DetectionSettings::default());
-        assert_eq!(r.blocking, BlockingSettings::default());
-        assert_eq!(c.daemon, DaemonSettings::default());
-    }
-}
+mod tests;

@@ -2,9 +2,13 @@
 //!
 //! A router that is down, slow or misbehaving only delays its own task. Lost connections are
 //! retried with capped exponential backoff and jitter, and logged once per change of state,
-//! not once per attempt. A new config (SIGHUP) reaches every task through a watch channel;
-//! shutdown is a cancellation token, honoured between cycles, and every task is joined.
+//! not once per attempt; the backoff resets only after a completed cycle. Every cycle has a
+//! deadline (`daemon.cycle_deadline`): a router that trickles rows cannot hold it for ever.
+//! A new config (SIGHUP) reaches every task through a watch channel. Shutdown is a
+//! cancellation token that abandons a cycle in progress at once (the store is only written in
+//! one transaction at a cycle's end, so nothing is half-recorded), and every task is joined.
 //!
+//! The daemon drives any [`Backend`]; [`run`] takes a factory that makes one per router.
 //! This module does not parse config or decide what to block: see `config` and `cycle`.
 
 use std::collections::HashMap;
@@ -12,34 +16,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
-use routeros_client::{Client, ClientConfig};
-use tokio::sync::{mpsc, watch};
+use rosguard_core::backend::{Backend, BackendError};
+use rosguard_core::decide::AddKind;
+use rosguard_core::observation::SharedCandidate;
+use rosguard_routeros::RouterOsBackend;
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use crate::config::{Config, RouterConfig};
-use crate::cycle::{run_cycle, CycleEnv, CycleReport, RouterState};
+use crate::cycle::{load_state, run_cycle, CycleEnv, Notes};
+use crate::events::{Event, Link};
+use crate::state::{secs, unix_now};
 
-/// What the daemon tells its observers (the demo, tests).
-#[derive(Debug, Clone)]
-pub enum DaemonEvent {
-    Connected { router: String },
-    Disconnected { router: String, error: String },
-    Cycle(CycleReport),
-    CycleFailed { router: String, error: String },
-}
+/// The longest a graceful close of a connection may take before it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Builds the client settings for a router.
-pub fn client_config(router: &RouterConfig) -> ClientConfig {
-    let mut c = ClientConfig::new(
-        router.name.clone(),
-        router.address.clone(),
-        router.username.clone(),
-        router.password.clone(),
-    );
-    c.tls = router.tls.clone();
-    c
+/// Makes the backend of a router (the RouterOS API for `rosguard run`).
+pub type BackendFactory<B> = Arc<dyn Fn(&RouterConfig, &Config) -> B + Send + Sync>;
+
+/// The RouterOS API backend factory.
+pub fn routeros() -> BackendFactory<RouterOsBackend> {
+    Arc::new(|r: &RouterConfig, c: &Config| {
+        RouterOsBackend::new(r.client_config(), c.daemon.max_candidates)
+    })
 }
 
 /// Capped exponential backoff with full jitter.
@@ -81,11 +83,11 @@ impl Backoff {
 
 /// Runs the daemon until `shutdown` is cancelled. Routers are added, changed or removed as
 /// new configs arrive on `config`.
-pub async fn run(
+pub async fn run<B: Backend + 'static>(
     mut config: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
-    events: Option<mpsc::UnboundedSender<DaemonEvent>>,
     env: CycleEnv,
+    factory: BackendFactory<B>,
 ) {
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut running: HashMap<String, (RouterConfig, CancellationToken)> = HashMap::new();
@@ -109,11 +111,12 @@ pub async fn run(
             }
             let token = shutdown.child_token();
             running.insert(r.name.clone(), (r.clone(), token.clone()));
+            let backend = factory(r, &current);
             let handle = tasks.spawn(run_router(
                 r.name.clone(),
+                backend,
                 config.clone(),
                 token,
-                events.clone(),
                 env.clone(),
             ));
             ids.insert(handle.id(), r.name.clone());
@@ -159,7 +162,7 @@ async fn wait_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
 /// How a router is doing, so that only changes are logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Health {
-    /// Not connected yet, or connected without a completed cycle.
+    /// Not connected yet.
     Starting,
     /// The last cycle completed.
     Up,
@@ -168,136 +171,174 @@ enum Health {
     Down(String),
 }
 
-/// The kind of a connection-level failure, for [`Health::Down`].
-fn failure_kind(e: &routeros_client::Error) -> String {
-    use routeros_client::Error as E;
-    match e {
-        E::LoginFailed { .. } => "login".into(),
-        E::Tls { .. } => "tls".into(),
-        E::Timeout { .. } => "timeout".into(),
-        E::Fatal { .. } => "fatal".into(),
-        E::Io { source, .. } => format!("io:{:?}", source.kind()),
-        _ => "connection".into(),
+/// Blocks other routers made, from the event stream (`share_blocks`).
+struct Inbox {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Inbox {
+    fn drain(&mut self, me: &str, on: bool) -> Vec<SharedCandidate> {
+        let mut out = Vec::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(Event::Block(b)) if on && b.router != me && !b.dry_run && b.kind == AddKind::New => {
+                    out.push(SharedCandidate {
+                        from_router: b.router,
+                        address: b.address,
+                        expires: b.expires,
+                        comment: b.comment,
+                        evidence_json: b.evidence_json,
+                    })
+                }
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    warn!(router = me, "{n} events from other routers were missed (too many at once); some shared blocks may be missing here")
+                }
+                Err(_) => break,
+            }
+        }
+        out
     }
 }
 
+/// Writes what `rosguard status` shows for a router.
+async fn write_status(env: &CycleEnv, router: &str, status: serde_json::Value) {
+    let store = env.store.clone();
+    let router = router.to_owned();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(mut s) = store.lock() {
+            if let Err(e) = s.set_status(&router, &status, secs(unix_now())) {
+                debug!(router = router.as_str(), "status not written: {e}");
+            }
+        }
+    })
+    .await;
+}
+
 /// One router's life: connect, cycle until the connection is lost, back off, repeat.
-async fn run_router(
+async fn run_router<B: Backend>(
     name: String,
+    mut backend: B,
     mut config: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
-    events: Option<mpsc::UnboundedSender<DaemonEvent>>,
     env: CycleEnv,
 ) {
-    let send = |e: DaemonEvent| {
-        if let Some(tx) = &events {
-            let _ = tx.send(e);
-        }
-    };
-    let metrics = env.metrics.clone();
-    let gauge = |up: bool| {
-        if let Some(m) = &metrics {
-            m.connected(&name, up);
-        }
-    };
-    let count_error = |kind: &str| {
-        if let Some(m) = &metrics {
-            m.error(&name, kind);
-        }
-    };
     let router_name = name.as_str();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let mut health = Health::Starting;
-    // Logs a failure when it is news: the first one, or one of another kind.
-    let fail = |health: &mut Health, kind: String, text: &str, what: &str| {
-        let new = Health::Down(kind);
+    let mut inbox = Inbox {
+        rx: env.events.subscribe(),
+    };
+    let mut notes = Notes::default();
+    let mut state = None;
+    let mut seen_settings = None;
+    let link_down = |health: &mut Health, e: &BackendError, what: &str| {
+        let new = Health::Down(e.label.clone());
         if *health != new {
-            error!(
-                router = router_name,
-                "{what}: {text}; retrying with backoff (up to 60s)"
-            );
-            send(DaemonEvent::Disconnected {
-                router: name.clone(),
-                error: text.to_owned(),
-            });
+            error!(router = router_name, "{what}: {e}; retrying with backoff (up to 60s)");
         } else {
-            debug!(router = router_name, "{what} again: {text}");
+            debug!(router = router_name, "{what} again: {e}");
         }
         *health = new;
+        env.events.emit(Event::Link {
+            router: router_name.to_owned(),
+            link: Link::Down {
+                error: e.message.clone(),
+                label: e.label.clone(),
+            },
+        });
     };
-    let mut state: Option<(RouterConfig, RouterState)> = None;
-    gauge(false);
+    let status = |connected: bool, last_error: Option<&str>, report: Option<&crate::report::CycleReport>, budget: Option<u32>, cfg: &RouterConfig| {
+        json!({
+            "connected": connected,
+            "address": cfg.address,
+            "last_error": last_error,
+            "last_cycle_unix": report.map(|_| secs(unix_now())),
+            "list_size": report.map(|r| r.list_size),
+            "max_list_size": cfg.settings.blocking.max_list_size,
+            "max_blocks_per_hour": cfg.settings.blocking.max_blocks_per_hour,
+            "blocks_last_hour": budget.map(|b| cfg.settings.blocking.max_blocks_per_hour.saturating_sub(b)),
+            "caps_hit": report.map(|r| r.caps_hit.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
+            "dry_run": cfg.settings.blocking.dry_run,
+            "pid": std::process::id(),
+        })
+    };
     while !shutdown.is_cancelled() {
         let cfg = config.borrow_and_update().clone();
         let Some(router) = cfg.routers.iter().find(|r| r.name == name).cloned() else {
             return;
         };
-        let connect = Client::connect(client_config(&router));
-        let client = tokio::select! {
+        let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
-            c = connect => c,
+            c = backend.connect() => c,
         };
-        let client = match client {
-            Ok(c) => c,
-            Err(e) => {
-                count_error(if matches!(e, routeros_client::Error::LoginFailed { .. }) {
-                    "login"
-                } else {
-                    "connect"
-                });
-                fail(
-                    &mut health,
-                    failure_kind(&e),
-                    &one_line(&e),
-                    "cannot connect",
-                );
-                if wait_or_stop(backoff.next_delay(), &shutdown).await {
-                    return;
-                }
-                continue;
+        if let Err(e) = connected {
+            link_down(&mut health, &e, "cannot connect");
+            write_status(&env, router_name, status(false, Some(&e.message), None, None, &router)).await;
+            if wait_or_stop(backoff.next_delay(), &shutdown).await {
+                return;
             }
-        };
-        debug!(
-            router = router_name,
-            "connected to {} as {}", router.address, router.username
-        );
-        if health == Health::Starting {
-            info!(
+            continue;
+        }
+        if health != Health::Up {
+            warn!(
                 router = router_name,
-                "connected to {} as {}", router.address, router.username
+                "connected to {} as {}",
+                router.address,
+                router.username
             );
         }
-        send(DaemonEvent::Connected {
+        env.events.emit(Event::Link {
             router: name.clone(),
+            link: Link::Up,
         });
-        gauge(true);
-        if let Some((_, s)) = state.as_mut() {
-            // The router may have rebooted (timed entries gone): restore at the next cycle.
-            s.needs_restore = true;
-        }
+        let state = state.get_or_insert_with(|| load_state(&env, router_name, &router.settings, unix_now()));
+        state.connected();
         // The last cycle error logged on this connection, so a persistent one is logged once.
         let mut last_cycle_error: Option<String> = None;
         loop {
             let cfg = config.borrow_and_update().clone();
             let Some(router) = cfg.routers.iter().find(|r| r.name == name) else {
-                client.close().await;
-                gauge(false);
+                close(&mut backend).await;
                 return;
             };
             // A reloaded config (SIGHUP) keeps the counted blocks and what was learnt.
-            match state.as_mut() {
-                Some((seen, s)) => {
-                    if seen.detection != router.detection || seen.blocking != router.blocking {
-                        s.reconfigure(seen, router);
-                        *seen = router.clone();
-                    }
+            if seen_settings.as_ref() != Some(&router.settings) {
+                if seen_settings.is_some() {
+                    state.reconfigure(&router.settings);
                 }
-                None => state = Some((router.clone(), RouterState::new(router, &env))),
+                seen_settings = Some(router.settings.clone());
             }
-            let Some((_, router_state)) = state.as_mut() else {
-                continue;
+            let shared = inbox.drain(router_name, cfg.daemon.share_blocks);
+            let cycle = run_cycle(
+                &mut backend,
+                router_name,
+                &router.settings,
+                state,
+                &env,
+                &mut notes,
+                shared,
+                unix_now(),
+            );
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    warn!(router = router_name, "stopping: the cycle in progress is abandoned");
+                    close(&mut backend).await;
+                    return;
+                }
+                r = tokio::time::timeout(cfg.daemon.cycle_deadline, cycle) => r,
             };
-            match run_cycle(&client, router, &cfg.daemon, router_state, &env).await {
+            let result = result.unwrap_or_else(|_| {
+                Err(BackendError {
+                    kind: rosguard_core::FailureKind::ConnectionLost,
+                    label: "deadline".into(),
+                    message: format!(
+                        "router {router_name}: the cycle took longer than daemon.cycle_deadline = {} (the router kept sending or stopped answering); dropped the connection",
+                        routeros_proto::format_duration(cfg.daemon.cycle_deadline)
+                    ),
+                })
+            });
+            match result {
                 Ok(report) => {
                     if matches!(health, Health::Down(_)) {
                         warn!(router = router_name, "connection restored");
@@ -307,55 +348,48 @@ async fn run_router(
                     // the login and then drops us keeps backing off.
                     backoff.reset();
                     last_cycle_error = None;
-                    send(DaemonEvent::Cycle(report));
+                    let budget = state.hourly_budget(unix_now());
+                    write_status(&env, router_name, status(true, None, Some(&report), budget, router)).await;
+                }
+                Err(e) if e.is_connection_lost() => {
+                    link_down(&mut health, &e, "lost the connection");
+                    write_status(&env, router_name, status(false, Some(&e.message), None, None, router)).await;
+                    break;
                 }
                 Err(e) => {
-                    let text = one_line(e.as_ref());
-                    if client.is_closed() {
-                        count_error("connection_lost");
-                        fail(&mut health, "lost".into(), &text, "lost the connection");
-                        break;
-                    }
-                    count_error("cycle");
-                    if last_cycle_error.as_deref() != Some(text.as_str()) {
-                        warn!(router = router_name, "cycle failed: {text}");
+                    if last_cycle_error.as_deref() != Some(e.message.as_str()) {
+                        warn!(router = router_name, "cycle failed: {e}");
                     } else {
-                        debug!(router = router_name, "cycle failed again: {text}");
+                        debug!(router = router_name, "cycle failed again: {e}");
                     }
-                    send(DaemonEvent::CycleFailed {
+                    env.events.emit(Event::CycleFailed {
                         router: name.clone(),
-                        error: text.clone(),
+                        error: e.message.clone(),
                     });
-                    last_cycle_error = Some(text);
+                    write_status(&env, router_name, status(true, Some(&e.message), None, None, router)).await;
+                    last_cycle_error = Some(e.message);
                 }
             }
             if wait_or_stop(cfg.daemon.loop_delay, &shutdown).await {
-                client.close().await;
-                gauge(false);
+                close(&mut backend).await;
                 return;
             }
         }
-        gauge(false);
-        client.close().await;
+        close(&mut backend).await;
         if wait_or_stop(backoff.next_delay(), &shutdown).await {
             return;
         }
     }
 }
 
+/// Closes the backend's connection, giving a graceful close at most [`CLOSE_TIMEOUT`].
+async fn close<B: Backend>(backend: &mut B) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, backend.close()).await;
+}
+
 /// An error and its causes on one line, without repeating a cause its parent already quotes.
 pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+    rosguard_routeros::one_line(e)
 }
 
 #[cfg(test)]

@@ -10,21 +10,21 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rosguard_core::backend::AddResult;
+use rosguard_core::settings::{Blocking, CycleLimits, Settings};
 use routeros_client::Secret;
 use routeros_sim::{Sim, SimConfig};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{
-    BlockingSettings, Config, DaemonSettings, DetectionSettings, LogLevel, RouterConfig,
-};
+use crate::config::{Config, DaemonSettings, LogLevel, RouterConfig};
 use crate::cycle::CycleEnv;
-use crate::daemon::{self, DaemonEvent};
+use crate::daemon;
+use crate::events::{Event, Events};
 use crate::outln;
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -63,43 +63,51 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let addr = sim.local_addr();
     outln!("rosguard demo: a simulated RouterOS router listens on {addr}");
     outln!(
-        "watching it for {} with the original script's defaults (ports 443, 80, 8443; tcp and udp; orig > 3, repl <= 2){}",
+        "watching it for {} with the default settings (ports 443, 80, 8443; tcp and udp; orig > 3, repl <= 2; port scans){}",
         routeros_proto::format_duration(args.duration),
         if args.dry_run { ", dry run" } else { "" }
     );
     outln!("log lines follow; Ctrl-C ends early\n");
 
+    let daemon_settings = DaemonSettings {
+        loop_delay: args.loop_delay,
+        log_level: LogLevel::Info,
+        ..DaemonSettings::default()
+    };
     let router = RouterConfig {
         name: "demo".into(),
         address: addr.to_string(),
         username: "admin".into(),
         password: Secret::new(String::new()),
         tls: None,
-        detection: DetectionSettings::default(),
-        blocking: BlockingSettings {
-            dry_run: args.dry_run,
-            ..BlockingSettings::default()
+        tls_server_name: None,
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(30),
+        settings: Settings {
+            blocking: Blocking {
+                dry_run: args.dry_run,
+                ..Blocking::default()
+            },
+            cycle: CycleLimits {
+                loop_delay: args.loop_delay,
+                ..CycleLimits::default()
+            },
+            ..Settings::default()
         },
     };
     let config = Config {
-        daemon: DaemonSettings {
-            loop_delay: args.loop_delay,
-            log_level: LogLevel::Info,
-            ..DaemonSettings::default()
-        },
+        daemon: daemon_settings,
         routers: vec![router],
     };
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config));
     let shutdown = CancellationToken::new();
-    let (events_tx, mut events) = mpsc::unbounded_channel();
     // The demo keeps its state in memory: nothing is written to disk.
-    let store =
-        rosguard_store::Store::open_in_memory().context("opening the in-memory state store")?;
     let env = CycleEnv {
-        store: Some(Arc::new(Mutex::new(store))),
-        ..CycleEnv::default()
+        store: crate::state::memory(),
+        events: Events::new(),
     };
-    let daemon = tokio::spawn(daemon::run(rx, shutdown.clone(), Some(events_tx), env));
+    let mut events = env.events.subscribe();
+    let daemon = tokio::spawn(daemon::run(rx, shutdown.clone(), env, daemon::routeros()));
 
     let started = Instant::now();
     let deadline = tokio::time::sleep(args.duration);
@@ -112,7 +120,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             _ = &mut deadline => break,
             _ = tokio::signal::ctrl_c() => break,
             ev = events.recv() => match ev {
-                Some(DaemonEvent::Cycle(r)) => {
+                Ok(Event::Cycle(r)) => {
                     cycles += 1;
                     scanned += r.scanned;
                     flagged += r.flagged;
@@ -120,17 +128,23 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                         blocked.entry(b.address).or_insert_with(|| Blocked {
                             at: started.elapsed(),
                             comment: b.comment.clone(),
-                            outcome: b.outcome.clone(),
+                            outcome: match &b.result {
+                                AddResult::Added => "added",
+                                AddResult::WouldAdd => "would-add",
+                                AddResult::AlreadyPresent => "present",
+                                _ => "failed",
+                            }
+                            .to_owned(),
                         });
                     }
                     for s in &r.skipped {
-                        if s.safety {
-                            spared.entry(s.address).or_insert_with(|| s.reason.clone());
+                        if s.reason.is_safety() {
+                            spared.entry(s.address).or_insert_with(|| s.reason.to_string());
                         }
                     }
                 }
-                Some(_) => {}
-                None => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
             },
         }
     }

@@ -1,8 +1,11 @@
 //! Log output: the seed script's human format on stderr, or JSON lines.
 //!
-//! Human lines read `WARN [ConnectionMonitor] core: Detected asymmetric tcp connection: ...`,
-//! so log searches written for the RouterOS script keep working. `RUST_LOG`, when set,
-//! overrides the configured level. The level can be changed at run time (SIGHUP reload).
+//! Human lines read `2026-11-24T16:51:07Z WARN [ConnectionMonitor] core: Detected asymmetric
+//! tcp connection: ...`, so log searches written for the RouterOS script keep working; under
+//! systemd (`JOURNAL_STREAM` set) the timestamp is left to the journal. JSON lines carry the
+//! structured fields (router, src, dst, protocol, orig, repl, address, timeout, ...), and a
+//! fatal error is a JSON line too. `RUST_LOG`, when set, overrides the configured level. The
+//! level can be changed at run time (SIGHUP reload).
 //!
 //! This module only formats and filters; what is logged is decided by the callers.
 
@@ -60,7 +63,7 @@ fn filter_for(level: LogLevel) -> EnvFilter {
         "warn"
     };
     EnvFilter::new(format!(
-        "{deps},rosguard={l},routeros_client={l},routeros_sim={l},rosguard_core={l}",
+        "{deps},rosguard={l},routeros_client={l},routeros_sim={l},rosguard_core={l},rosguard_routeros={l}",
         l = level.directive()
     ))
 }
@@ -79,7 +82,9 @@ pub fn init(level: LogLevel, format: LogFormat) -> Result<LogHandle> {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
-            .event_format(HumanFormat)
+            .event_format(HumanFormat {
+                timestamps: std::env::var_os("JOURNAL_STREAM").is_none(),
+            })
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -99,13 +104,33 @@ pub fn init(level: LogLevel, format: LogFormat) -> Result<LogHandle> {
 }
 
 /// The human line format.
-struct HumanFormat;
+struct HumanFormat {
+    /// Start each line with the time (not under the journal, which stamps lines itself).
+    timestamps: bool,
+}
 
+/// Writes a fatal error, the last thing a failed command says, in the chosen format.
+pub fn fatal(format: LogFormat, text: &str) {
+    match format {
+        LogFormat::Human => eprintln!("error: {text}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+                "level": "ERROR",
+                "message": text,
+                "target": "rosguard",
+            })
+        ),
+    }
+}
+
+/// What a human line shows of an event: the message and the router. The structured fields
+/// repeat what the message says; they go to JSON lines only.
 #[derive(Default)]
 struct Fields {
     message: String,
     router: Option<String>,
-    rest: String,
 }
 
 impl Visit for Fields {
@@ -113,9 +138,7 @@ impl Visit for Fields {
         match field.name() {
             "message" => self.message.push_str(value),
             "router" => self.router = Some(value.to_owned()),
-            name => {
-                let _ = write!(self.rest, " {name}={value:?}");
-            }
+            _ => {}
         }
     }
 
@@ -125,9 +148,7 @@ impl Visit for Fields {
                 let _ = write!(self.message, "{value:?}");
             }
             "router" => self.router = Some(format!("{value:?}").trim_matches('"').to_owned()),
-            name => {
-                let _ = write!(self.rest, " {name}={value:?}");
-            }
+            _ => {}
         }
     }
 }
@@ -145,10 +166,13 @@ where
     ) -> std::fmt::Result {
         let mut f = Fields::default();
         event.record(&mut f);
+        if self.timestamps {
+            write!(w, "{} ", humantime::format_rfc3339_seconds(std::time::SystemTime::now()))?;
+        }
         write!(w, "{} {PREFIX} ", event.metadata().level())?;
         if let Some(r) = &f.router {
             write!(w, "{r}: ")?;
         }
-        writeln!(w, "{}{}", f.message, f.rest)
+        writeln!(w, "{}", f.message)
     }
 }

@@ -1,39 +1,33 @@
 //! The `rosguard` command line: parses arguments, installs logging and signal handling, and
 //! hands checked settings to the library's daemon, one-shot commands or demo.
 
-use rosguard::outln;
-use rosguard::{admin, config, daemon, demo, logging, metrics};
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use std::sync::Mutex;
-
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use rosguard::config::{read_config, read_config_with, Config, LogLevel, Secrets, DEFAULT_CONFIG};
 use rosguard::cycle::CycleEnv;
-use rosguard_store::Store;
+use rosguard::events::Events;
+use rosguard::logging::{self, LogFormat};
+use rosguard::state::{self, secs, unix_now};
+use rosguard::{admin, daemon, demo, metrics, outln};
 use tokio_util::sync::CancellationToken;
 
-use rosguard::config::{read_config, LogLevel};
-use rosguard::logging::LogFormat;
-
-/// Detects asymmetric connections (failed TLS handshakes, scans, floods) in a MikroTik router's
-/// connection table and blocks them through an address-list, over the RouterOS API.
+/// Detects asymmetric connections (failed TLS handshakes behind a DPI freeze, swallowed QUIC,
+/// floods) and port scans in a MikroTik router's connection table and blocks them through an
+/// address-list, over the RouterOS API.
 #[derive(Debug, Parser)]
-#[command(
-    name = "rosguard",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "rosguard", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
 
-    /// Directory of the state store (block history, counters); overrides daemon.state_dir.
+    /// Directory of the state store (block history, unblocks, counters); overrides
+    /// daemon.state_dir. Default: daemon.state_dir, $STATE_DIRECTORY, /var/lib/rosguard.
     #[arg(long, global = true, value_name = "DIR", env = "ROSGUARD_STATE")]
     state: Option<PathBuf>,
 
@@ -44,7 +38,7 @@ struct Cli {
 #[derive(Debug, Args)]
 struct ConfigArg {
     /// The config file (TOML). See the README's configuration reference.
-    #[arg(short, long, value_name = "FILE", env = "ROSGUARD_CONFIG")]
+    #[arg(short, long, value_name = "FILE", env = "ROSGUARD_CONFIG", default_value = DEFAULT_CONFIG)]
     config: PathBuf,
 }
 
@@ -55,12 +49,17 @@ struct RouterArg {
     router: Option<String>,
 }
 
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    routeros_proto::parse_duration(s).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the daemon: watch every configured router until SIGTERM or Ctrl-C.
     ///
     /// SIGHUP reloads the config file; a bad new config is reported and the old one kept.
-    /// SIGTERM and SIGINT stop after the current cycle.
+    /// SIGTERM and SIGINT stop at once: a cycle in progress is abandoned (nothing of it is
+    /// half-recorded). Only one daemon runs per state directory.
     Run {
         #[command(flatten)]
         config: ConfigArg,
@@ -70,7 +69,7 @@ enum Cmd {
     /// Run one cycle and print what was done (or, with --dry-run, what would be done).
     ///
     /// Exits 0 after a completed cycle on every selected router, non-zero when a router cannot
-    /// be reached, logged into or read.
+    /// be reached, logged into or read, or refused every add.
     Once {
         #[command(flatten)]
         config: ConfigArg,
@@ -79,7 +78,7 @@ enum Cmd {
         /// Decide and report, but change nothing on the router.
         #[arg(long)]
         dry_run: bool,
-        /// Print the report as JSON.
+        /// Print the reports as JSON (one object per router: its report, or its error).
         #[arg(long)]
         json: bool,
     },
@@ -87,6 +86,9 @@ enum Cmd {
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print the effective settings of every router, overrides applied (TOML).
+        #[arg(long)]
+        print: bool,
     },
     /// List the entries of the block address-list: address, remaining timeout, comment.
     List {
@@ -98,7 +100,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove an address from the block address-list.
+    /// Unblock an address: remove it from the block list and its connections from the table,
+    /// and keep rosguard from blocking it again for a while (the running daemon honours it).
     Unblock {
         #[command(flatten)]
         config: ConfigArg,
@@ -106,6 +109,42 @@ enum Cmd {
         router: RouterArg,
         /// The address to unblock (IPv4 or IPv6).
         address: String,
+        /// How long rosguard must not block it again (RouterOS duration: 12h, 1w, ...).
+        #[arg(long = "for", value_name = "DURATION", default_value = "1w", value_parser = duration_arg)]
+        hold: Duration,
+        /// Why (shown by `rosguard why`).
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Block an address by hand, through the same safety checks as rosguard's own blocks.
+    Block {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        router: RouterArg,
+        /// The address to block (IPv4 or IPv6).
+        address: String,
+        /// How long (default: blocking.block_timeout).
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+        timeout: Option<Duration>,
+        /// Why (put on the entry and shown by `rosguard why`).
+        #[arg(long)]
+        comment: Option<String>,
+        /// Block it even if it is allowlisted, local, a LAN host, a gateway or a DNS server.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Allow an address for good: add it to the router's allowlist and lift any block.
+    Allow {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        router: RouterArg,
+        /// The address to allow (IPv4 or IPv6).
+        address: String,
+        /// Why (put on the allowlist entry).
+        #[arg(long)]
+        comment: Option<String>,
     },
     /// Remove rosguard's entries from the block address-list (with --all: every entry).
     Clear {
@@ -117,14 +156,24 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// Explain why an address was blocked: its block history with the evidence, in plain words.
+    /// Explain why an address was blocked: its history with the evidence, in plain words.
+    ///
+    /// Reads the state store only: no router, no password needed.
     Why {
-        /// The config file (for daemon.state_dir); --state alone also works.
-        #[arg(short, long, value_name = "FILE", env = "ROSGUARD_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The address (IPv4 or IPv6).
         address: String,
         /// Print the raw history as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show whether the daemon runs and, per router, its last cycle, connection, list size
+    /// and caps, from what the daemon records (no router password needed).
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -142,8 +191,9 @@ enum Cmd {
     /// Print (or install, or remove) the firewall filter rules that make the list block.
     ///
     /// rosguard only fills an address-list; these drop rules make it take effect. They match
-    /// the side that block_target puts in the list (dst-address-list for "dst"). Installed
-    /// rules carry a signature comment, so --install is idempotent and --remove is exact.
+    /// the side that block_target puts in the list; with detection.scan.staging_list set, two
+    /// psd rules stage port scanners for rosguard. Installed rules carry a signature comment,
+    /// so --install is idempotent and --remove is exact.
     Firewall {
         #[command(flatten)]
         config: ConfigArg,
@@ -164,94 +214,46 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = cli.log_format;
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", daemon::one_line(e.as_ref()));
+            let text = rosguard::output::printable(&format!("{e:#}"));
+            logging::fatal(format, &text);
             ExitCode::FAILURE
         }
     }
 }
 
-/// Opens the state store: `--state`, else the config's `daemon.state_dir`, else the default.
-fn open_store(cfg: &config::Config, state: &Option<PathBuf>) -> Result<Arc<Mutex<Store>>> {
-    let dir = state
-        .clone()
-        .unwrap_or_else(|| cfg.daemon.resolved_state_dir());
-    let path = dir.join("rosguard.db");
-    let store = Store::open(&path).map_err(|e| {
-        anyhow::anyhow!("{e}; choose another directory with --state DIR or daemon.state_dir")
-    })?;
-    Ok(Arc::new(Mutex::new(store)))
-}
-
-/// The store, metrics and shared-block channel for commands that change the router.
-///
-/// Protecting the network matters more than remembering that it did: when the state file
-/// cannot be opened, rosguard says so loudly and keeps its state in memory.
-fn cycle_env(cfg: &config::Config, state: &Option<PathBuf>) -> Result<CycleEnv> {
-    let store = match open_store(cfg, state) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(
-                "{}; running without persistent state: history, escalation and restores after a restart are lost",
-                daemon::one_line(e.as_ref())
-            );
-            Arc::new(Mutex::new(Store::open_in_memory()?))
-        }
-    };
-    Ok(CycleEnv {
-        store: Some(store),
-        ..CycleEnv::default()
-    })
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
-/// What every command shares from the command line.
-struct GlobalOpts {
-    log_format: LogFormat,
-    state: Option<PathBuf>,
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 /// The log level of the one-shot admin commands: their output is the report.
-const QUIET: Option<LogLevel> = Some(LogLevel::Warning);
+const QUIET: LogLevel = LogLevel::Warning;
 
-/// The shape of every one-shot command: read the config, install logging (`level`, or the
-/// config's), open the state store when the command uses it, and run `job` to completion.
-fn one_shot<F, Fut>(
-    path: &Path,
-    level: Option<LogLevel>,
-    uses_state: bool,
-    opts: &GlobalOpts,
-    job: F,
-) -> Result<ExitCode>
+/// A one-shot command that talks to routers: config (with passwords), logging, a runtime.
+fn with_routers<F, Fut>(path: &Path, level: Option<LogLevel>, format: LogFormat, job: F) -> Result<ExitCode>
 where
-    F: FnOnce(config::Config, CycleEnv) -> Fut,
+    F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = Result<ExitCode>>,
 {
     let cfg = read_config(path)?;
-    logging::init(level.unwrap_or(cfg.daemon.log_level), opts.log_format)?;
-    let env = if uses_state {
-        cycle_env(&cfg, &opts.state)?
-    } else {
-        CycleEnv::default()
-    };
-    runtime()?.block_on(job(cfg, env))
+    logging::init(level.unwrap_or(cfg.daemon.log_level), format)?;
+    runtime()?.block_on(job(cfg))
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
-    let opts = GlobalOpts {
-        log_format: cli.log_format,
-        state: cli.state,
-    };
+    let format = cli.log_format;
+    let state_flag = cli.state;
+    let state_for = |cfg: &Config| state::state_dir(cfg, state_flag.as_deref());
     match cli.command {
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig { config, print } => {
             let cfg = read_config(&config.config)?;
+            if print {
+                outln!("{}", cfg.effective_toml()?);
+                return Ok(ExitCode::SUCCESS);
+            }
             outln!("{}: OK", config.config.display());
             for r in &cfg.routers {
                 outln!(
@@ -260,9 +262,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     r.address,
                     r.username,
                     if r.tls.is_some() { ", TLS" } else { "" },
-                    if r.blocking.dry_run { ", dry run" } else { "" }
+                    if r.settings.blocking.dry_run { ", dry run" } else { "" }
                 );
             }
+            outln!("  state: {}", state_for(&cfg).display());
             if cfg.routers.is_empty() {
                 outln!("  no [[router]] yet: `run` and `once` need at least one");
             }
@@ -270,68 +273,61 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Run { config, router } => {
             let cfg = read_config(&config.config)?;
-            let handle = logging::init(cfg.daemon.log_level, opts.log_format)?;
+            let log = logging::init(cfg.daemon.log_level, format)?;
             cfg.select(router.router.as_deref())?;
-            let env = cycle_env(&cfg, &opts.state)?;
-            runtime()?.block_on(run_daemon(config.config, router.router, cfg, handle, env))
+            let dir = state_for(&cfg);
+            runtime()?.block_on(run_daemon(config.config, router.router, cfg, log, dir))
         }
-        Cmd::Once {
-            config,
-            router,
-            dry_run,
-            json,
-        } => one_shot(&config.config, None, true, &opts, |cfg, env| async move {
+        Cmd::Once { config, router, dry_run, json } => with_routers(&config.config, None, format, |cfg| async move {
+            let env = CycleEnv {
+                store: state::open_daemon(&state_for(&cfg))?,
+                events: Events::new(),
+            };
             admin::once(&cfg, router.router.as_deref(), dry_run, json, &env).await
         }),
-        Cmd::List {
-            config,
-            router,
-            json,
-        } => one_shot(&config.config, QUIET, false, &opts, |cfg, _| async move {
+        Cmd::List { config, router, json } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
             admin::list(&cfg, router.router.as_deref(), json).await
         }),
-        Cmd::Unblock {
-            config,
-            router,
-            address,
-        } => one_shot(&config.config, QUIET, true, &opts, |cfg, env| async move {
-            admin::unblock(&cfg, router.router.as_deref(), &address, &env).await
+        Cmd::Unblock { config, router, address, hold, comment } => {
+            with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+                let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
+                admin::unblock(&cfg, router.router.as_deref(), &address, hold, comment.as_deref(), &store).await
+            })
+        }
+        Cmd::Block { config, router, address, timeout, comment, force } => {
+            with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+                let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
+                let args = admin::BlockArgs { timeout, comment, force };
+                admin::block(&cfg, router.router.as_deref(), &address, &args, &store).await
+            })
+        }
+        Cmd::Allow { config, router, address, comment } => {
+            with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+                let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
+                admin::allow(&cfg, router.router.as_deref(), &address, comment.as_deref(), &store).await
+            })
+        }
+        Cmd::Clear { config, router, all } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+            let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
+            admin::clear(&cfg, router.router.as_deref(), all, &store).await
         }),
-        Cmd::Clear {
-            config,
-            router,
-            all,
-        } => one_shot(&config.config, QUIET, true, &opts, |cfg, env| async move {
-            admin::clear(&cfg, router.router.as_deref(), all, &env).await
+        Cmd::Stats { config, router, json } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+            let store = state::open_reader(&state_for(&cfg)).ok();
+            admin::stats(&cfg, router.router.as_deref(), json, store.as_ref()).await
         }),
-        Cmd::Stats {
-            config,
-            router,
-            json,
-        } => one_shot(&config.config, QUIET, true, &opts, |cfg, env| async move {
-            admin::stats(&cfg, router.router.as_deref(), json, &env).await
-        }),
-        Cmd::Why {
-            config,
-            address,
-            json,
-        } => {
-            let cfg = match &config {
-                Some(path) => read_config(path)?,
-                None => config::Config::defaults(),
-            };
-            let store = open_store(&cfg, &opts.state)?;
-            let store = store
-                .lock()
-                .map_err(|_| anyhow::anyhow!("state store lock poisoned"))?;
+        Cmd::Why { config, address, json } => {
+            let cfg = read_config_with(&config.config, Secrets::Skip)?;
+            logging::init(QUIET, format)?;
+            let store = state::open_reader(&state_for(&cfg))?;
             admin::why(&store, &address, json)
         }
-        Cmd::Firewall {
-            config,
-            router,
-            install,
-            remove,
-        } => {
+        Cmd::Status { config, json } => {
+            let cfg = read_config_with(&config.config, Secrets::Skip)?;
+            logging::init(QUIET, format)?;
+            let store = state::open_reader(&state_for(&cfg)).ok();
+            admin::status(&cfg, store.as_ref(), json)
+        }
+        Cmd::Firewall { config, router, install, remove } => {
             let action = if install {
                 admin::FirewallAction::Install
             } else if remove {
@@ -339,16 +335,22 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             } else {
                 admin::FirewallAction::Print
             };
-            one_shot(&config.config, QUIET, false, &opts, |cfg, _| async move {
+            if action == admin::FirewallAction::Print {
+                // Printing needs no router and no password.
+                let cfg = read_config_with(&config.config, Secrets::Skip)?;
+                logging::init(QUIET, format)?;
+                return runtime()?.block_on(admin::firewall(&cfg, router.router.as_deref(), action));
+            }
+            with_routers(&config.config, Some(QUIET), format, |cfg| async move {
                 admin::firewall(&cfg, router.router.as_deref(), action).await
             })
         }
         Cmd::Demo(args) => {
-            logging::init(LogLevel::Info, opts.log_format)?;
+            logging::init(LogLevel::Info, format)?;
             runtime()?.block_on(demo::run(args))
         }
         Cmd::Sim(args) => {
-            logging::init(LogLevel::Info, opts.log_format)?;
+            logging::init(LogLevel::Info, format)?;
             runtime()?.block_on(async {
                 routeros_sim::run_cli(args, shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
@@ -358,10 +360,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The keys a reload cannot apply to a running daemon.
-fn restart_only_changes(
-    running: &config::DaemonSettings,
-    new: &config::Config,
-) -> Vec<&'static str> {
+fn restart_only_changes(running: &rosguard::config::DaemonSettings, new: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if running.state_dir != new.daemon.state_dir {
         keys.push("state_dir");
@@ -369,8 +368,11 @@ fn restart_only_changes(
     if running.metrics_listen != new.daemon.metrics_listen {
         keys.push("metrics_listen");
     }
-    if running.share_blocks != new.daemon.share_blocks {
-        keys.push("share_blocks");
+    if running.metrics_max_connections != new.daemon.metrics_max_connections {
+        keys.push("metrics_max_connections");
+    }
+    if running.max_candidates != new.daemon.max_candidates {
+        keys.push("max_candidates");
     }
     keys
 }
@@ -398,48 +400,50 @@ async fn shutdown_signal() {
     }
 }
 
-/// `rosguard run`: the daemon, with SIGHUP reload and orderly shutdown.
-async fn run_daemon(
-    path: PathBuf,
-    only: Option<String>,
-    cfg: config::Config,
-    log: logging::LogHandle,
-    mut env: CycleEnv,
-) -> Result<ExitCode> {
-    let narrow = |mut c: config::Config| -> Result<config::Config> {
+/// `rosguard run`: the daemon, with SIGHUP reload and prompt shutdown.
+async fn run_daemon(path: PathBuf, only: Option<String>, cfg: Config, log: logging::LogHandle, dir: PathBuf) -> Result<ExitCode> {
+    // A config without routers is refused at start and at every reload alike.
+    let narrow = |mut c: Config| -> Result<Config> {
+        c.select(only.as_deref())?;
         if let Some(name) = &only {
-            c.select(Some(name))?;
             c.routers.retain(|r| &r.name == name);
         }
         Ok(c)
     };
     let cfg = narrow(cfg)?;
-    tracing::info!(
-        "rosguard {} starting with {} router(s)",
+    tracing::warn!(
+        "rosguard {} starting with {} router(s), state in {}",
         env!("CARGO_PKG_VERSION"),
-        cfg.routers.len()
+        cfg.routers.len(),
+        dir.display()
     );
-    let shutdown = CancellationToken::new();
-    if cfg.daemon.share_blocks {
-        env.share = Some(tokio::sync::broadcast::channel(4096).0);
+    let store = state::open_daemon(&dir)?;
+    if let Ok(mut s) = store.lock() {
+        let me = serde_json::json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_unix": secs(unix_now()),
+            "routers": cfg.routers.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+        });
+        if let Err(e) = s.set_status("", &me, secs(unix_now())) {
+            tracing::error!("state store: {e}");
+        }
     }
+    let shutdown = CancellationToken::new();
+    let events = Events::new();
     let health = Arc::new(Mutex::new(metrics::HealthSpec::for_config(&cfg)));
-    let mut metrics_task = None;
+    let mut side_tasks = Vec::new();
     if let Some(addr) = cfg.daemon.metrics_listen {
         let listener = metrics::bind(addr).await?;
         let m = Arc::new(metrics::Metrics::default());
-        env.metrics = Some(m.clone());
+        side_tasks.push(tokio::spawn(m.clone().follow(events.subscribe(), shutdown.clone())));
         tracing::info!("serving /metrics and /health on http://{addr}");
-        metrics_task = Some(tokio::spawn(metrics::serve(
-            listener,
-            m,
-            health.clone(),
-            shutdown.clone(),
-        )));
+        side_tasks.push(tokio::spawn(metrics::serve(listener, m, health.clone(), cfg.daemon.metrics_max_connections, shutdown.clone())));
     }
     let running = cfg.daemon.clone();
+    let env = CycleEnv { store, events };
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
-    let daemon = tokio::spawn(daemon::run(rx, shutdown.clone(), None, env));
+    let daemon = tokio::spawn(daemon::run(rx, shutdown.clone(), env, daemon::routeros()));
 
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -452,7 +456,7 @@ async fn run_daemon(
         let reload = std::future::pending::<Option<()>>();
         tokio::select! {
             _ = &mut stop => {
-                tracing::warn!("stopping after the current cycle");
+                tracing::warn!("stopping");
                 break;
             }
             _ = reload => match read_config(&path).and_then(narrow) {
@@ -467,17 +471,14 @@ async fn run_daemon(
                     tracing::warn!("reloaded {} ({} router(s))", path.display(), new.routers.len());
                     let _ = tx.send(Arc::new(new));
                 }
-                Err(e) => tracing::error!(
-                    "reload failed, keeping the running config: {}",
-                    daemon::one_line(e.as_ref())
-                ),
+                Err(e) => tracing::error!("reload failed, keeping the running config: {e:#}"),
             },
         }
     }
     shutdown.cancel();
-    daemon.await?;
-    if let Some(t) = metrics_task {
-        t.await?;
+    daemon.await.context("the daemon task")?;
+    for t in side_tasks {
+        let _ = t.await;
     }
     tracing::warn!("stopped");
     Ok(ExitCode::SUCCESS)

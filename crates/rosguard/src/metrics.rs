@@ -1,11 +1,18 @@
 //! Prometheus metrics and the health endpoint; this module owns every metric name.
 //!
-//! `/metrics` serves the OpenMetrics text format, `/health` answers 200 when every router has
-//! completed a cycle recently and 503 (naming the stale routers) otherwise. The HTTP side is a
-//! deliberately tiny GET-only responder on one loopback-friendly listener: two fixed paths do
-//! not justify a web framework.
+//! [`Metrics::follow`] subscribes to the daemon's event stream and keeps the counters;
+//! `/metrics` serves the OpenMetrics text format and `/health` answers 200 when every router
+//! has completed a cycle recently and 503 (naming the stale routers) otherwise. Dry-run
+//! decisions are counted apart (`rosguard_dry_run_blocks_total`), never as blocks.
 //!
-//! This module does not decide anything; the daemon reports into it.
+//! The HTTP side is a deliberately tiny GET-only responder: two fixed paths do not justify a
+//! web framework. It is bounded like everything facing the network: at most
+//! `daemon.metrics_max_connections` connections at once (more wait in the kernel's backlog),
+//! a request head of at most [`MAX_REQUEST`] bytes read within [`REQUEST_TIMEOUT`] (split
+//! across as many TCP segments as the client likes), and an `accept` that fails (EMFILE, ...)
+//! backs off instead of spinning.
+//!
+//! This module does not decide anything; it listens to the daemon.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,9 +28,18 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::cycle::CycleReport;
+use crate::events::{Event, Link};
+use crate::report::CycleReport;
+
+/// The longest request head read.
+pub const MAX_REQUEST: usize = 8192;
+/// How long a client has to send its request head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause after a failed `accept` (too many open files, ...), doubling up to a second.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouterLabel {
@@ -50,6 +66,8 @@ pub struct Metrics {
     scanned: Family<RouterLabel, Counter>,
     flagged: Family<RouterLabel, Counter>,
     blocked: Family<RouterLabel, Counter>,
+    dry_run_blocked: Family<RouterLabel, Counter>,
+    restored: Family<RouterLabel, Counter>,
     skipped: Family<ReasonLabel, Counter>,
     errors: Family<KindLabel, Counter>,
     caps_hit: Family<KindLabel, Counter>,
@@ -72,56 +90,27 @@ impl Default for Metrics {
         let cycle_seconds = Family::<RouterLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.005, 2.0, 14))) as fn() -> Histogram,
         );
-        let cycle_seconds_reg = cycle_seconds.clone();
-        registry.register(
-            "cycle_duration_seconds",
-            "Duration of one cycle",
-            cycle_seconds_reg,
-        );
+        registry.register("cycle_duration_seconds", "Duration of one cycle", cycle_seconds.clone());
         let scanned = Family::<RouterLabel, Counter>::default();
-        registry.register(
-            "rows_scanned",
-            "Connection-table rows read",
-            scanned.clone(),
-        );
+        registry.register("rows_scanned", "Connection-table rows read", scanned.clone());
         let flagged = Family::<RouterLabel, Counter>::default();
-        registry.register(
-            "flagged",
-            "Connections flagged as asymmetric",
-            flagged.clone(),
-        );
+        registry.register("flagged", "Findings: asymmetric connections, scanners, staged addresses", flagged.clone());
         let blocked = Family::<RouterLabel, Counter>::default();
-        registry.register(
-            "blocked",
-            "Addresses added to the block list",
-            blocked.clone(),
-        );
+        registry.register("blocked", "Addresses added to the block list (new and shared)", blocked.clone());
+        let dry_run_blocked = Family::<RouterLabel, Counter>::default();
+        registry.register("dry_run_blocks", "Addresses a dry run would have added", dry_run_blocked.clone());
+        let restored = Family::<RouterLabel, Counter>::default();
+        registry.register("restored", "Blocks put back after the router lost them", restored.clone());
         let skipped = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "skipped",
-            "Flagged connections not acted on, by reason",
-            skipped.clone(),
-        );
+        registry.register("skipped", "Findings not acted on, by reason", skipped.clone());
         let errors = Family::<KindLabel, Counter>::default();
         registry.register("errors", "Errors, by kind", errors.clone());
         let caps_hit = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "caps_hit",
-            "Times a safety cap stopped blocking, by cap",
-            caps_hit.clone(),
-        );
+        registry.register("caps_hit", "Cycles in which a safety cap or brake held blocks back, by cap", caps_hit.clone());
         let connected = Family::<RouterLabel, Gauge>::default();
-        registry.register(
-            "connected",
-            "1 while the API connection is up",
-            connected.clone(),
-        );
+        registry.register("connected", "1 while the API connection is up", connected.clone());
         let list_size = Family::<RouterLabel, Gauge>::default();
-        registry.register(
-            "list_size",
-            "Entries in the block list at the last cycle",
-            list_size.clone(),
-        );
+        registry.register("list_size", "Entries in the block list at the last cycle", list_size.clone());
         Self {
             registry,
             cycles,
@@ -129,6 +118,8 @@ impl Default for Metrics {
             scanned,
             flagged,
             blocked,
+            dry_run_blocked,
+            restored,
             skipped,
             errors,
             caps_hit,
@@ -140,55 +131,89 @@ impl Default for Metrics {
 }
 
 fn router(r: &str) -> RouterLabel {
-    RouterLabel {
-        router: r.to_owned(),
-    }
+    RouterLabel { router: r.to_owned() }
 }
 
 impl Metrics {
-    /// Records a completed cycle.
-    pub fn cycle(&self, r: &CycleReport) {
+    /// Takes in one event.
+    pub fn apply(&self, e: &Event) {
+        match e {
+            Event::Cycle(r) => self.cycle(r),
+            Event::Link { router: name, link } => {
+                self.connected.get_or_create(&router(name)).set(i64::from(*link == Link::Up));
+                if let Link::Down { label, .. } = link {
+                    self.error(name, label);
+                }
+            }
+            Event::CycleFailed { router: name, .. } => self.error(name, "cycle"),
+            Event::Block(_) | Event::Lift { .. } | Event::Cap { .. } => {}
+        }
+    }
+
+    /// Keeps the metrics from `events` until the stream ends or `shutdown`.
+    pub async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<Event>, shutdown: CancellationToken) {
+        loop {
+            let e = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = events.recv() => e,
+            };
+            match e {
+                Ok(e) => self.apply(&e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("metrics missed {n} events (the daemon was faster than the metrics task)")
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn cycle(&self, r: &CycleReport) {
         let l = router(&r.router);
         self.cycles.get_or_create(&l).inc();
-        self.cycle_seconds
-            .get_or_create(&l)
-            .observe(r.duration_ms as f64 / 1000.0);
+        self.cycle_seconds.get_or_create(&l).observe(r.duration_ms as f64 / 1000.0);
         self.scanned.get_or_create(&l).inc_by(r.scanned);
         self.flagged.get_or_create(&l).inc_by(r.flagged);
-        self.blocked
-            .get_or_create(&l)
-            .inc_by(r.effective_blocks().count() as u64);
+        let new = r.new_blocks().count() as u64;
+        if r.dry_run {
+            self.dry_run_blocked.get_or_create(&l).inc_by(new);
+        } else {
+            self.blocked.get_or_create(&l).inc_by(new);
+        }
+        let restored = r
+            .blocks
+            .iter()
+            .filter(|b| b.kind == rosguard_core::AddKind::Restored && b.result.took_effect())
+            .count() as u64;
+        self.restored.get_or_create(&l).inc_by(restored);
+        let reason = |reason: &str| ReasonLabel {
+            router: r.router.clone(),
+            reason: reason.to_owned(),
+        };
         for s in &r.skipped {
-            self.skipped
-                .get_or_create(&ReasonLabel {
-                    router: r.router.clone(),
-                    reason: s.kind.clone(),
-                })
-                .inc();
+            self.skipped.get_or_create(&reason(s.reason.kind())).inc();
         }
         if r.capped > 0 {
-            self.skipped
-                .get_or_create(&ReasonLabel {
-                    router: r.router.clone(),
-                    reason: "capped".into(),
-                })
-                .inc_by(r.capped);
+            self.skipped.get_or_create(&reason("capped")).inc_by(r.capped);
         }
         if r.deferred > 0 {
-            self.skipped
-                .get_or_create(&ReasonLabel {
-                    router: r.router.clone(),
-                    reason: "over_cycle_cap".into(),
-                })
-                .inc_by(r.deferred);
+            self.skipped.get_or_create(&reason("over_cycle_cap")).inc_by(r.deferred);
         }
         for cap in &r.caps_hit {
             self.caps_hit
                 .get_or_create(&KindLabel {
                     router: r.router.clone(),
-                    kind: cap.clone(),
+                    kind: cap.as_str().to_owned(),
                 })
                 .inc();
+        }
+        let (failed, _) = r.failed_adds();
+        if failed > 0 {
+            self.errors
+                .get_or_create(&KindLabel {
+                    router: r.router.clone(),
+                    kind: "add".into(),
+                })
+                .inc_by(failed as u64);
         }
         self.list_size.get_or_create(&l).set(r.list_size as i64);
         if let Ok(mut m) = self.last_cycle.lock() {
@@ -196,21 +221,13 @@ impl Metrics {
         }
     }
 
-    /// Records an error of a kind (`connect`, `login`, `cycle`, ...).
-    pub fn error(&self, router_name: &str, kind: &str) {
+    fn error(&self, router_name: &str, kind: &str) {
         self.errors
             .get_or_create(&KindLabel {
                 router: router_name.to_owned(),
                 kind: kind.to_owned(),
             })
             .inc();
-    }
-
-    /// Sets the connection gauge.
-    pub fn connected(&self, router_name: &str, up: bool) {
-        self.connected
-            .get_or_create(&router(router_name))
-            .set(i64::from(up));
     }
 
     /// The OpenMetrics text.
@@ -223,11 +240,7 @@ impl Metrics {
     /// Routers (of `expected`) that have not completed a cycle within `max_age`.
     pub fn stale_routers(&self, expected: &[String], max_age: Duration) -> Vec<String> {
         let now = Instant::now();
-        let m = self
-            .last_cycle
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
+        let m = self.last_cycle.lock().map(|m| m.clone()).unwrap_or_default();
         expected
             .iter()
             .filter(|r| m.get(*r).is_none_or(|t| now.duration_since(*t) > max_age))
@@ -254,56 +267,113 @@ impl HealthSpec {
     }
 }
 
-/// Serves `/metrics` and `/health` until `shutdown`.
+/// Reads a request head: bytes until the blank line, at most [`MAX_REQUEST`], within
+/// [`REQUEST_TIMEOUT`]. `None` when the client sends too much, too slowly, or closes.
+async fn read_head<R: AsyncReadExt + Unpin>(stream: &mut R) -> Option<Vec<u8>> {
+    let read = async {
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                // A client that half-closed after its request line still gets an answer.
+                return (!buf.is_empty()).then_some(buf);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
+                return Some(buf);
+            }
+            if buf.len() > MAX_REQUEST {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read).await.ok().flatten()
+}
+
+fn respond(request: &[u8], metrics: &Metrics, health: &Mutex<HealthSpec>) -> (&'static str, &'static str, String) {
+    let request = String::from_utf8_lossy(request);
+    let mut words = request.split_whitespace();
+    let (method, path) = (words.next(), words.next().unwrap_or(""));
+    match (method, path) {
+        (Some("GET"), "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        (Some("GET"), "/health") => {
+            let spec = health.lock().map(|h| h.clone()).unwrap_or(HealthSpec {
+                routers: vec![],
+                max_age: Duration::ZERO,
+            });
+            let stale = metrics.stale_routers(&spec.routers, spec.max_age);
+            if spec.routers.is_empty() {
+                ("503 Service Unavailable", "text/plain", "no routers configured\n".to_owned())
+            } else if stale.is_empty() {
+                ("200 OK", "text/plain", "ok\n".to_owned())
+            } else {
+                ("503 Service Unavailable", "text/plain", format!("no recent cycle: {}\n", stale.join(", ")))
+            }
+        }
+        (Some("GET"), _) => ("404 Not Found", "text/plain", "try /metrics or /health\n".to_owned()),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
+    }
+}
+
+/// Serves `/metrics` and `/health` until `shutdown`, at most `max_connections` at once.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Mutex<HealthSpec>>,
+    max_connections: usize,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut conns = tokio::task::JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF;
     loop {
+        // Wait for a free slot before accepting: further clients queue in the backlog.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
-        let Ok((mut stream, _)) = accepted else {
-            continue;
+        let mut stream = match accepted {
+            Ok((s, _)) => {
+                backoff = ACCEPT_BACKOFF;
+                s
+            }
+            Err(e) => {
+                // EMFILE and friends: the next accept would fail at once. Wait, doubling.
+                tracing::debug!("metrics listener: accept failed: {e}; waiting {backoff:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
         };
         let (metrics, health) = (metrics.clone(), health.clone());
         conns.spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
+            let _permit = permit;
+            let Some(head) = read_head(&mut stream).await else {
+                return;
             };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("");
-            let (status, ctype, body) = match (request.split_whitespace().next(), path) {
-                (Some("GET"), "/metrics") => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                ),
-                (Some("GET"), "/health") => {
-                    let spec = health.lock().map(|h| h.clone()).unwrap_or(HealthSpec { routers: vec![], max_age: Duration::ZERO });
-                    let stale = metrics.stale_routers(&spec.routers, spec.max_age);
-                    if stale.is_empty() {
-                        ("200 OK", "text/plain", "ok\n".to_owned())
-                    } else {
-                        ("503 Service Unavailable", "text/plain", format!("no recent cycle: {}\n", stale.join(", ")))
-                    }
-                }
-                (Some("GET"), _) => ("404 Not Found", "text/plain", "try /metrics or /health\n".to_owned()),
-                _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
-            };
+            let (status, ctype, body) = respond(&head, &metrics, &health);
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let write = async {
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(body.as_bytes()).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, write).await;
         });
         while conns.try_join_next().is_some() {}
     }
@@ -313,8 +383,41 @@ pub async fn serve(
 /// Binds the metrics listener, with an error that says what to change.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!(
-            "daemon.metrics_listen: cannot listen on {addr}: {e}; pick a free address:port"
-        )
+        anyhow::anyhow!("daemon.metrics_listen: cannot listen on {addr}: {e}; pick a free address:port")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_split_across_segments_is_read_whole() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move { read_head(&mut server).await });
+        client.write_all(b"GET /met").await.unwrap();
+        tokio::task::yield_now().await;
+        client.write_all(b"rics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let head = reader.await.unwrap().expect("a whole head");
+        assert!(head.starts_with(b"GET /metrics HTTP/1.1\r\n"));
+        let m = Metrics::default();
+        let h = Mutex::new(HealthSpec { routers: vec!["r".into()], max_age: Duration::from_secs(1) });
+        assert_eq!(respond(&head, &m, &h).0, "200 OK");
+        assert_eq!(respond(b"GET /health HTTP/1.1\r\n\r\n", &m, &h).0, "503 Service Unavailable");
+        assert_eq!(respond(b"POST /metrics HTTP/1.1\r\n\r\n", &m, &h).0, "405 Method Not Allowed");
+    }
+
+    #[tokio::test]
+    async fn an_endless_request_head_is_cut_off() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let reader = tokio::spawn(async move { read_head(&mut server).await });
+        client.write_all(&vec![b'a'; MAX_REQUEST + 2048]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_times_out() {
+        let (_client, mut server) = tokio::io::duplex(64);
+        assert_eq!(read_head(&mut server).await, None);
+    }
 }

@@ -29,3 +29,29 @@ macro_rules! outln {
         $crate::output::line(format_args!($($arg)*))
     };
 }
+
+/// `s` with every control character escaped (`\u{1b}`), so text a router or a state file
+/// supplies can never drive the terminal or forge a line.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::printable("plain: ok"), "plain: ok");
+        assert_eq!(super::printable("a\x1b[2Jb\nc"), "a\\u{1b}[2Jb\\nc");
+    }
+}

@@ -12,28 +12,7 @@ use routeros_proto::{format_duration, Command, Reply};
 
 use crate::{Client, Error, Response, RowStream};
 
-/// IPv4 (`/ip/...`) or IPv6 (`/ipv6/...`) menus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// `/ip` or `/ipv6`.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Family::V4 => "/ip",
-            Family::V6 => "/ipv6",
-        }
-    }
-
-    /// The full path of `rest` under this family, e.g.
-    /// `Family::V6.path("firewall/connection/print") == "/ipv6/firewall/connection/print"`.
-    pub fn path(self, rest: &str) -> String {
-        format!("{}/{}", self.prefix(), rest.trim_start_matches('/'))
-    }
-}
+pub use routeros_proto::Family;
 
 /// What became of an address-list `add`.
 #[derive(Debug, Clone, PartialEq, Eq)]

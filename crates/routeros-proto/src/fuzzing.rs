@@ -7,10 +7,12 @@ use crate::{decode_length, decode_sentence, parse_duration, Limits, Reply};
 
 /// Decodes arbitrary bytes as a reply stream and checks that whatever decodes re-encodes to
 /// the same words, that typed parsing never panics, and that the length codec round-trips.
+/// Returns how many sentences decoded and how many of them were valid replies.
 ///
 /// # Panics
 /// When an invariant is broken: that is the finding the fuzzer looks for.
-pub fn decode_round_trip(data: &[u8]) {
+pub fn decode_round_trip(data: &[u8]) -> (usize, usize) {
+    let (mut sentences, mut replies) = (0, 0);
     let limits = Limits {
         max_word_len: 64 * 1024,
         max_words: 512,
@@ -29,7 +31,9 @@ pub fn decode_round_trip(data: &[u8]) {
                     .expect("re-encoded sentence is complete");
                 assert_eq!(decoded, sentence, "sentence round trip");
                 assert!(again.is_empty(), "re-encoding left trailing bytes");
+                sentences += 1;
                 if let Ok(reply) = Reply::parse(sentence) {
+                    replies += 1;
                     let _ = (reply.tag(), reply.message(), reply.category(), reply.ret());
                     for attr in reply.attrs() {
                         assert!(attr.name.is_ascii());
@@ -48,4 +52,5 @@ pub fn decode_round_trip(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_duration(text);
     }
+    (sentences, replies)
 }

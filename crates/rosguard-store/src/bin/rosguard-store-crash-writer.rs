@@ -49,6 +49,7 @@ fn cycle(n: u64) -> CycleRecord {
                 })
                 .collect(),
         ),
+        ..CycleRecord::default()
     }
 }
 

@@ -5,8 +5,9 @@
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use rosguard_core::detect::check_owned;
-use rosguard_core::{AddrSet, Connection, Family, Rules};
+use rosguard_core::detect::check;
+use rosguard_core::{Detection, Family, Networks};
+use rosguard_routeros::connection;
 use routeros_proto::{decode_sentence, encode_sentence, Limits, Reply, ReplyKind};
 
 const ROWS: usize = 100_000;
@@ -61,7 +62,7 @@ fn stream() -> Vec<u8> {
 }
 
 /// Returns (rows, flagged).
-fn run(bytes: &[u8], rules: &Rules, local: &AddrSet) -> (usize, usize) {
+fn run(bytes: &[u8], d: &Detection, inside: &Networks) -> (usize, usize) {
     let limits = Limits::default();
     let mut buf = BytesMut::from(bytes);
     let (mut rows, mut flagged) = (0, 0);
@@ -71,8 +72,8 @@ fn run(bytes: &[u8], rules: &Rules, local: &AddrSet) -> (usize, usize) {
             continue;
         }
         rows += 1;
-        let conn = Connection::from_reply(&reply, Family::V4).expect("valid row");
-        if let Some(f) = check_owned(conn, rules, local) {
+        let conn = connection(&reply, Family::V4).expect("valid row");
+        if let Some(f) = check(&conn, d, inside) {
             black_box(&f);
             flagged += 1;
         }
@@ -82,9 +83,9 @@ fn run(bytes: &[u8], rules: &Rules, local: &AddrSet) -> (usize, usize) {
 
 fn bench(c: &mut Criterion) {
     let bytes = stream();
-    let rules = Rules::default();
-    let local = AddrSet::parse(["192.168.0.0/16"]).expect("valid");
-    let (rows, flagged) = run(&bytes, &rules, &local);
+    let d = Detection::default();
+    let inside = Networks::new(["192.168.0.0/16".parse().expect("valid")]);
+    let (rows, flagged) = run(&bytes, &d, &inside);
     assert_eq!(rows, ROWS);
     assert!(
         flagged > ROWS / 50,
@@ -95,7 +96,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ROWS as u64));
     g.sample_size(20);
     g.bench_function("decode_parse_check_100k_rows", |b| {
-        b.iter(|| run(black_box(&bytes), &rules, &local))
+        b.iter(|| run(black_box(&bytes), &d, &inside))
     });
     g.finish();
 }

@@ -1,0 +1,247 @@
+use super::*;
+use rosguard_core::settings::BlockTarget;
+
+fn load(text: &str) -> Result<Config> {
+    Config::from_toml(text, Path::new("/nonexistent"))
+}
+
+fn err(text: &str) -> String {
+    format!("{:#}", load(text).unwrap_err())
+}
+
+const ROUTER: &str = r#"
+[[router]]
+name = "core"
+address = "192.168.88.1"
+username = "rosguard"
+password_env = "ROSGUARD_TEST_PASSWORD_SET"
+"#;
+
+fn with_password<T>(f: impl FnOnce() -> T) -> T {
+    std::env::set_var("ROSGUARD_TEST_PASSWORD_SET", "s3cret-value");
+    f()
+}
+
+#[test]
+fn empty_file_means_the_scripts_defaults() {
+    let c = load("").unwrap();
+    assert_eq!(c.daemon, DaemonSettings::default());
+    assert_eq!(c.daemon.loop_delay, Duration::from_secs(2));
+    assert_eq!(c.daemon.max_conn_per_cycle, 50);
+    assert_eq!(c.daemon.log_level, LogLevel::Warning);
+    assert!(c.routers.is_empty());
+    let r = &with_password(|| load(ROUTER)).unwrap().routers[0];
+    assert_eq!(r.settings.detection, Detection::default());
+    assert_eq!(r.settings.blocking, Blocking::default());
+    assert_eq!(r.command_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn full_example_parses_and_router_inherits_globals() {
+    let c = with_password(|| {
+        load(&format!(
+            r#"
+[detection]
+enabled = true
+monitored_ports = [443, 22]
+protocols = ["tcp", "udp", 47, "icmp"]
+min_orig_packets = 5
+max_repl_packets = 1
+block_target = "dst"
+server_filter = false
+
+[detection.scan]
+min_ports = 30
+
+[blocking]
+address_list = "bad"
+allowlist_name = "good"
+allow = ["10.0.0.5", "192.168.0.0/16", "2001:db8::/32"]
+block_timeout = "2d12h"
+remove_tcp_conn = false
+check_local_addr = true
+dry_run = true
+
+[daemon]
+loop_delay = 5
+max_conn_per_cycle = 20
+log_level = "debug"
+{ROUTER}
+command_timeout = "10s"
+[router.blocking]
+block_timeout = 3600
+[router.detection.scan]
+window = "5m"
+"#
+        ))
+    })
+    .unwrap();
+    assert_eq!(c.daemon.loop_delay, Duration::from_secs(5), "a bare number is seconds");
+    assert_eq!(c.daemon.max_conn_per_cycle, 20);
+    let r = &c.routers[0];
+    let (d, b) = (&r.settings.detection, &r.settings.blocking);
+    assert_eq!(r.address, "192.168.88.1:8728", "default API port added");
+    assert_eq!(r.password.expose(), "s3cret-value");
+    assert_eq!(r.command_timeout, Duration::from_secs(10));
+    assert_eq!(d.monitored_ports, vec![443, 22]);
+    assert_eq!(d.protocols.len(), 4);
+    assert_eq!(d.block_target, BlockTarget::Dst);
+    assert!(!d.server_filter);
+    assert_eq!((d.scan.min_ports, d.scan.window), (30, Duration::from_secs(300)), "nested tables merge key by key");
+    assert_eq!(b.address_list, "bad");
+    assert_eq!(b.allow.len(), 3);
+    assert_eq!(b.block_timeout, Duration::from_secs(3600), "router override wins");
+    assert!(b.dry_run, "global value inherited");
+    assert_eq!(r.settings.cycle.max_conn_per_cycle, 20);
+}
+
+#[test]
+fn unknown_keys_are_errors_that_name_the_key() {
+    let e = err("[detection]\nmin_orig_packet = 3\n");
+    assert!(e.contains("min_orig_packet"), "{e}");
+    assert!(e.contains("min_orig_packets"), "suggests the right key: {e}");
+    assert!(err("[nonsense]\n").contains("nonsense"));
+    let e = with_password(|| err(&format!("{ROUTER}\n[router.blocking]\nblok_timeout = \"1d\"\n")));
+    assert!(e.contains("router \"core\".blocking") && e.contains("blok_timeout"), "{e}");
+}
+
+#[test]
+fn type_errors_name_the_key_not_only_the_line() {
+    let e = err("[detection]\nmin_orig_packets = \"three\"\n");
+    assert_eq!(e, "detection.min_orig_packets: expected an integer (0 or more), got \"three\"");
+    let e = err("[blocking]\ndry_run = 1\n");
+    assert!(e.starts_with("blocking.dry_run: expected true or false"), "{e}");
+    let e = err("[detection]\nmonitored_ports = [443, \"https\"]\n");
+    assert!(e.starts_with("detection.monitored_ports"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key_and_the_fix() {
+    let cases = [
+        ("[blocking]\nblock_timeout = \"1x\"", "blocking.block_timeout"),
+        ("[blocking]\nallow = [\"10.0.0.300\"]", "blocking.allow"),
+        ("[blocking]\nallow = [\"192.168.88.5/24\"]", "blocking.allow"),
+        ("[blocking]\nallowlist_name = \"tls_block\"", "blocking.address_list"),
+        ("[detection]\nmonitored_ports = [70000]", "detection.monitored_ports"),
+        ("[detection]\nmonitored_ports = [0]", "detection.monitored_ports"),
+        ("[detection]\nprotocols = [\"tcpp\"]", "detection.protocols"),
+        ("[detection]\nprotocols = []", "detection.protocols"),
+        ("[detection]\nblock_target = \"both\"", "detection.block_target"),
+        ("[detection]\nmin_orig_packets = -1", "detection.min_orig_packets"),
+        ("[detection.scan]\nstates = [\"syn-snet\"]", "detection.scan.states"),
+        ("[daemon]\nloop_delay = \"10ms\"", "daemon.loop_delay"),
+        ("[daemon]\nmax_conn_per_cycle = 0", "daemon.max_conn_per_cycle"),
+        ("[daemon]\nlog_level = \"verbose\"", "daemon.log_level"),
+        ("[daemon]\ncycle_deadline = 0", "daemon.cycle_deadline"),
+    ];
+    for (text, key) in cases {
+        let e = err(text);
+        assert!(e.contains(key), "{text}: {e}");
+    }
+    let e = err("[blocking]\nallow = [\"192.168.88.5/24\"]");
+    assert!(e.contains("192.168.88.0/24"), "names the network meant: {e}");
+}
+
+#[test]
+fn router_errors_name_the_router() {
+    let e = err("[[router]]\nname = \"edge\"\nusername = \"u\"\npassword_env = \"X\"\n");
+    assert!(e.contains("edge") && e.contains("address"), "{e}");
+    let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\n");
+    assert!(e.contains("password_env") && e.contains("password_file"), "{e}");
+    let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\npassword_env = \"ROSGUARD_SURELY_UNSET_VAR\"\n");
+    assert!(e.contains("ROSGUARD_SURELY_UNSET_VAR") && e.contains("not set"), "{e}");
+    let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\npassword_env = \"X\"\ntls = true\n");
+    assert!(e.contains("ca_file") && e.contains("fingerprint"), "{e}");
+    let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\\u001b[2J\"\npassword_env = \"X\"\n");
+    assert!(e.contains("router \"edge\".username") && e.contains("control"), "{e}");
+    let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\npassword_env = \"X\"\ntls_server_name = \"r\"\n");
+    assert!(e.contains("tls_server_name"), "{e}");
+    let e = with_password(|| err(&format!("{ROUTER}{ROUTER}")));
+    assert!(e.contains("used twice"), "{e}");
+}
+
+#[test]
+fn password_file_is_read_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
+    let text = "[[router]]\nname = \"r\"\naddress = \"10.0.0.1:8729\"\nusername = \"u\"\npassword_file = \"pw\"\ntls = true\ntls_insecure = true\n";
+    let c = Config::from_toml(text, dir.path()).unwrap();
+    assert_eq!(c.routers[0].password.expose(), "hunter2");
+    assert!(!format!("{:?}", c.routers[0]).contains("hunter2"));
+    assert!(!c.effective_toml().unwrap().contains("hunter2"));
+    assert!(matches!(c.routers[0].tls, Some(TlsConfig::Insecure)));
+    let missing = Config::from_toml(&text.replace("\"pw\"", "\"nope\""), dir.path()).unwrap_err();
+    assert!(format!("{missing:#}").contains("password_file"), "{missing:#}");
+}
+
+#[test]
+fn the_effective_settings_show_overrides_applied() {
+    let c = with_password(|| load(&format!("[blocking]\nblock_timeout = \"2h\"\n{ROUTER}\n[router.detection]\nmin_orig_packets = 7\n"))).unwrap();
+    let text = c.effective_toml().unwrap();
+    let back: toml::Table = toml::from_str(&text).unwrap();
+    let r = &back["router"].as_array().unwrap()[0];
+    assert_eq!(r["name"].as_str(), Some("core"));
+    assert_eq!(r["detection"]["min_orig_packets"].as_integer(), Some(7));
+    assert_eq!(r["blocking"]["block_timeout"].as_str(), Some("2h"));
+    assert_eq!(r["blocking"]["address_list"].as_str(), Some("tls_block"));
+}
+
+#[test]
+fn fingerprints_accept_colons() {
+    let fp = "AB:".repeat(31) + "AB";
+    let text = format!("[[router]]\nname = \"r\"\naddress = \"10.0.0.1\"\nusername = \"u\"\npassword_env = \"ROSGUARD_TEST_PASSWORD_SET\"\ntls = true\nfingerprint = \"{fp}\"\n");
+    let c = with_password(|| load(&text)).unwrap();
+    assert_eq!(c.routers[0].address, "10.0.0.1:8729", "API-SSL port by default with tls");
+    assert!(matches!(c.routers[0].tls, Some(TlsConfig::Fingerprint(b)) if b == [0xAB; 32]));
+    assert!(with_password(|| load(&text.replace(&fp, "abcd"))).is_err());
+}
+
+#[test]
+fn addresses_are_normalised() {
+    assert_eq!(normalise_address("10.0.0.1", 8728).as_deref(), Some("10.0.0.1:8728"));
+    assert_eq!(normalise_address("router.lan", 8728).as_deref(), Some("router.lan:8728"));
+    assert_eq!(normalise_address("router.lan:9000", 8728).as_deref(), Some("router.lan:9000"));
+    assert_eq!(normalise_address("2001:db8::1", 8729).as_deref(), Some("[2001:db8::1]:8729"));
+    assert_eq!(normalise_address("[2001:db8::1]:8728", 8729).as_deref(), Some("[2001:db8::1]:8728"));
+    assert_eq!(normalise_address("host:0", 8728), None);
+    assert_eq!(normalise_address("a b", 8728), None);
+}
+
+#[test]
+fn select_names_the_known_routers() {
+    let c = with_password(|| load(ROUTER)).unwrap();
+    assert_eq!(c.select(None).unwrap().len(), 1);
+    let e = c.select(Some("edge")).unwrap_err().to_string();
+    assert!(e.contains("edge") && e.contains("core"), "{e}");
+    assert!(load("").unwrap().select(None).is_err());
+}
+
+#[test]
+fn merge_replaces_values_and_merges_tables() {
+    let base: Table = toml::from_str("a = 1\nb = [1]\n[t]\nx = 1\ny = 2\n").unwrap();
+    let over: Table = toml::from_str("b = [2]\n[t]\ny = 3\n").unwrap();
+    let m = merge(base, &over);
+    assert_eq!(m["a"].as_integer(), Some(1));
+    assert_eq!(m["b"].as_array().unwrap()[0].as_integer(), Some(2));
+    assert_eq!(m["t"]["x"].as_integer(), Some(1));
+    assert_eq!(m["t"]["y"].as_integer(), Some(3));
+}
+
+/// The shipped example must stay a valid config with the documented defaults.
+#[test]
+fn the_shipped_example_parses_with_the_defaults_it_documents() {
+    std::env::set_var("ROSGUARD_PASSWORD", "example");
+    let text = include_str!("../../../../dist/rosguard.example.toml");
+    let c = Config::from_toml(text, Path::new("/")).unwrap();
+    let r = &c.routers[0];
+    assert_eq!(r.settings.detection, Detection::default());
+    assert_eq!(r.settings.blocking, Blocking::default());
+    assert_eq!(
+        DaemonSettings {
+            state_dir: None,
+            ..c.daemon.clone()
+        },
+        DaemonSettings::default()
+    );
+    assert_eq!(c.daemon.state_dir.as_deref(), Some(Path::new(DEFAULT_STATE_DIR)));
+}
