@@ -12,6 +12,12 @@
 //! schema is versioned (`PRAGMA user_version`) and migrated forward on open; a file from a
 //! newer rosguard is refused rather than misread.
 //!
+//! On disk: a state directory the store creates is 0700 and the database 0600 (its `-wal` and
+//! `-shm` follow the file's mode); existing ones keep theirs. [`Store::open_read_only`] is for
+//! readers (`rosguard why`, `stats`): it never creates, migrates or writes anything, says
+//! plainly when there is no file yet, and works for a user who may read but not write the
+//! file and its directory.
+//!
 //! It deliberately does not: read the clock (every time is an `i64` of unix seconds passed
 //! in), decide anything (escalation, restore and expiry policy are the core's and the
 //! daemon's), touch the network, or depend on the other rosguard crates (its API is plain
@@ -45,6 +51,7 @@
 mod error;
 mod rows;
 mod schema;
+mod state_dir;
 mod store;
 
 pub use error::StoreError;

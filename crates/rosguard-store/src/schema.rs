@@ -77,7 +77,7 @@ CREATE TABLE routers (
 "#;
 
 /// Reads the file's version, refusing files that are not rosguard's.
-fn checked_version(conn: &Connection, path: &Path) -> Result<u32, StoreError> {
+pub(crate) fn checked_version(conn: &Connection, path: &Path) -> Result<u32, StoreError> {
     let sqlite = |error| StoreError::Sqlite {
         path: path.to_path_buf(),
         error,
