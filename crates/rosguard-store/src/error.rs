@@ -70,6 +70,24 @@ pub enum StoreError {
         /// The version this build reads.
         supported: u32,
     },
+    /// Another process holds the state directory's lock
+    /// ([`StateLock`](crate::StateLock)): a second daemon on the same state_dir.
+    #[error(
+        "state directory {} is in use by another rosguard ({}; lock file {}): stop that one, or \
+         give this one another state_dir",
+        dir.display(),
+        match holder { Some(pid) => format!("pid {pid}"), None => "pid not known yet".to_owned() },
+        lock_file.display()
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// Its lock file.
+        lock_file: PathBuf,
+        /// The holder's process id as it wrote it into the lock file (`None` if it had not
+        /// written it yet, or the file was edited).
+        holder: Option<u32>,
+    },
     /// The file was written by a newer rosguard, with a schema this one does not know.
     #[error(
         "state database {} has schema version {found}, this rosguard knows versions up to \

@@ -18,6 +18,10 @@
 //! plainly when there is no file yet, and works for a user who may read but not write the
 //! file and its directory.
 //!
+//! One writer: [`StateLock::acquire`] takes an exclusive lock on the state directory that the
+//! kernel releases when its holder exits or dies, so a second daemon on the same directory
+//! fails at once, naming the process that holds it, instead of doubling the hourly caps.
+//!
 //! It deliberately does not: read the clock (every time is an `i64` of unix seconds passed
 //! in), decide anything (escalation, restore and expiry policy are the core's and the
 //! daemon's), touch the network, or depend on the other rosguard crates (its API is plain
@@ -56,4 +60,5 @@ mod store;
 
 pub use error::StoreError;
 pub use rows::{ActiveBlock, BlockRow, CycleRecord, NewBlock, RouterSeen, Strike};
+pub use state_dir::StateLock;
 pub use store::Store;

@@ -1,7 +1,7 @@
 //! Integration tests of the state store, against real files in temporary directories:
 //! round trips of every query, one transaction per cycle, restore and escalation semantics,
 //! pruning, schema versions, damaged rows, a writer killed with SIGKILL, the modes of what the
-//! store creates and read-only opening by a reader that cannot write.
+//! store creates, read-only opening by a reader that cannot write, and the one-writer lock.
 //!
 //! The tests of a reader that cannot write run `rosguard-store-probe` without write
 //! permission: as root, as a throwaway uid (root writes through any mode); otherwise as the
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rosguard_store::{ActiveBlock, CycleRecord, NewBlock, Store, StoreError, Strike};
+use rosguard_store::{ActiveBlock, CycleRecord, NewBlock, StateLock, Store, StoreError, Strike};
 use serde_json::json;
 
 const ROUTER: &str = "edge";
@@ -1045,5 +1045,102 @@ mod read_only {
         let err = probe_read(&probe, &shared.db()).unwrap_err();
         assert!(err.contains(&shared.db().display().to_string()), "{err}");
         assert!(err.contains("as the daemon's user or as root"), "{err}");
+    }
+}
+
+mod lock {
+    use super::*;
+
+    #[test]
+    fn a_second_acquirer_is_told_which_process_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let lock = StateLock::acquire(&state).unwrap();
+        assert_eq!(lock.path(), state.join("rosguard.lock"));
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(lock.path()), 0o600);
+        let pid = std::process::id();
+        assert_eq!(
+            std::fs::read_to_string(lock.path()).unwrap(),
+            format!("{pid}\n")
+        );
+
+        let err = StateLock::acquire(&state).unwrap_err();
+        match &err {
+            StoreError::Locked {
+                dir,
+                lock_file,
+                holder,
+            } => {
+                assert_eq!(dir, &state);
+                assert_eq!(lock_file, &state.join("rosguard.lock"));
+                assert_eq!(*holder, Some(pid));
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(message.contains(&format!("pid {pid}")), "{message}");
+        assert!(message.contains(&state.display().to_string()), "{message}");
+
+        drop(lock);
+        let again = StateLock::acquire(&state).unwrap();
+        drop(again);
+    }
+
+    /// The kernel releases the lock of a process that dies, however it dies: a daemon killed
+    /// with SIGKILL does not keep the next one from starting.
+    #[test]
+    fn the_lock_is_released_when_its_holder_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let child = Command::new(env!("CARGO_BIN_EXE_rosguard-store-probe"))
+            .arg("lock")
+            .arg(&state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("the holder reports").unwrap();
+        let child_pid = child.0.id();
+        assert_eq!(line, format!("locked {child_pid}"));
+
+        let err = StateLock::acquire(&state).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Locked { holder: Some(p), .. } if p == child_pid),
+            "{err:?}"
+        );
+
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        let lock = StateLock::acquire(&state).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(lock.path()).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+    }
+
+    /// A holder that ends normally releases it too, and a stale pid is not left behind.
+    #[test]
+    fn a_holder_that_exits_releases_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rosguard-store-probe"))
+            .arg("lock")
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.next().unwrap().unwrap().starts_with("locked "));
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(StateLock::FILE_NAME)).unwrap(),
+            ""
+        );
+        drop(StateLock::acquire(dir.path()).unwrap());
     }
 }
