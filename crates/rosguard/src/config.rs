@@ -2,7 +2,8 @@
 //!
 //! Every `cfg*` global of the original RouterOS script keeps its meaning and default. Unknown
 //! keys are errors, and every error names the key and says how to fix it. Router passwords are
-//! read from an environment variable or a file, never from the config itself.
+//! read from an environment variable or a file (or systemd's copy of that file in
+//! `$CREDENTIALS_DIRECTORY`, under the file's name), never from the config itself.
 //!
 //! This module does not touch the network; it reads the config file and the password sources
 //! it names.
@@ -589,15 +590,69 @@ fn read_password(
         },
         (None, Some(path)) => {
             let path = if path.is_relative() { base.join(path) } else { path.clone() };
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                anyhow!("{at}.password_file: cannot read {}: {e}; create it with the router password (mode 0600)", path.display())
-            })?;
-            Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
+            let credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from);
+            read_password_file(at, &path, credentials.as_deref())
         }
         (None, None) => bail!(
             "{at}: no password source; set password_env = \"ROSGUARD_PASSWORD\" or password_file = \"/etc/rosguard/password\" (passwords are never written in the config)"
         ),
     }
+}
+
+/// The password of `password_file`. Under systemd the service user usually cannot read the
+/// file (0600 root); the unit hands it over with `LoadCredential=NAME:PATH`, NAME being the
+/// file's name, and systemd puts a copy the service can read in `$CREDENTIALS_DIRECTORY`
+/// (`credentials`). That copy is read when it is there, else the file itself. A file that
+/// group or others can read is worth a warning (never with the password in it).
+fn read_password_file(at: &str, path: &Path, credentials: Option<&Path>) -> Result<Secret> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.as_deref().unwrap_or("password");
+    let original = std::fs::metadata(path);
+    if let Ok(meta) = &original {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %shown,
+                mode = format!("{mode:04o}"),
+                "{at}.password_file {shown} can be read by other users (mode {mode:04o}); chmod 0600 {shown} (under systemd keep it root-owned: the unit passes it with LoadCredential={name}:{shown})"
+            );
+        }
+    }
+    let credential = credentials
+        .zip(path.file_name())
+        .map(|(dir, file)| dir.join(file))
+        .filter(|c| c.is_file());
+    let text = match credential {
+        Some(credential) => {
+            let text = std::fs::read_to_string(&credential).map_err(|e| {
+                anyhow!("{at}.password_file: cannot read the systemd credential {} (the copy of {shown}): {e}", credential.display())
+            })?;
+            // The shipped unit's `SetCredential=` fallback: systemd passes an empty
+            // credential when the file is missing, so that password_env setups start.
+            if text.is_empty() {
+                if let Err(e) = &original {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        bail!("{at}.password_file: {shown} does not exist (systemd passed an empty credential {name} in its place); create it with the router password, mode 0600 root");
+                    }
+                }
+            }
+            text
+        }
+        None => std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow!(
+                "{at}.password_file: {shown} does not exist; create it with the router password (mode 0600)"
+            ),
+            std::io::ErrorKind::PermissionDenied => anyhow!(
+                "{at}.password_file: cannot read {shown}: permission denied; under systemd keep it 0600 root and pass it to the service with LoadCredential={name}:{shown} in the unit (rosguard then reads $CREDENTIALS_DIRECTORY/{name}); otherwise make it mode 0600, owned by the user rosguard runs as"
+            ),
+            _ => anyhow!("{at}.password_file: cannot read {shown}: {e}; it must be a file holding the router password (mode 0600)"),
+        })?,
+    };
+    Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
 }
 
 impl RawRouter {
@@ -1002,6 +1057,125 @@ block_timeout = "1h"
             format!("{missing:#}").contains("password_file"),
             "{missing:#}"
         );
+    }
+
+    /// Log lines `f` emits, as text, with a subscriber of its own.
+    fn warnings_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    fn write_mode(path: &Path, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// systemd's copy in $CREDENTIALS_DIRECTORY, named after the file, wins over the file.
+    #[test]
+    fn password_file_is_read_from_the_systemd_credential_of_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials");
+        std::fs::create_dir(&creds).unwrap();
+        let file = dir.path().join("password");
+        write_mode(&file, "on-disk\n", 0o600);
+        write_mode(&creds.join("password"), "from-credential\n", 0o400);
+        let pw = read_password_file("router \"r\"", &file, Some(&creds)).unwrap();
+        assert_eq!(pw.expose(), "from-credential");
+
+        // Another file name: the credential is not for this file, the file is read.
+        let other = dir.path().join("core.password");
+        write_mode(&other, "core-secret\n", 0o600);
+        let pw = read_password_file("router \"r\"", &other, Some(&creds)).unwrap();
+        assert_eq!(pw.expose(), "core-secret");
+        // No credentials directory at all: the file.
+        let pw = read_password_file("router \"r\"", &file, None).unwrap();
+        assert_eq!(pw.expose(), "on-disk");
+    }
+
+    /// The credential is there even when the file itself cannot be read by this user: that is
+    /// the point of it. Without the credential, the error says how to pass the file.
+    #[test]
+    fn an_unreadable_password_file_names_the_file_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        // A directory in its place cannot be read by anyone, root included.
+        std::fs::create_dir(&file).unwrap();
+        let e = format!(
+            "{:#}",
+            read_password_file("router \"r\"", &file, None).unwrap_err()
+        );
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert!(e.contains("0600"), "{e}");
+
+        std::fs::remove_dir(&file).unwrap();
+        let e = format!(
+            "{:#}",
+            read_password_file("router \"r\"", &file, None).unwrap_err()
+        );
+        assert!(e.contains("does not exist") && e.contains("0600"), "{e}");
+        assert!(e.contains(&file.display().to_string()), "{e}");
+
+        let creds = dir.path().join("credentials");
+        std::fs::create_dir(&creds).unwrap();
+        write_mode(&creds.join("password"), "", 0o400);
+        let e = format!(
+            "{:#}",
+            read_password_file("router \"r\"", &file, Some(&creds)).unwrap_err()
+        );
+        assert!(
+            e.contains("does not exist") && e.contains("empty credential"),
+            "{e}"
+        );
+    }
+
+    /// A password file others can read is worth a warning, which names the file and the fix
+    /// and never the password; a 0600 one is not.
+    #[test]
+    fn a_password_file_others_can_read_is_warned_about_without_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        write_mode(&file, "s3cret-in-file\n", 0o644);
+        let (pw, logs) = warnings_of(|| read_password_file("router \"r\"", &file, None));
+        assert_eq!(pw.unwrap().expose(), "s3cret-in-file");
+        assert!(logs.contains("WARN"), "{logs}");
+        assert!(logs.contains(&file.display().to_string()), "{logs}");
+        assert!(
+            logs.contains("0644") && logs.contains("chmod 0600"),
+            "{logs}"
+        );
+        assert!(logs.contains("LoadCredential=password:"), "{logs}");
+        assert!(!logs.contains("s3cret"), "{logs}");
+
+        write_mode(&file, "s3cret-in-file\n", 0o640);
+        let (_, logs) = warnings_of(|| read_password_file("router \"r\"", &file, None));
+        assert!(
+            logs.contains("0640"),
+            "group-readable is warned about too: {logs}"
+        );
+
+        write_mode(&file, "s3cret-in-file\n", 0o600);
+        let (_, logs) = warnings_of(|| read_password_file("router \"r\"", &file, None));
+        assert!(logs.is_empty(), "{logs}");
     }
 
     #[test]
