@@ -631,9 +631,9 @@ fn read_password_file(at: &str, path: &Path, credentials: Option<&Path>) -> Resu
             let text = std::fs::read_to_string(&credential).map_err(|e| {
                 anyhow!("{at}.password_file: cannot read the systemd credential {} (the copy of {shown}): {e}", credential.display())
             })?;
-            // The shipped unit's `SetCredential=` fallback: systemd passes an empty
-            // credential when the file is missing, so that password_env setups start.
-            if text.is_empty() {
+            // The shipped unit's `SetCredential=` default: systemd passes an empty line when
+            // the file is missing, so that password_env setups start.
+            if text.trim_end_matches(['\r', '\n']).is_empty() {
                 if let Err(e) = &original {
                     if e.kind() == std::io::ErrorKind::NotFound {
                         bail!("{at}.password_file: {shown} does not exist (systemd passed an empty credential {name} in its place); create it with the router password, mode 0600 root");
@@ -1137,7 +1137,8 @@ block_timeout = "1h"
 
         let creds = dir.path().join("credentials");
         std::fs::create_dir(&creds).unwrap();
-        write_mode(&creds.join("password"), "", 0o400);
+        // What the shipped unit's `SetCredential=password:\n` passes when the file is missing.
+        write_mode(&creds.join("password"), "\n", 0o400);
         let e = format!(
             "{:#}",
             read_password_file("router \"r\"", &file, Some(&creds)).unwrap_err()
