@@ -1237,10 +1237,27 @@ mod example_file {
     fn the_shipped_example_parses_with_the_defaults_it_documents() {
         std::env::set_var("ROSGUARD_PASSWORD", "example");
         let text = include_str!("../../../dist/rosguard.example.toml");
-        let c = Config::from_toml(text, Path::new("/")).unwrap();
+        // The example's password file exists only on an installed system; the environment
+        // variable it names as the alternative stands in for it here.
+        let file = "password_file = \"/etc/rosguard/password\"";
+        assert!(
+            text.contains(file),
+            "the example uses the installed password file"
+        );
+        let text = text.replace(file, "password_env = \"ROSGUARD_PASSWORD\"");
+        let c = Config::from_toml(&text, Path::new("/")).unwrap();
         let r = &c.routers[0];
         assert_eq!(r.detection, DetectionSettings::default());
         assert_eq!(r.blocking, BlockingSettings::default());
-        assert_eq!(c.daemon, DaemonSettings::default());
+        // state_dir is set to the shipped unit's StateDirectory; the rest is the default.
+        assert_eq!(
+            c.daemon.state_dir.as_deref(),
+            Some(Path::new("/var/lib/rosguard"))
+        );
+        let daemon = DaemonSettings {
+            state_dir: None,
+            ..c.daemon.clone()
+        };
+        assert_eq!(daemon, DaemonSettings::default());
     }
 }
