@@ -4,7 +4,8 @@
 //! `dist/rosguard.service`) run the way systemd runs them: as a throwaway uid standing in for
 //! `DynamicUser=`, in a clean environment with the `EnvironmentFile=`'s variables, a private
 //! `$STATE_DIRECTORY`, a `$CREDENTIALS_DIRECTORY` holding what `LoadCredential=` and
-//! `SetCredential=` put there, and `UMask=`, against simulators on 127.0.0.1.
+//! `SetCredential=` put there, and `UMask=`, against simulators on 127.0.0.1. The unit is also
+//! held to `systemd-analyze security` 2.5 or less and must pass `systemd-analyze verify`.
 //!
 //! Not emulated: the sandbox itself (namespaces, seccomp, capability bounds), which needs
 //! systemd as PID 1. Run as root (as CI does), the commands run as uid/gid 61234, which no
@@ -36,6 +37,8 @@ const README_PASSWORD: &str = "CHANGE-ME";
 const UNIT_NAME: &str = "rosguard.service";
 /// How long the daemon may take to show a cycle, or to stop.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// The README's promise, and the test's limit, for `systemd-analyze security`.
+const MAX_EXPOSURE: f64 = 2.5;
 
 /// The repository's root: the README's commands run there (they name `dist/...`).
 fn workspace() -> PathBuf {
@@ -575,5 +578,60 @@ async fn the_unit_starts_without_a_password_file_when_the_password_is_in_the_env
     assert!(
         err.contains("does not exist") && err.contains("/etc/rosguard/password"),
         "{err}"
+    );
+}
+
+/// The unit is hardened (`systemd-analyze security` 2.5 or less, the number the README
+/// states) and valid (`systemd-analyze verify`, offline, with its programs installed in the
+/// root: no warning at all, since systemd ignores settings it cannot parse).
+#[test]
+fn the_unit_is_hardened_and_verifies() {
+    let analyze = |args: &[&str]| {
+        std::process::Command::new("systemd-analyze")
+            .args(args)
+            .env("SYSTEMD_COLORS", "0")
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("systemd-analyze: {e}; install it (Debian/Ubuntu package `systemd`)")
+            })
+    };
+    let unit = workspace().join("dist/rosguard.service");
+    let out = analyze(&["security", "--offline=true", unit.to_str().unwrap()]);
+    let (stdout, err) = output_text(&out);
+    assert!(err.trim().is_empty(), "systemd-analyze complains:\n{err}");
+    let score: f64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for rosguard.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{stdout}"));
+    let exposed: Vec<&str> = stdout.lines().filter(|l| l.starts_with('✗')).collect();
+    assert!(
+        score <= MAX_EXPOSURE,
+        "exposure {score} > {MAX_EXPOSURE}:\n{}",
+        exposed.join("\n")
+    );
+    let stated = service_section()
+        .split("rates it ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .expect("the README states the unit's rating");
+    assert_eq!(stated, score, "the README's rating is the measured one");
+
+    let root = Root::new();
+    install(&root, true);
+    let installed = root.path("/etc/systemd/system/rosguard.service");
+    assert_eq!(std::fs::read_to_string(&installed).unwrap(), UNIT);
+    let moved = root.dir.path().join(UNIT_NAME);
+    std::fs::write(&moved, root.rewrite(UNIT)).unwrap();
+    let out = analyze(&["verify", moved.to_str().unwrap()]);
+    let (stdout, err) = output_text(&out);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify:\n{stdout}{err}"
     );
 }
