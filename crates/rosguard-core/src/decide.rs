@@ -277,6 +277,7 @@ impl GuardState {
         ObservePlan {
             refresh_protected,
             read_uptime: self.restore_due(s, now),
+            context_only: false,
         }
     }
 

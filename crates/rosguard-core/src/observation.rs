@@ -26,6 +26,9 @@ pub struct ObservePlan {
     /// Read the router's uptime (when blocks are reconciled: it tells a reboot from a hand
     /// removal).
     pub read_uptime: bool,
+    /// Leave the connection tables alone: only the router's context is wanted (`rosguard
+    /// block` checks an address against it).
+    pub context_only: bool,
 }
 
 /// A block another router made, offered to this one (`share_blocks`).

@@ -388,7 +388,8 @@ impl RouterOsBackend {
     /// Streams the connection tables into `obs`.
     async fn connections(&mut self, settings: &Settings, obs: &mut Observation) -> Result<bool, BackendError> {
         let d = &settings.detection;
-        let pushed = d.server_filter && !self.filter_broken;
+        // With detection off the rows are still read and counted, none is kept.
+        let pushed = d.enabled && d.server_filter && !self.filter_broken;
         let client = self.client()?.clone();
         let name = self.config.router.clone();
         let mut misfiltered = 0u64;
@@ -493,7 +494,7 @@ impl Backend for RouterOsBackend {
         obs.allowlist = self.list(&b.allowlist_name).await?;
         obs.block_list = self.list(&b.address_list).await?;
         let staging = &settings.detection.scan.staging_list;
-        if settings.detection.enabled && !staging.is_empty() {
+        if settings.detection.enabled && !plan.context_only && !staging.is_empty() {
             match self.list(staging).await {
                 Ok(l) => obs.staging = l,
                 Err(e) if e.is_connection_lost() => return Err(e),
@@ -505,7 +506,7 @@ impl Backend for RouterOsBackend {
         }
         let client = self.client()?;
         obs.own = vec![client.local_addr().ip(), client.peer_addr().ip()];
-        if settings.detection.enabled {
+        if !plan.context_only {
             let pushed = self.connections(settings, &mut obs).await?;
             obs.filtered = pushed;
             if pushed {

@@ -20,16 +20,73 @@ pub enum StoreError {
         /// What SQLite said.
         error: rusqlite::Error,
     },
-    /// The state directory could not be created.
+    /// The state directory, or a file in it (the database, the lock file), could not be
+    /// created, opened or read.
     #[error(
-        "state directory {}: {error}; check that it can be created and written by this user",
+        "{}: {error}; check that the state directory exists or can be created, and that this \
+         user can write it",
         path.display()
     )]
     Io {
-        /// The directory.
+        /// The directory or file.
         path: PathBuf,
         /// What the OS said.
         error: std::io::Error,
+    },
+    /// [`Store::open_read_only`](crate::Store::open_read_only) found no database: nothing has
+    /// been written there yet.
+    #[error(
+        "state database {} does not exist: the daemon has not run yet, or it uses another \
+         state_dir (pass the same --state DIR or daemon.state_dir as the daemon)",
+        path.display()
+    )]
+    NotFound {
+        /// The database file looked for.
+        path: PathBuf,
+    },
+    /// A read-only open could not read the database or its `-wal`/`-shm` companions.
+    #[error(
+        "state database {}: {reason}; a reader needs read permission on the file, and while the \
+         daemon runs on its -wal and -shm too: run this as the daemon's user or as root",
+        path.display()
+    )]
+    Unreadable {
+        /// The database file.
+        path: PathBuf,
+        /// What the OS or SQLite said.
+        reason: String,
+    },
+    /// A read-only open found a file with an older schema, which only a writer can upgrade.
+    #[error(
+        "state database {} has schema version {found}, older than this rosguard's {supported}: \
+         start the daemon once (it upgrades the file), then try again",
+        path.display()
+    )]
+    Outdated {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// Another process holds the state directory's lock
+    /// ([`StateLock`](crate::StateLock)): a second daemon on the same state_dir.
+    #[error(
+        "state directory {} is in use by another rosguard ({}; lock file {}): stop that one, or \
+         give this one another state_dir",
+        dir.display(),
+        match holder { Some(pid) => format!("pid {pid}"), None => "pid not known yet".to_owned() },
+        lock_file.display()
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// Its lock file.
+        lock_file: PathBuf,
+        /// The holder's process id as it wrote it into the lock file (`None` if it had not
+        /// written it yet, or the file was edited).
+        holder: Option<u32>,
     },
     /// The file was written by a newer rosguard, with a schema this one does not know.
     #[error(

@@ -12,6 +12,16 @@
 //! schema is versioned (`PRAGMA user_version`) and migrated forward on open; a file from a
 //! newer rosguard is refused rather than misread.
 //!
+//! On disk: a state directory the store creates is 0700 and the database 0600 (its `-wal` and
+//! `-shm` follow the file's mode); existing ones keep theirs. [`Store::open_read_only`] is for
+//! readers (`rosguard why`, `stats`): it never creates, migrates or writes anything, says
+//! plainly when there is no file yet, and works for a user who may read but not write the
+//! file and its directory.
+//!
+//! One writer: [`StateLock::acquire`] takes an exclusive lock on the state directory that the
+//! kernel releases when its holder exits or dies, so a second daemon on the same directory
+//! fails at once, naming the process that holds it, instead of doubling the hourly caps.
+//!
 //! It deliberately does not: read the clock (every time is an `i64` of unix seconds passed
 //! in), decide anything (escalation, restore and expiry policy are the core's and the
 //! daemon's), touch the network, or depend on the other rosguard crates (its API is plain
@@ -46,10 +56,12 @@
 mod error;
 mod rows;
 mod schema;
+mod state_dir;
 mod store;
 
 pub use error::StoreError;
 pub use rows::{
     ActiveBlock, BlockRow, CycleRecord, Lifted, NewBlock, RouterSeen, StatusRow, Strike, UnblockRow,
 };
+pub use state_dir::StateLock;
 pub use store::Store;

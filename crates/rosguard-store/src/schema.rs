@@ -76,7 +76,6 @@ CREATE TABLE routers (
 ) STRICT, WITHOUT ROWID;
 "#;
 
-/// Reads the file's version, refusing files that are not rosguard's.
 const V2: &str = r#"
 -- When a block was last put on the router (decided, restored, adopted): a missing entry placed
 -- after the router's last boot was removed by hand. NULL = at_unix.
@@ -103,7 +102,8 @@ CREATE TABLE status (
 ) STRICT, WITHOUT ROWID;
 "#;
 
-fn checked_version(conn: &Connection, path: &Path) -> Result<u32, StoreError> {
+/// Reads the file's version, refusing files that are not rosguard's.
+pub(crate) fn checked_version(conn: &Connection, path: &Path) -> Result<u32, StoreError> {
     let sqlite = |error| StoreError::Sqlite {
         path: path.to_path_buf(),
         error,

@@ -15,12 +15,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, Params, Row, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, Params, Row, TransactionBehavior};
 
 use crate::rows::{
     self, address_text, ActiveBlock, BlockRow, CycleRecord, RouterSeen, StatusRow, Strike, UnblockRow,
 };
-use crate::schema::{migrate, MIGRATIONS};
+use crate::schema::{checked_version, migrate, MIGRATIONS};
+use crate::state_dir::{create_private_dir, create_private_file};
 use crate::StoreError;
 
 /// How long a write waits for another process's lock (e.g. `rosguard unblock` while the daemon
@@ -44,7 +45,8 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating it and its parent directory if missing) the state database at `path`
-    /// and brings its schema up to date.
+    /// and brings its schema up to date. A directory it creates is 0700 and a database file
+    /// 0600 (SQLite gives the `-wal` and `-shm` the file's mode); existing ones keep theirs.
     ///
     /// Fails with [`StoreError::Migration`] for a file written by a newer rosguard and with
     /// [`StoreError::Corrupt`] for a file that is some other program's database.
@@ -55,11 +57,9 @@ impl Store {
     /// Opens with a given migration list (the real one, or a test's).
     pub(crate) fn open_with(path: &Path, migrations: &[&str]) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
-                path: dir.to_path_buf(),
-                error,
-            })?;
+            create_private_dir(dir)?;
         }
+        create_private_file(path)?;
         let sqlite = |error| StoreError::Sqlite {
             path: path.to_path_buf(),
             error,
@@ -90,44 +90,98 @@ impl Store {
         })
     }
 
-    /// Opens an existing state database for reading only: nothing is created, migrated or
-    /// written. A missing file is an error that says the daemon has not run yet or uses another
-    /// state directory.
+    /// Opens an existing state database for reading only (`rosguard why`, `stats`, a
+    /// monitoring job), never creating, migrating or writing anything: not the file, not its
+    /// directory, not the `-wal`/`-shm` companions where they are missing. The write methods
+    /// of the store it returns fail (SQLite's "attempt to write a readonly database").
+    ///
+    /// It works without write permission on the file or its directory, as another user with
+    /// read permission: while the daemon runs, SQLite reads the daemon's `-wal` and `-shm`
+    /// (which must then be readable too) and sees every committed cycle; when no `-wal` is
+    /// there (the daemon closed the file cleanly) and the `-shm` cannot be created, the file
+    /// is opened as immutable, which is exact as long as no writer starts meanwhile.
+    ///
+    /// Fails with [`StoreError::NotFound`] when there is no file at `path`,
+    /// [`StoreError::Outdated`] for a file with an older schema (only a writer upgrades),
+    /// [`StoreError::Migration`] for one from a newer rosguard and [`StoreError::Corrupt`] for
+    /// another program's database.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        if !path.exists() {
-            return Err(StoreError::Io {
-                path: path.to_path_buf(),
-                error: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no state database here: the daemon has not run yet, or it uses another state_dir (see daemon.state_dir, --state)",
-                ),
-            });
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    error: std::io::Error::other("not a regular file"),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(error) => {
+                return Err(StoreError::Unreadable {
+                    path: path.to_path_buf(),
+                    reason: error.to_string(),
+                })
+            }
         }
-        let sqlite = |error| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            error,
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let unreadable = |error: rusqlite::Error| {
+            if cannot_open_companions(&error) {
+                StoreError::Unreadable {
+                    path: path.to_path_buf(),
+                    reason: error.to_string(),
+                }
+            } else {
+                sqlite_error(path, error)
+            }
         };
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-        let store = Store {
-            conn,
-            path: path.to_path_buf(),
-            skipped: Cell::new(0),
+        let open = |uri: &str| -> Result<Connection, StoreError> {
+            let conn = Connection::open_with_flags(uri, flags).map_err(unreadable)?;
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(unreadable)?;
+            Ok(conn)
         };
-        let found = store.schema_version()?;
+        let uri = file_uri(path);
+        let mut conn = open(&uri)?;
+        let version = match checked_version(&conn, path) {
+            // SQLite opens lazily: the first read is where a -shm that cannot be created (a
+            // directory this user cannot write) shows. With no -wal there is nothing beyond
+            // the main file to read, so reading it as immutable (no -shm, no locks) is exact.
+            Err(StoreError::Sqlite { error, .. })
+                if cannot_open_companions(&error) && !wal_path(path).exists() =>
+            {
+                conn = open(&format!("{uri}?immutable=1"))?;
+                match checked_version(&conn, path) {
+                    Err(StoreError::Sqlite { error, .. }) => return Err(unreadable(error)),
+                    other => other?,
+                }
+            }
+            Err(StoreError::Sqlite { error, .. }) => return Err(unreadable(error)),
+            other => other?,
+        };
         let supported = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
-        if found > supported {
+        if version > supported {
             return Err(StoreError::Migration {
                 path: path.to_path_buf(),
-                found,
+                found: version,
                 supported,
             });
         }
-        Ok(store)
+        if version < supported {
+            return Err(StoreError::Outdated {
+                path: path.to_path_buf(),
+                found: version,
+                supported,
+            });
+        }
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+            skipped: Cell::new(0),
+        })
     }
 
     /// A store that lives in memory and is gone when dropped: for tests and `rosguard demo`.
@@ -447,6 +501,37 @@ impl Store {
             detail,
         }
     }
+}
+
+/// Whether SQLite failed because it could not open or create the `-shm`/`-wal` companions
+/// (or the file itself) for a read-only connection.
+fn cannot_open_companions(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied)
+    )
+}
+
+/// The `-wal` file beside a database.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// `path` as an SQLite `file:` URI (RFC 3986 percent-encoding of everything but unreserved
+/// characters and `/`), so that query parameters can follow it.
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri
 }
 
 fn sqlite_error(path: &Path, error: rusqlite::Error) -> StoreError {

@@ -1,15 +1,24 @@
 //! Integration tests of the state store, against real files in temporary directories:
 //! round trips of every query, one transaction per cycle, restore and escalation semantics,
-//! pruning, schema versions, damaged rows, and a writer killed with SIGKILL.
+//! pruning, schema versions, damaged rows, a writer killed with SIGKILL, the modes of what the
+//! store creates, read-only opening by a reader that cannot write, and the one-writer lock.
+//!
+//! The tests of a reader that cannot write run `rosguard-store-probe` without write
+//! permission: as root, as a throwaway uid (root writes through any mode); otherwise as the
+//! test's own user on files and a directory whose write bits are taken away.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rosguard_store::{ActiveBlock, CycleRecord, Lifted, NewBlock, Store, StoreError, Strike};
+use rosguard_store::{
+    ActiveBlock, CycleRecord, Lifted, NewBlock, StateLock, Store, StoreError, Strike,
+};
 use serde_json::json;
 
 /// The schema version this build writes.
@@ -824,4 +833,385 @@ fn kill9_loses_at_most_the_cycle_in_progress() {
         stored = cycles;
     }
     assert!(stored >= ROUNDS / 5 * 32);
+}
+
+/// The permission bits of a file or directory.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The uid and gid the probe runs as when the tests run as root: no account has them.
+const THROWAWAY_ID: u32 = 61_234;
+
+/// The probe, copied into `dir` (so a throwaway uid can run it wherever the build tree is).
+fn probe(dir: &Path) -> PathBuf {
+    let to = dir.join("rosguard-store-probe");
+    std::fs::copy(env!("CARGO_BIN_EXE_rosguard-store-probe"), &to).unwrap();
+    chmod(&to, 0o755);
+    to
+}
+
+/// Whether the tests run as root: a file this process creates is owned by its effective uid.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    tempfile::tempfile().unwrap().metadata().unwrap().uid() == 0
+}
+
+/// A command that runs without write permission on what the test made read-only: as a
+/// throwaway uid when the test runs as root, else as the test's own user.
+fn as_reader(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    if running_as_root() {
+        command.uid(THROWAWAY_ID).gid(THROWAWAY_ID);
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// The probe's `read` output, or its error on stderr.
+fn probe_read(probe: &Path, db: &Path) -> Result<String, String> {
+    let out = as_reader(probe)
+        .arg("read")
+        .arg(db)
+        .arg(ROUTER)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The names in a directory, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A temporary directory every user can enter (the probe may run as another uid), holding
+/// `state/`; gives the write bits back on drop so it can be removed.
+struct Shared {
+    dir: tempfile::TempDir,
+}
+
+impl Shared {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o755);
+        Shared { dir }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn db(&self) -> PathBuf {
+        self.state().join("rosguard.db")
+    }
+
+    /// Takes the write bits away from the state directory and every file in it, and gives
+    /// everyone read access: what a reader with read permission only gets.
+    fn make_read_only(&self) {
+        for name in names(&self.state()) {
+            chmod(&self.state().join(name), 0o444);
+        }
+        chmod(&self.state(), 0o555);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = self.state();
+        if state.is_dir() {
+            chmod(&state, 0o755);
+        }
+    }
+}
+
+mod modes {
+    use super::*;
+
+    /// The block history is nobody else's business: a directory the store creates is 0700,
+    /// the database and its -wal and -shm 0600, whatever the umask.
+    #[test]
+    fn a_new_state_directory_is_private_and_so_are_the_database_and_its_companions() {
+        let (_dir, path) = temp_db();
+        let mut store = Store::open(&path).unwrap();
+        store
+            .record_cycle(&cycle(ROUTER, 100, vec![block("192.0.2.1", 600, 0)]))
+            .unwrap();
+        let state = path.parent().unwrap();
+        assert_eq!(mode(state), 0o700, "state directory");
+        assert_eq!(mode(&path), 0o600, "database");
+        for companion in ["rosguard.db-wal", "rosguard.db-shm"] {
+            let file = state.join(companion);
+            assert!(file.exists(), "{companion} exists while the store is open");
+            assert_eq!(mode(&file), 0o600, "{companion}");
+        }
+    }
+
+    /// What exists already keeps its mode: an operator may have opened it up on purpose.
+    #[test]
+    fn an_existing_directory_and_database_keep_their_modes() {
+        let (_dir, path) = temp_db();
+        let state = path.parent().unwrap();
+        std::fs::create_dir_all(state).unwrap();
+        chmod(state, 0o750);
+        drop(Store::open(&path).unwrap());
+        chmod(&path, 0o640);
+        drop(Store::open(&path).unwrap());
+        assert_eq!((mode(state), mode(&path)), (0o750, 0o640));
+    }
+}
+
+mod read_only {
+    use super::*;
+
+    fn written(path: &Path, cycles: i64) -> Store {
+        let mut store = Store::open(path).unwrap();
+        for at in 1..=cycles {
+            store
+                .record_cycle(&cycle(
+                    ROUTER,
+                    at,
+                    vec![block(&format!("192.0.2.{at}"), 600, 0)],
+                ))
+                .unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn a_missing_database_is_a_clear_error_and_nothing_is_created() {
+        let (dir, path) = temp_db();
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NotFound { path: p } if *p == path),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("has not run yet"), "{message}");
+        assert!(message.contains("state_dir"), "{message}");
+        assert!(
+            !path.parent().unwrap().exists(),
+            "the directory was not created"
+        );
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn it_reads_what_the_writer_commits_and_cannot_write() {
+        let (_dir, path) = temp_db();
+        let mut writer = written(&path, 1);
+        let reader = Store::open_read_only(&path).unwrap();
+        assert_eq!(reader.counters(ROUTER).unwrap()["cycles"], 1);
+        writer
+            .record_cycle(&cycle(ROUTER, 2, vec![block("192.0.2.2", 600, 0)]))
+            .unwrap();
+        assert_eq!(reader.counters(ROUTER).unwrap()["cycles"], 2);
+        assert_eq!(reader.active_blocks(ROUTER, 2).unwrap().len(), 2);
+
+        let mut reader = reader;
+        let err = reader.record_cycle(&cycle(ROUTER, 3, vec![])).unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        assert_eq!(writer.counters(ROUTER).unwrap()["cycles"], 2);
+    }
+
+    #[test]
+    fn an_empty_file_is_outdated_and_left_as_it_is() {
+        let (_dir, path) = temp_db();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Outdated {
+                    found: 0,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("start the daemon once"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_file_from_a_newer_rosguard_or_another_program_is_refused() {
+        let (_dir, path) = temp_db();
+        drop(written(&path, 1));
+        raw(&path).pragma_update(None, "user_version", 7).unwrap();
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Migration { found: 7, .. }),
+            "{err:?}"
+        );
+
+        let other = path.with_file_name("photos.db");
+        raw(&other)
+            .execute_batch("CREATE TABLE photos (id INTEGER PRIMARY KEY);")
+            .unwrap();
+        let err = Store::open_read_only(&other).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    /// While the daemon runs, a reader with read permission only (no write on the file, its
+    /// -wal and -shm, or the directory) sees every committed cycle, including those still
+    /// only in the -wal, and creates nothing.
+    #[test]
+    fn a_reader_that_cannot_write_reads_a_live_wal_database() {
+        let shared = Shared::new();
+        let probe = probe(shared.dir.path());
+        let writer = written(&shared.db(), 3);
+        let wal = shared.state().join("rosguard.db-wal");
+        assert!(
+            std::fs::metadata(&wal).unwrap().len() > 0,
+            "the cycles are in the -wal, not yet in the main file"
+        );
+        shared.make_read_only();
+        let before = names(&shared.state());
+        let out = probe_read(&probe, &shared.db()).unwrap();
+        assert_eq!(out, "cycles 3\nblocks 3\n");
+        assert_eq!(names(&shared.state()), before);
+        drop(writer);
+    }
+
+    /// With the daemon stopped (no -wal, no -shm) and a directory the reader cannot write, the
+    /// -shm cannot be created: the file is read as immutable, and still nothing is created.
+    #[test]
+    fn a_reader_that_cannot_write_reads_a_closed_database() {
+        let shared = Shared::new();
+        let probe = probe(shared.dir.path());
+        drop(written(&shared.db(), 2));
+        assert_eq!(names(&shared.state()), ["rosguard.db"]);
+        shared.make_read_only();
+        let out = probe_read(&probe, &shared.db()).unwrap();
+        assert_eq!(out, "cycles 2\nblocks 2\n");
+        assert_eq!(names(&shared.state()), ["rosguard.db"]);
+    }
+
+    /// A reader without read permission is told what to do, not to make state_dir writable.
+    #[test]
+    fn a_reader_without_read_permission_is_told_who_can_read() {
+        let shared = Shared::new();
+        let probe = probe(shared.dir.path());
+        drop(written(&shared.db(), 1));
+        chmod(&shared.state(), 0o755);
+        chmod(&shared.db(), 0o600);
+        if !running_as_root() {
+            chmod(&shared.db(), 0o000);
+        }
+        let err = probe_read(&probe, &shared.db()).unwrap_err();
+        assert!(err.contains(&shared.db().display().to_string()), "{err}");
+        assert!(err.contains("as the daemon's user or as root"), "{err}");
+    }
+}
+
+mod lock {
+    use super::*;
+
+    #[test]
+    fn a_second_acquirer_is_told_which_process_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let lock = StateLock::acquire(&state).unwrap();
+        assert_eq!(lock.path(), state.join("rosguard.lock"));
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(lock.path()), 0o600);
+        let pid = std::process::id();
+        assert_eq!(
+            std::fs::read_to_string(lock.path()).unwrap(),
+            format!("{pid}\n")
+        );
+
+        let err = StateLock::acquire(&state).unwrap_err();
+        match &err {
+            StoreError::Locked {
+                dir,
+                lock_file,
+                holder,
+            } => {
+                assert_eq!(dir, &state);
+                assert_eq!(lock_file, &state.join("rosguard.lock"));
+                assert_eq!(*holder, Some(pid));
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(message.contains(&format!("pid {pid}")), "{message}");
+        assert!(message.contains(&state.display().to_string()), "{message}");
+
+        drop(lock);
+        let again = StateLock::acquire(&state).unwrap();
+        drop(again);
+    }
+
+    /// The kernel releases the lock of a process that dies, however it dies: a daemon killed
+    /// with SIGKILL does not keep the next one from starting.
+    #[test]
+    fn the_lock_is_released_when_its_holder_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let child = Command::new(env!("CARGO_BIN_EXE_rosguard-store-probe"))
+            .arg("lock")
+            .arg(&state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("the holder reports").unwrap();
+        let child_pid = child.0.id();
+        assert_eq!(line, format!("locked {child_pid}"));
+
+        let err = StateLock::acquire(&state).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Locked { holder: Some(p), .. } if p == child_pid),
+            "{err:?}"
+        );
+
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        let lock = StateLock::acquire(&state).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(lock.path()).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+    }
+
+    /// A holder that ends normally releases it too, and a stale pid is not left behind.
+    #[test]
+    fn a_holder_that_exits_releases_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rosguard-store-probe"))
+            .arg("lock")
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.next().unwrap().unwrap().starts_with("locked "));
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(StateLock::FILE_NAME)).unwrap(),
+            ""
+        );
+        drop(StateLock::acquire(dir.path()).unwrap());
+    }
 }

@@ -238,8 +238,10 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = Result<ExitCode>>,
 {
+    // Logging first, so that what reading the config warns about is seen.
+    let log = logging::init(level.unwrap_or_default(), format)?;
     let cfg = read_config(path)?;
-    logging::init(level.unwrap_or(cfg.daemon.log_level), format)?;
+    log.set_level(level.unwrap_or(cfg.daemon.log_level));
     runtime()?.block_on(job(cfg))
 }
 
@@ -272,15 +274,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { config, router } => {
+            let log = logging::init(LogLevel::default(), format)?;
             let cfg = read_config(&config.config)?;
-            let log = logging::init(cfg.daemon.log_level, format)?;
+            log.set_level(cfg.daemon.log_level);
             cfg.select(router.router.as_deref())?;
             let dir = state_for(&cfg);
             runtime()?.block_on(run_daemon(config.config, router.router, cfg, log, dir))
         }
         Cmd::Once { config, router, dry_run, json } => with_routers(&config.config, None, format, |cfg| async move {
+            let dir = state_for(&cfg);
+            // A real cycle is a writer like the daemon: not while one runs on this state.
+            let _lock = if dry_run { None } else { state::lock(&dir)? };
             let env = CycleEnv {
-                store: state::open_daemon(&state_for(&cfg))?,
+                store: state::open_daemon(&dir)?,
                 events: Events::new(),
             };
             admin::once(&cfg, router.router.as_deref(), dry_run, json, &env).await
@@ -411,6 +417,7 @@ async fn run_daemon(path: PathBuf, only: Option<String>, cfg: Config, log: loggi
         Ok(c)
     };
     let cfg = narrow(cfg)?;
+    let _lock = state::lock(&dir)?;
     tracing::warn!(
         "rosguard {} starting with {} router(s), state in {}",
         env!("CARGO_PKG_VERSION"),

@@ -80,6 +80,22 @@ pub fn open_daemon(dir: &Path) -> Result<SharedStore> {
     Ok(Arc::new(Mutex::new(store)))
 }
 
+/// The one-writer lock of a state directory, for `run` and `once`: a second daemon on the same
+/// state would double the hourly cap. `Ok(None)`: the directory cannot be made at all (the
+/// store then falls back to memory, and there is nothing to share).
+pub fn lock(dir: &Path) -> Result<Option<rosguard_store::StateLock>> {
+    match rosguard_store::StateLock::acquire(dir) {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ rosguard_store::StoreError::Locked { .. }) => Err(anyhow!(
+            "{e}; only one rosguard may write a state directory (stop the other, use `once --dry-run`, or give this one its own --state DIR)"
+        )),
+        Err(e) => {
+            tracing::error!("{e}");
+            Ok(None)
+        }
+    }
+}
+
 /// A store in memory (`rosguard demo`, tests).
 pub fn memory() -> SharedStore {
     Arc::new(Mutex::new(

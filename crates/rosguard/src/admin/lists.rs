@@ -235,10 +235,8 @@ async fn block_one(cfg: &Config, router: &RouterConfig, ip: IpAddr, args: &Block
     let list = &s.blocking.address_list;
     let mut b = connect(router, cfg.daemon.max_candidates).await?;
     // The router's context, without reading its connection table.
-    let mut light = s.clone();
-    light.detection.enabled = false;
-    let plan = ObservePlan { refresh_protected: true, read_uptime: false };
-    let obs = b.observe(&plan, &light).await?;
+    let plan = ObservePlan { refresh_protected: true, read_uptime: false, context_only: true };
+    let obs = b.observe(&plan, s).await?;
     let now = unix_now();
     let reason = {
         let st = store.lock().map_err(|_| anyhow!("the state store lock is poisoned"))?;

@@ -186,6 +186,125 @@ fn the_effective_settings_show_overrides_applied() {
     assert_eq!(r["blocking"]["address_list"].as_str(), Some("tls_block"));
 }
 
+fn warnings_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+fn write_mode(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// systemd's copy in $CREDENTIALS_DIRECTORY, named after the file, wins over the file.
+#[test]
+fn password_file_is_read_from_the_systemd_credential_of_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let file = dir.path().join("password");
+    write_mode(&file, "on-disk\n", 0o600);
+    write_mode(&creds.join("password"), "from-credential\n", 0o400);
+    let pw = read_password_file("router \"r\"", &file, Some(&creds)).unwrap();
+    assert_eq!(pw.expose(), "from-credential");
+
+    // Another file name: the credential is not for this file, the file is read.
+    let other = dir.path().join("core.password");
+    write_mode(&other, "core-secret\n", 0o600);
+    let pw = read_password_file("router \"r\"", &other, Some(&creds)).unwrap();
+    assert_eq!(pw.expose(), "core-secret");
+    // No credentials directory at all: the file.
+    let pw = read_password_file("router \"r\"", &file, None).unwrap();
+    assert_eq!(pw.expose(), "on-disk");
+}
+
+/// The credential is there even when the file itself cannot be read by this user: that is
+/// the point of it. Without the credential, the error says how to pass the file.
+#[test]
+fn an_unreadable_password_file_names_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    // A directory in its place cannot be read by anyone, root included.
+    std::fs::create_dir(&file).unwrap();
+    let e = format!(
+        "{:#}",
+        read_password_file("router \"r\"", &file, None).unwrap_err()
+    );
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(e.contains("0600"), "{e}");
+
+    std::fs::remove_dir(&file).unwrap();
+    let e = format!(
+        "{:#}",
+        read_password_file("router \"r\"", &file, None).unwrap_err()
+    );
+    assert!(e.contains("does not exist") && e.contains("0600"), "{e}");
+    assert!(e.contains(&file.display().to_string()), "{e}");
+
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    // What the shipped unit's `SetCredential=password:\n` passes when the file is missing.
+    write_mode(&creds.join("password"), "\n", 0o400);
+    let e = format!(
+        "{:#}",
+        read_password_file("router \"r\"", &file, Some(&creds)).unwrap_err()
+    );
+    assert!(
+        e.contains("does not exist") && e.contains("empty credential"),
+        "{e}"
+    );
+}
+
+/// A password file others can read is worth a warning, which names the file and the fix
+/// and never the password; a 0600 one is not.
+#[test]
+fn a_password_file_others_can_read_is_warned_about_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    write_mode(&file, "s3cret-in-file\n", 0o644);
+    let (pw, logs) = warnings_of(|| read_password_file("router \"r\"", &file, None));
+    assert_eq!(pw.unwrap().expose(), "s3cret-in-file");
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(logs.contains(&file.display().to_string()), "{logs}");
+    assert!(
+        logs.contains("0644") && logs.contains("chmod 0600"),
+        "{logs}"
+    );
+    assert!(logs.contains("LoadCredential=password:"), "{logs}");
+    assert!(!logs.contains("s3cret"), "{logs}");
+
+    write_mode(&file, "s3cret-in-file\n", 0o640);
+    let (_, logs) = warnings_of(|| read_password_file("router \"r\"", &file, None));
+    assert!(
+        logs.contains("0640"),
+        "group-readable is warned about too: {logs}"
+    );
+
+    write_mode(&file, "s3cret-in-file\n", 0o600);
+    let (_, logs) = warnings_of(|| read_password_file("router \"r\"", &file, None));
+    assert!(logs.is_empty(), "{logs}");
+}
+
 #[test]
 fn fingerprints_accept_colons() {
     let fp = "AB:".repeat(31) + "AB";

@@ -9,3 +9,4 @@ mod daemon;
 mod docs;
 mod licences;
 mod metrics;
+mod service;

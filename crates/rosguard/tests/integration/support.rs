@@ -1,13 +1,22 @@
-//! Shared helpers: a simulator, a router config pointing at it, one cycle.
+//! Shared helpers: a simulator, a router config pointing at it, one cycle, a running daemon.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use rosguard::config::{BlockingSettings, DaemonSettings, DetectionSettings, RouterConfig};
-use rosguard::cycle::{run_cycle, CycleEnv, CycleReport, RouterState};
-use rosguard::daemon::client_config;
-use routeros_client::{Client, Secret};
+use rosguard::config::{Config, DaemonSettings, RouterConfig};
+use rosguard::cycle::{load_state, run_cycle, CycleEnv, Notes};
+use rosguard::events::{Event, Events};
+use rosguard::report::CycleReport;
+use rosguard::state::unix_now;
+use rosguard_core::backend::Backend;
+use rosguard_core::decide::GuardState;
+use rosguard_core::settings::Settings;
+use rosguard_routeros::RouterOsBackend;
+use routeros_client::Secret;
 use routeros_sim::{Family, Sim, SimClock, SimConfig, SimConnection, SimHandle};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 pub async fn sim_with(cfg: SimConfig) -> SimHandle {
     Sim::start(
@@ -32,30 +41,27 @@ pub fn router_for(sim: &SimHandle, name: &str) -> RouterConfig {
         username: "admin".into(),
         password: Secret::new(String::new()),
         tls: None,
-        detection: DetectionSettings::default(),
-        blocking: BlockingSettings::default(),
+        tls_server_name: None,
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(30),
+        settings: Settings::default(),
     }
 }
 
-pub fn daemon_settings() -> DaemonSettings {
-    DaemonSettings::default()
-}
-
 pub fn memory_env() -> CycleEnv {
-    let store = rosguard_store::Store::open_in_memory().unwrap();
     CycleEnv {
-        store: Some(Arc::new(Mutex::new(store))),
-        ..CycleEnv::default()
+        store: rosguard::state::memory(),
+        events: Events::new(),
     }
 }
 
 /// A test's connection to one router with rosguard's per-router state.
 pub struct Rig {
-    pub client: Client,
+    pub backend: RouterOsBackend,
     pub router: RouterConfig,
-    pub daemon: DaemonSettings,
-    pub state: RouterState,
+    pub state: GuardState,
     pub env: CycleEnv,
+    pub notes: Notes,
 }
 
 impl Rig {
@@ -64,29 +70,46 @@ impl Rig {
     }
 
     pub async fn with_env(router: RouterConfig, env: CycleEnv) -> Self {
-        let client = Client::connect(client_config(&router))
-            .await
-            .expect("connects to the simulator");
-        let state = RouterState::new(&router, &env);
+        let mut backend = RouterOsBackend::new(router.client_config(), rosguard_routeros::DEFAULT_MAX_CANDIDATES);
+        backend.connect().await.expect("connects to the simulator");
+        let state = load_state(&env, &router.name, &router.settings, unix_now());
         Self {
-            client,
+            backend,
             router,
-            daemon: daemon_settings(),
             state,
             env,
+            notes: Notes::default(),
         }
     }
 
-    pub async fn cycle(&mut self) -> CycleReport {
+    pub fn settings(&mut self) -> &mut Settings {
+        &mut self.router.settings
+    }
+
+    pub async fn try_cycle(&mut self) -> Result<CycleReport, rosguard_core::BackendError> {
+        self.try_cycle_at(unix_now()).await
+    }
+
+    pub async fn try_cycle_at(&mut self, now: Duration) -> Result<CycleReport, rosguard_core::BackendError> {
         run_cycle(
-            &self.client,
-            &self.router,
-            &self.daemon,
+            &mut self.backend,
+            &self.router.name,
+            &self.router.settings,
             &mut self.state,
             &self.env,
+            &mut self.notes,
+            Vec::new(),
+            now,
         )
         .await
-        .expect("cycle completes")
+    }
+
+    pub async fn cycle(&mut self) -> CycleReport {
+        self.try_cycle().await.expect("cycle completes")
+    }
+
+    pub async fn cycle_at(&mut self, now: Duration) -> CycleReport {
+        self.try_cycle_at(now).await.expect("cycle completes")
     }
 }
 
@@ -108,4 +131,78 @@ pub fn list_addresses(sim: &SimHandle, list: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// A running daemon and its event stream.
+pub struct Running {
+    pub events: broadcast::Receiver<Event>,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+    pub config: watch::Sender<Arc<Config>>,
+    pub env: CycleEnv,
+}
+
+impl Running {
+    pub fn start(config: Config, env: CycleEnv) -> Self {
+        let (tx, rx) = watch::channel(Arc::new(config));
+        let events = env.events.subscribe();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(rosguard::daemon::run(rx, shutdown.clone(), env.clone(), rosguard::daemon::routeros()));
+        Self {
+            events,
+            shutdown,
+            task,
+            config: tx,
+            env,
+        }
+    }
+
+    /// The next event matching `f`, within a generous deadline (events, not sleeps, pace this).
+    pub async fn wait_for<T>(&mut self, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => panic!("timed out waiting for {what}"),
+                ev = self.events.recv() => match ev {
+                    Ok(ev) => if let Some(t) = f(&ev) { return t },
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => panic!("daemon ended while waiting for {what}"),
+                }
+            }
+        }
+    }
+
+    pub async fn cycle_of(&mut self, router: &str) -> Arc<CycleReport> {
+        self.wait_for(&format!("a cycle of {router}"), |e| match e {
+            Event::Cycle(r) if r.router == router => Some(r.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("daemon stops")
+            .unwrap();
+    }
+}
+
+pub fn fast() -> DaemonSettings {
+    DaemonSettings {
+        loop_delay: Duration::from_millis(100),
+        ..DaemonSettings::default()
+    }
+}
+
+/// A config of these routers with `daemon`, their cycle limits following it.
+pub fn config(daemon: DaemonSettings, mut routers: Vec<RouterConfig>) -> Config {
+    for r in &mut routers {
+        r.settings.cycle.loop_delay = daemon.loop_delay;
+        r.settings.cycle.max_conn_per_cycle = daemon.max_conn_per_cycle;
+        r.settings.cycle.reconcile_interval = daemon.reconcile_interval;
+    }
+    Config { daemon, routers }
 }
