@@ -13,8 +13,8 @@ use std::time::Duration;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::clock::Clock;
-use crate::config::Family;
-use crate::connection::write_timeout;
+use crate::connection::{format_id, write_timeout};
+use crate::kinds::Family;
 use crate::query::Props;
 
 /// One entry.
@@ -295,6 +295,43 @@ impl AddressLists {
     }
 }
 
+/// An address-list entry as seen from a test or an observer of list changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimListEntry {
+    /// `.id`, e.g. `*3`.
+    pub id: String,
+    /// The list.
+    pub list: String,
+    /// The (normalised) address.
+    pub address: String,
+    /// Time left before it expires, for dynamic entries.
+    pub timeout_remaining: Option<Duration>,
+    /// True when it has a timeout.
+    pub dynamic: bool,
+    /// The comment.
+    pub comment: Option<String>,
+    /// Disabled.
+    pub disabled: bool,
+    /// `creation-time` as printed.
+    pub creation_time: String,
+}
+
+impl SimListEntry {
+    /// The public view of an entry at `now`.
+    pub(crate) fn of(e: &ListEntry, now: Duration, clock: &Clock) -> Self {
+        SimListEntry {
+            id: format_id(e.id),
+            list: e.list.clone(),
+            address: e.address.clone(),
+            timeout_remaining: e.expires_at.map(|at| at.saturating_sub(now)),
+            dynamic: e.expires_at.is_some(),
+            comment: e.comment.clone(),
+            disabled: e.disabled,
+            creation_time: clock.wall_stamp(e.created_at),
+        }
+    }
+}
+
 /// An entry as the router prints it at `now`.
 pub(crate) struct EntryView<'a> {
     pub(crate) entry: &'a ListEntry,
@@ -318,7 +355,7 @@ impl Props for EntryView<'_> {
         let e = self.entry;
         match name {
             ".id" => {
-                out.push_str(&crate::connection::format_id(e.id));
+                out.push_str(&format_id(e.id));
                 true
             }
             "list" => {

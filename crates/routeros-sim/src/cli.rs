@@ -11,8 +11,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::config::{AddressFormat, QueryCompare, SimClock, SimConfig, SimTls};
+use crate::config::{SimConfig, SimTls};
 use crate::generate::GenerateSpec;
+use crate::kinds::{AddressFormat, QueryCompare, SimClock};
 use crate::scenario::Scenario;
 use crate::server::Sim;
 

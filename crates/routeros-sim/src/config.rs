@@ -12,47 +12,8 @@ use std::time::Duration;
 use routeros_proto::Limits;
 
 use crate::generate::GenerateSpec;
+use crate::kinds::{AddressFormat, QueryCompare, SimClock};
 use crate::scenario::Scenario;
-
-/// How connection rows show ports; both occur in the field (`routeros-api.md` section 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AddressFormat {
-    /// Older routers: `src-address=192.168.2.248:32815` (no port for icmp); IPv6 as `[addr]:port`.
-    Combined,
-    /// Newer routers: `src-address=172.31.255.29 src-port=56454`, plus `reply-src-port` etc.
-    #[default]
-    Separate,
-}
-
-/// How `?<name=x` / `?>name=x` compare values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QueryCompare {
-    /// Numbers compare as numbers (`10 > 3`), durations as durations, addresses as addresses.
-    #[default]
-    Numeric,
-    /// Every value compares as a byte string (`"10" < "3"`): emulates a router whose query
-    /// engine does not type the connection counters (unconfirmed on real hardware).
-    String,
-}
-
-/// The address family of a table or list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// `/ip/...`
-    V4,
-    /// `/ipv6/...`
-    V6,
-}
-
-impl Family {
-    /// The family of an address.
-    pub fn of(addr: IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
 
 /// API-SSL: serve TLS instead of plain TCP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,17 +28,6 @@ pub enum SimTls {
         /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
         key: PathBuf,
     },
-}
-
-/// The simulator's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SimClock {
-    /// Time runs with the machine's monotonic clock (plus whatever `advance` added).
-    #[default]
-    Real,
-    /// Time stands still and only moves by `SimHandle::advance`: deterministic tests.
-    /// Wall-clock stamps (`creation-time`) start at 2025-01-01 00:00:00.
-    Manual,
 }
 
 /// Failures to inject. Sentence counts are per session and count every sentence the simulator

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::{AddressFormat, Family};
+use crate::kinds::{AddressFormat, Family};
 use crate::query::Props;
 
 /// The `protocol` of a connection.

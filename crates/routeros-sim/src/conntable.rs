@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::Family;
 use crate::connection::{ConnRow, SimConnection};
 use crate::generate::GenerateSpec;
+use crate::kinds::Family;
 use crate::scenario::Flow;
 
 #[derive(Debug)]

@@ -5,8 +5,8 @@
 //! items by `.id` (`*5`) or by position in print order (`0`). It deliberately does not match
 //! packets: rules are data, no traffic is dropped.
 
-use crate::config::Family;
 use crate::connection::{format_id, parse_id};
+use crate::kinds::Family;
 
 /// Properties `add`/`set` accept (besides `place-before` on add).
 pub(crate) const RULE_PARAMS: &[&str] = &[

@@ -9,8 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use crate::config::Family;
 use crate::connection::{ConnRow, Flags, SimProtocol, TcpState};
+use crate::kinds::Family;
 
 /// A large synthetic table.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -33,21 +33,23 @@ mod dispatch;
 mod error;
 mod filter;
 mod generate;
+mod kinds;
 mod query;
 mod request;
 mod router;
 mod scenario;
 mod server;
 mod session;
+mod shared;
 mod tls;
 mod writer;
 
+pub use address_list::SimListEntry;
 pub use cli::{run_cli, AddressFormatArg, SimArgs};
-pub use config::{
-    AddressFormat, Family, Faults, QueryCompare, RouterAddress, SimClock, SimConfig, SimTls,
-};
+pub use config::{Faults, RouterAddress, SimConfig, SimTls};
 pub use connection::{SimConnection, SimProtocol, TcpState};
 pub use error::SimError;
 pub use generate::GenerateSpec;
+pub use kinds::{AddressFormat, Family, QueryCompare, SimClock};
 pub use scenario::{demo_scenario, Flow, FlowKind, ListSeed, Scenario, Vary, DEMO_SCENARIO};
-pub use server::{Sim, SimHandle, SimListEntry, SimStats};
+pub use server::{Sim, SimHandle, SimStats};

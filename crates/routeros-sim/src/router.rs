@@ -9,11 +9,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::address_list::AddressLists;
-use crate::config::{Family, RouterAddress};
+use crate::config::RouterAddress;
 use crate::connection::{format_id, write_timeout};
 use crate::conntable::ConnTable;
 use crate::filter::FilterTable;
 use crate::generate::GenerateSpec;
+use crate::kinds::Family;
 use crate::scenario::{Flow, ListSeed};
 
 /// Everything a client can read or change.

@@ -9,49 +9,22 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use routeros_proto::Limits;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::sync::CancellationToken;
 
-use crate::address_list::EntryView;
+use crate::address_list::SimListEntry;
 use crate::clock::Clock;
-use crate::config::{AddressFormat, Family, Faults, QueryCompare, SimConfig};
+use crate::config::{Faults, SimConfig};
 use crate::connection::{format_id, parse_id, SimConnection};
 use crate::error::SimError;
-use crate::query::Props;
+use crate::kinds::Family;
 use crate::router::Router;
 use crate::session;
+use crate::shared::{Settings, Shared};
 use crate::tls;
-
-/// What the server reads from the configuration once.
-#[derive(Debug)]
-pub(crate) struct Settings {
-    pub(crate) users: Vec<(String, String)>,
-    pub(crate) address_format: AddressFormat,
-    pub(crate) query_compare: QueryCompare,
-    pub(crate) empty_replies: bool,
-    pub(crate) legacy_login: bool,
-    pub(crate) limits: Limits,
-    pub(crate) max_sessions: Option<usize>,
-}
-
-/// Counters, updated lock-free.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) logins: AtomicU64,
-    pub(crate) failed_logins: AtomicU64,
-    pub(crate) commands: AtomicU64,
-    pub(crate) sentences_sent: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) sessions_accepted: AtomicU64,
-    pub(crate) sessions_refused: AtomicU64,
-    pub(crate) sessions_active: AtomicU64,
-}
 
 /// A snapshot of the simulator's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,64 +50,6 @@ pub struct SimStats {
     pub sessions_active: u64,
 }
 
-/// State shared by the accept loop, the sessions and the handle.
-pub(crate) struct Shared {
-    pub(crate) settings: Settings,
-    pub(crate) clock: Clock,
-    router: Mutex<Router>,
-    faults: Mutex<Faults>,
-    pub(crate) stats: Counters,
-    root: CancellationToken,
-    generation: Mutex<CancellationToken>,
-}
-
-impl Shared {
-    pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
-        self.router.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn faults(&self) -> Faults {
-        *self.faults.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn session_token(&self) -> CancellationToken {
-        self.generation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .child_token()
-    }
-
-    fn drop_sessions(&self) {
-        let mut g = self
-            .generation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        g.cancel();
-        *g = self.root.child_token();
-    }
-}
-
-/// An address-list entry as seen from a test.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimListEntry {
-    /// `.id`, e.g. `*3`.
-    pub id: String,
-    /// The list.
-    pub list: String,
-    /// The (normalised) address.
-    pub address: String,
-    /// Time left before it expires, for dynamic entries.
-    pub timeout_remaining: Option<Duration>,
-    /// True when it has a timeout.
-    pub dynamic: bool,
-    /// The comment.
-    pub comment: Option<String>,
-    /// Disabled.
-    pub disabled: bool,
-    /// `creation-time` as printed.
-    pub creation_time: String,
-}
-
 /// The simulator.
 pub struct Sim;
 
@@ -153,7 +68,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: stop serving rather than leak tasks.
-        self.shared.root.cancel();
+        self.shared.root().cancel();
     }
 }
 
@@ -195,24 +110,21 @@ impl Sim {
             .map_err(SimError::Config)?;
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
-        let root = CancellationToken::new();
-        let shared = Arc::new(Shared {
-            settings: Settings {
-                users: cfg.users,
-                address_format: cfg.address_format,
-                query_compare: cfg.query_compare,
-                empty_replies: cfg.empty_replies,
-                legacy_login: cfg.legacy_login,
-                limits: cfg.limits,
-                max_sessions: cfg.max_sessions,
-            },
-            clock: Clock::new(cfg.clock),
-            router: Mutex::new(router),
-            faults: Mutex::new(cfg.faults),
-            stats: Counters::default(),
-            generation: Mutex::new(root.child_token()),
-            root,
-        });
+        let settings = Settings {
+            users: cfg.users,
+            address_format: cfg.address_format,
+            query_compare: cfg.query_compare,
+            empty_replies: cfg.empty_replies,
+            legacy_login: cfg.legacy_login,
+            limits: cfg.limits,
+            max_sessions: cfg.max_sessions,
+        };
+        let shared = Arc::new(Shared::new(
+            settings,
+            Clock::new(cfg.clock),
+            router,
+            cfg.faults,
+        ));
         let (acceptor, cert) = match tls {
             Some(m) => (
                 Some(m.acceptor),
@@ -244,7 +156,7 @@ async fn accept_loop(
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
-            _ = shared.root.cancelled() => break,
+            _ = shared.root().cancelled() => break,
             Some(res) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Err(e) = res {
                     if e.is_panic() {
@@ -262,7 +174,7 @@ async fn accept_loop(
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::select! {
-                        _ = shared.root.cancelled() => break,
+                        _ = shared.root().cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     }
                 }
@@ -362,25 +274,7 @@ impl SimHandle {
         lists
             .entries()
             .filter(|e| e.list == list)
-            .map(|e| {
-                let mut created = String::new();
-                EntryView {
-                    entry: e,
-                    now,
-                    clock: &shared.clock,
-                }
-                .value("creation-time", &mut created);
-                SimListEntry {
-                    id: format_id(e.id),
-                    list: e.list.clone(),
-                    address: e.address.clone(),
-                    timeout_remaining: e.expires_at.map(|at| at.saturating_sub(now)),
-                    dynamic: e.expires_at.is_some(),
-                    comment: e.comment.clone(),
-                    disabled: e.disabled,
-                    creation_time: created,
-                }
-            })
+            .map(|e| SimListEntry::of(e, now, &shared.clock))
             .collect()
     }
 
@@ -431,11 +325,7 @@ impl SimHandle {
 
     /// Replaces the injected faults (takes effect at the next sentence).
     pub fn set_faults(&self, faults: Faults) {
-        *self
-            .shared()
-            .faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = faults;
+        self.shared().set_faults(faults);
     }
 
     /// The counters.
@@ -457,7 +347,7 @@ impl SimHandle {
 
     /// Stops accepting, closes every session and waits for every task to finish.
     pub async fn shutdown(self) {
-        self.shared().root.cancel();
+        self.shared().root().cancel();
         let task = self
             .inner
             .accept

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{execute, SessionState};
 use crate::request::Request;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::writer::{End, ReplyWriter};
 
 /// Commands a client may have queued before the reader stops reading.

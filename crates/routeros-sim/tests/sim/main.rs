@@ -8,6 +8,7 @@ mod connections;
 mod faults;
 mod filter;
 mod generator;
+mod imports;
 mod librouteros;
 mod lists;
 mod login;

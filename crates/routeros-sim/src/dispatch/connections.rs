@@ -1,0 +1,155 @@
+//! The connection tables (`/ip/firewall/connection`, `/ipv6/firewall/connection`): the
+//! streaming print and `remove`.
+//!
+//! The print holds the router lock only for a chunk of rows at a time, runs the query under it
+//! (only matching rows are copied out), encodes each row straight into the writer and checks
+//! for `/cancel` between chunks. It deliberately does not decide which rows exist: the table
+//! does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::connection::{parse_id, ConnRow, RowView};
+use crate::kinds::Family;
+use crate::query::Props;
+use crate::request::Request;
+use crate::shared::Shared;
+use crate::writer::{End, ReplyWriter};
+
+use super::args::{interrupted, items_of, unknown_param};
+use super::print::{finish_print, PrintArgs};
+
+/// Rows produced per router-lock acquisition during a connection print.
+const CHUNK: usize = 256;
+
+/// Streams the connection table of `family`.
+pub(crate) async fn print(
+    family: Family,
+    req: &Request,
+    cancel: &AtomicBool,
+    w: &mut ReplyWriter,
+    shared: &Shared,
+) -> Result<(), End> {
+    let args = match PrintArgs::parse(req) {
+        Ok(a) => a,
+        Err(m) => return w.trap_done(None, &m).await,
+    };
+    let format = shared.settings.address_format;
+    let mode = shared.settings.query_compare;
+    let mut scratch = String::new();
+    let mut stack = Vec::new();
+    // `?.id=*X` alone (an API client's `get` of one row): look it up, as a router would,
+    // instead of walking the whole table. The query still decides whether it matches.
+    if let Some(id) = args.query.only_eq(".id").and_then(parse_id) {
+        let row = shared.router().conns.get(id, family, shared.clock.now());
+        let mut count = 0u64;
+        if let Some(row) = &row {
+            let view = RowView { row, format };
+            if args.query.matches(&view, mode, &mut scratch, &mut stack) {
+                count = 1;
+                if !args.count_only {
+                    emit(&view, args.proplist.as_deref(), &mut scratch, w).await?;
+                }
+            }
+        }
+        return finish_print(count, &args, w, shared).await;
+    }
+    let mut cursor = 0u64;
+    let mut chunk: Vec<ConnRow> = Vec::with_capacity(CHUNK);
+    let mut count = 0u64;
+    loop {
+        if cancel.load(Ordering::Acquire) {
+            return interrupted(w).await;
+        }
+        chunk.clear();
+        let now = shared.clock.now();
+        // The query runs under the table's lock, on each row as it is made: only matching
+        // rows are copied out to be sent, and a count-only print copies none.
+        let mut keep = |row: &ConnRow| {
+            if !args
+                .query
+                .matches(&RowView { row, format }, mode, &mut scratch, &mut stack)
+            {
+                return false;
+            }
+            count += 1;
+            !args.count_only
+        };
+        let next = shared.router().conns.collect(
+            cursor,
+            family,
+            now,
+            &mut chunk,
+            CHUNK,
+            CHUNK * 16,
+            &mut keep,
+        );
+        for row in &chunk {
+            let view = RowView { row, format };
+            emit(&view, args.proplist.as_deref(), &mut scratch, w).await?;
+        }
+        match next {
+            Some(c) => cursor = c,
+            None => break,
+        }
+        // Let other sessions run between chunks (a count-only print never awaits otherwise).
+        tokio::task::yield_now().await;
+    }
+    finish_print(count, &args, w, shared).await
+}
+
+/// One connection row as a `!re`, with the properties of `proplist` (all when `None`).
+async fn emit(
+    view: &RowView<'_>,
+    proplist: Option<&[String]>,
+    scratch: &mut String,
+    w: &mut ReplyWriter,
+) -> Result<(), End> {
+    w.sentence("!re", |words| match proplist {
+        Some(names) => {
+            for n in names {
+                scratch.clear();
+                if view.value(n, scratch) {
+                    words.attr(n, scratch);
+                }
+            }
+        }
+        None => view.for_each(scratch, &mut |n, v| words.attr(n, v)),
+    })
+    .await
+}
+
+/// `remove =.id=*A,*B`: all or nothing is reported, as RouterOS does (it stops at the first
+/// item that does not exist).
+pub(crate) async fn remove(
+    family: Family,
+    req: &Request,
+    w: &mut ReplyWriter,
+    shared: &Shared,
+) -> Result<(), End> {
+    if let Some(p) = req.unknown_param(&[".id", "numbers"]) {
+        return unknown_param(w, p).await;
+    }
+    let Some(items) = items_of(req) else {
+        return w
+            .trap_done(None, "missing value(s) of argument(s) numbers")
+            .await;
+    };
+    let now = shared.clock.now();
+    let mut failed = false;
+    {
+        let mut r = shared.router();
+        for item in items {
+            let ok = parse_id(item)
+                .is_some_and(|id| r.conns.exists_in(id, family, now) && r.conns.remove(id, now));
+            if !ok {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if failed {
+        w.trap_done(None, "no such item (4)").await
+    } else {
+        w.done(None).await
+    }
+}

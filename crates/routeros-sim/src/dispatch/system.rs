@@ -1,0 +1,50 @@
+//! The read-only menus: `/ip/address`, `/ipv6/address`, `/ip/route`, `/ipv6/route`,
+//! `/ip/dns`, `/ip/firewall/connection/tracking`, `/system/resource`, `/system/identity`.
+//!
+//! Each answers a print of rows the router computes on the spot. It deliberately accepts no
+//! command that changes anything.
+
+use std::sync::atomic::Ordering;
+
+use crate::kinds::Family;
+use crate::request::Request;
+use crate::shared::Shared;
+use crate::writer::{End, ReplyWriter};
+
+use super::print::print_owned;
+
+/// A read-only menu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadOnly {
+    Address(Family),
+    Route(Family),
+    Dns,
+    Tracking,
+    Resource,
+    Identity,
+}
+
+/// `print` of a read-only menu.
+pub(crate) async fn print(
+    menu: ReadOnly,
+    req: &Request,
+    w: &mut ReplyWriter,
+    shared: &Shared,
+) -> Result<(), End> {
+    let now = shared.clock.now();
+    let rows = match menu {
+        ReadOnly::Address(f) => shared.router().address_rows(f),
+        ReadOnly::Route(_) => shared.router().route_rows(),
+        ReadOnly::Dns => shared.router().dns_rows(),
+        ReadOnly::Tracking => {
+            let hide_totals = shared.faults().hide_tracking_totals;
+            shared.router().tracking_rows(now, hide_totals)
+        }
+        ReadOnly::Resource => {
+            let commands = shared.stats.commands.load(Ordering::Relaxed);
+            shared.router().resource_rows(now, commands)
+        }
+        ReadOnly::Identity => shared.router().identity_rows(),
+    };
+    print_owned(rows, req, w, shared).await
+}
