@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks routeros-sim against a real third-party RouterOS API client: Python librouteros.
 
-Usage: python3 tests/librouteros_check.py HOST PORT [--min-flagged N]
+Usage: python3 tests/librouteros_check.py HOST PORT [--min-flagged N] [--min-or N]
 
 Uses librouteros (the version pinned in tests/requirements.txt) unmodified to log in as admin
 with an empty password, print /ip/firewall/connection with a query and a .proplist, add an
@@ -31,6 +31,12 @@ def main() -> None:
         type=int,
         default=0,
         help="fail unless at least N connections match orig-packets>3 and repl-packets<3",
+    )
+    parser.add_argument(
+        "--min-or",
+        type=int,
+        default=1,
+        help="fail unless the Or(udp, icmp) query returns at least N connections (default 1)",
     )
     args = parser.parse_args()
 
@@ -77,6 +83,10 @@ def main() -> None:
         fail(f"connection print with an Or() query: {type(e).__name__}: {e}")
     if any(r.get("protocol") not in ("udp", "icmp") for r in other):
         fail(f"Or() query returned other protocols: {other}")
+    if len(other) < args.min_or:
+        fail(f"expected at least {args.min_or} udp/icmp connections from the Or() query, got {len(other)}: {other}")
+    if args.min_or >= 2 and {r.get("protocol") for r in other} != {"udp", "icmp"}:
+        fail(f"Or() query did not return both sides of the Or: {other}")
     print(f"ok: Or() query returned {len(other)} udp/icmp connection(s)")
 
     # 2. Address-list add.
