@@ -5,7 +5,7 @@
 //! It deliberately holds no behaviour: the server reads it once at start, except [`Faults`],
 //! which a running simulator can swap with `SimHandle::set_faults`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -126,6 +126,23 @@ pub struct SimConfig {
     pub limits: Limits,
     /// `/system/resource` `version`.
     pub version: String,
+    /// The address `/user/active` shows for every API session instead of the real peer (the
+    /// client reaches the router through NAT). `None`: the peer's address, or the
+    /// scenario's `[router] session_address`.
+    pub session_address: Option<IpAddr>,
+    /// The gateway of the IPv4 default route (`/ip/route` `0.0.0.0/0`). `None`: the
+    /// scenario's, else `.1` of the WAN address's /24.
+    pub ipv4_gateway: Option<Ipv4Addr>,
+    /// The gateway of the IPv6 default route (`/ipv6/route` `::/0`; a link-local gateway is
+    /// shown with the WAN interface, `fe80::1%ether1`). `None`: the scenario's, else
+    /// `fe80::1`.
+    pub ipv6_gateway: Option<Ipv6Addr>,
+    /// Static DNS servers (`/ip/dns` `servers`). `None`: the scenario's, else
+    /// `1.1.1.1,9.9.9.9`.
+    pub dns_servers: Option<Vec<IpAddr>>,
+    /// Dynamic DNS servers, as learnt by a DHCP client or PPP (`/ip/dns` `dynamic-servers`).
+    /// `None`: the scenario's, else none.
+    pub dynamic_dns_servers: Option<Vec<IpAddr>>,
 }
 
 impl Default for SimConfig {
@@ -148,6 +165,11 @@ impl Default for SimConfig {
                 max_words: 1024,
             },
             version: "7.24 (stable)".into(),
+            session_address: None,
+            ipv4_gateway: None,
+            ipv6_gateway: None,
+            dns_servers: None,
+            dynamic_dns_servers: None,
         }
     }
 }

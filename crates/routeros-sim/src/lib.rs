@@ -11,8 +11,11 @@
 //!   field, with numeric or string comparison;
 //! - address-lists (add/set/remove, timeouts that expire on the simulator's clock, reboot),
 //!   filter rules (add/move/remove with `place-before`), and read-only menus (`/ip/address`,
-//!   `/system/resource`, `/ip/route`, `/ip/dns`, `/ip/firewall/connection/tracking` with its
-//!   `total-entries`, ...);
+//!   `/system/resource` with an `uptime` that restarts at a reboot, `/ip/route` and
+//!   `/ipv6/route` with configurable default gateways, `/ip/dns` with static and dynamic
+//!   servers, `/ip/firewall/connection/tracking` with its `total-entries`, `/user/active` with
+//!   one row per logged-in session and the address the router sees, NAT included:
+//!   [`SimConfig::session_address`]);
 //! - traffic: scenario files that play flows over time ([`Scenario`], see `SCENARIO.md`), and a
 //!   generator for tables of millions of rows derived from index and seed ([`GenerateSpec`]);
 //! - fault injection ([`Faults`]) and a manual clock ([`SimClock::Manual`]) for deterministic tests.
@@ -51,5 +54,7 @@ pub use connection::{SimConnection, SimProtocol, TcpState};
 pub use error::SimError;
 pub use generate::GenerateSpec;
 pub use kinds::{AddressFormat, Family, QueryCompare, SimClock};
-pub use scenario::{demo_scenario, Flow, FlowKind, ListSeed, Scenario, Vary, DEMO_SCENARIO};
+pub use scenario::{
+    demo_scenario, Flow, FlowKind, ListSeed, RouterSettings, Scenario, Vary, DEMO_SCENARIO,
+};
 pub use server::{Sim, SimHandle, SimStats};

@@ -124,6 +124,22 @@ pub struct ListSeed {
     pub timeout: Option<Duration>,
 }
 
+/// The router's own settings a scenario may set (`[router]`); `SimConfig`'s fields of the same
+/// names win over these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// The address `/user/active` shows for API sessions.
+    pub session_address: Option<IpAddr>,
+    /// The IPv4 default gateway.
+    pub ipv4_gateway: Option<Ipv4Addr>,
+    /// The IPv6 default gateway.
+    pub ipv6_gateway: Option<Ipv6Addr>,
+    /// Static DNS servers.
+    pub dns_servers: Option<Vec<IpAddr>>,
+    /// Dynamic DNS servers.
+    pub dynamic_dns_servers: Option<Vec<IpAddr>>,
+}
+
 /// A parsed scenario.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scenario {
@@ -135,6 +151,8 @@ pub struct Scenario {
     pub allowlist: Vec<ListSeed>,
     /// A large synthetic table to add.
     pub generate: Option<GenerateSpec>,
+    /// The router's own settings (`[router]`).
+    pub router: RouterSettings,
 }
 
 /// The most connections one scenario may describe (a generator is the tool for more).
@@ -149,6 +167,53 @@ struct RawScenario {
     #[serde(default)]
     allowlist: Vec<RawSeed>,
     generate: Option<RawGenerate>,
+    router: Option<RawRouter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    session_address: Option<String>,
+    ipv4_gateway: Option<String>,
+    ipv6_gateway: Option<String>,
+    dns_servers: Option<Vec<String>>,
+    dynamic_dns_servers: Option<Vec<String>>,
+}
+
+fn ip_of(key: &str, text: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("`{key}`: {text:?} is not an IP address"))
+}
+
+fn router_settings(raw: &RawRouter) -> Result<RouterSettings, String> {
+    let one = |key: &str, v: &Option<String>| v.as_deref().map(|t| ip_of(key, t)).transpose();
+    let many = |key: &str, v: &Option<Vec<String>>| {
+        v.as_ref()
+            .map(|list| {
+                list.iter()
+                    .map(|t| ip_of(key, t))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+    };
+    let ipv4_gateway = match one("ipv4_gateway", &raw.ipv4_gateway)? {
+        None => None,
+        Some(IpAddr::V4(v4)) => Some(v4),
+        Some(IpAddr::V6(_)) => return Err("`ipv4_gateway`: an IPv6 address".into()),
+    };
+    let ipv6_gateway = match one("ipv6_gateway", &raw.ipv6_gateway)? {
+        None => None,
+        Some(IpAddr::V6(v6)) => Some(v6),
+        Some(IpAddr::V4(_)) => return Err("`ipv6_gateway`: an IPv4 address".into()),
+    };
+    Ok(RouterSettings {
+        session_address: one("session_address", &raw.session_address)?,
+        ipv4_gateway,
+        ipv6_gateway,
+        dns_servers: many("dns_servers", &raw.dns_servers)?,
+        dynamic_dns_servers: many("dynamic_dns_servers", &raw.dynamic_dns_servers)?,
+    })
 }
 
 #[derive(Deserialize)]
@@ -292,11 +357,16 @@ impl Scenario {
                 Some(spec)
             }
         };
+        let router = match &raw.router {
+            None => RouterSettings::default(),
+            Some(r) => router_settings(r).map_err(|m| err(format!("[router]: {m}")))?,
+        };
         Ok(Scenario {
             description: raw.description,
             flows,
             allowlist,
             generate,
+            router,
         })
     }
 

@@ -7,7 +7,7 @@
 //! child of the root token (cancelled by `shutdown`, or when the last handle is dropped). It
 //! deliberately holds no router logic: see `router` and `dispatch`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,7 +21,8 @@ use crate::config::{Faults, SimConfig};
 use crate::connection::{format_id, parse_id, SimConnection};
 use crate::error::SimError;
 use crate::kinds::Family;
-use crate::router::Router;
+use crate::router::{Router, RouterSetup};
+use crate::scenario::RouterSettings;
 use crate::session;
 use crate::shared::{Settings, Shared};
 use crate::tls;
@@ -97,17 +98,33 @@ impl Sim {
         if cfg.users.is_empty() {
             return Err(SimError::Config("no users: nobody could log in".into()));
         }
-        let (flows, seeds, scenario_gen) = match cfg.scenario {
-            Some(s) => (s.flows, s.allowlist, s.generate),
-            None => (Vec::new(), Vec::new(), None),
+        let (flows, seeds, scenario_gen, scenario_router) = match cfg.scenario {
+            Some(s) => (s.flows, s.allowlist, s.generate, s.router),
+            None => (Vec::new(), Vec::new(), None, RouterSettings::default()),
         };
         let generate = cfg.generate.or(scenario_gen);
         if let Some(g) = &generate {
             g.validate().map_err(SimError::Config)?;
         }
         let tls = cfg.tls.as_ref().map(tls::load).transpose()?;
-        let router = Router::new(cfg.router_addresses, flows, generate, &seeds, cfg.version)
-            .map_err(SimError::Config)?;
+        let setup = RouterSetup {
+            addresses: cfg.router_addresses,
+            version: cfg.version,
+            ipv4_gateway: cfg.ipv4_gateway.or(scenario_router.ipv4_gateway),
+            ipv6_gateway: cfg
+                .ipv6_gateway
+                .or(scenario_router.ipv6_gateway)
+                .unwrap_or(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+            dns_servers: cfg
+                .dns_servers
+                .or(scenario_router.dns_servers)
+                .unwrap_or_else(|| vec![IpAddr::from([1, 1, 1, 1]), IpAddr::from([9, 9, 9, 9])]),
+            dynamic_dns_servers: cfg
+                .dynamic_dns_servers
+                .or(scenario_router.dynamic_dns_servers)
+                .unwrap_or_default(),
+        };
+        let router = Router::new(setup, flows, generate, &seeds).map_err(SimError::Config)?;
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
         let settings = Settings {
@@ -118,6 +135,7 @@ impl Sim {
             legacy_login: cfg.legacy_login,
             limits: cfg.limits,
             max_sessions: cfg.max_sessions,
+            session_address: cfg.session_address.or(scenario_router.session_address),
         };
         let shared = Arc::new(Shared::new(
             settings,

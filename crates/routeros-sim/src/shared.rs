@@ -4,8 +4,11 @@
 //!
 //! It deliberately holds no router logic (see `router`) and starts no task (see `server`).
 
-use std::sync::atomic::AtomicU64;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use routeros_proto::Limits;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +28,35 @@ pub(crate) struct Settings {
     pub(crate) legacy_login: bool,
     pub(crate) limits: Limits,
     pub(crate) max_sessions: Option<usize>,
+    /// The address `/user/active` shows for every session instead of the real peer (a client
+    /// behind NAT).
+    pub(crate) session_address: Option<IpAddr>,
+}
+
+/// How a session reached the router (`via` in `/user/active`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Api,
+    ApiSsl,
+}
+
+impl Via {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Via::Api => "api",
+            Via::ApiSsl => "api-ssl",
+        }
+    }
+}
+
+/// A logged-in session, as `/user/active` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ActiveSession {
+    pub(crate) user: String,
+    pub(crate) address: IpAddr,
+    pub(crate) via: Via,
+    /// Sim time of the login.
+    pub(crate) since: Duration,
 }
 
 /// Counters, updated lock-free.
@@ -50,6 +82,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Counters,
     root: CancellationToken,
     generation: Mutex<CancellationToken>,
+    next_session: AtomicU64,
+    active: Mutex<BTreeMap<u64, ActiveSession>>,
 }
 
 impl Shared {
@@ -63,6 +97,8 @@ impl Shared {
             stats: Counters::default(),
             generation: Mutex::new(root.child_token()),
             root,
+            next_session: AtomicU64::new(1),
+            active: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -103,5 +139,36 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner);
         g.cancel();
         *g = self.root.child_token();
+    }
+
+    /// A fresh session number (the `.id` of its `/user/active` row once logged in).
+    pub(crate) fn new_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lists a session in `/user/active` (again, after a second login).
+    pub(crate) fn session_logged_in(&self, id: u64, session: ActiveSession) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, session);
+    }
+
+    /// Takes a session out of `/user/active` (it ended).
+    pub(crate) fn session_ended(&self, id: u64) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// The logged-in sessions, in session order.
+    pub(crate) fn active_sessions(&self) -> Vec<(u64, ActiveSession)> {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect()
     }
 }

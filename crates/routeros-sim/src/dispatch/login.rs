@@ -4,23 +4,39 @@
 //! It deliberately does not end sessions: a failed login answers a trap and the connection
 //! stays open, as on RouterOS.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use routeros_proto::login::challenge_response;
 
 use crate::request::Request;
-use crate::shared::Shared;
+use crate::shared::{ActiveSession, Shared, Via};
 use crate::writer::{End, ReplyWriter};
 
 /// Per-session login state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SessionState {
+    /// The session's number (its `/user/active` `.id`).
+    id: u64,
+    /// The client's address and port as the socket sees them.
+    peer: SocketAddr,
+    via: Via,
     /// The user this session logged in as.
     pub(crate) user: Option<String>,
     challenge: Option<String>,
 }
 
 impl SessionState {
+    pub(crate) fn new(id: u64, peer: SocketAddr, via: Via) -> Self {
+        Self {
+            id,
+            peer,
+            via,
+            user: None,
+            challenge: None,
+        }
+    }
+
     /// Whether the session has logged in.
     pub(crate) fn logged_in(&self) -> bool {
         self.user.is_some()
@@ -52,6 +68,18 @@ pub(crate) async fn login(
     let succeed = |st: &mut SessionState, name: &str| {
         st.user = Some(name.to_owned());
         shared.stats.logins.fetch_add(1, Ordering::Relaxed);
+        shared.session_logged_in(
+            st.id,
+            ActiveSession {
+                user: name.to_owned(),
+                address: shared
+                    .settings
+                    .session_address
+                    .unwrap_or(st.peer.ip().to_canonical()),
+                via: st.via,
+                since: shared.clock.now(),
+            },
+        );
     };
     if shared.faults().refuse_logins {
         fail(shared);

@@ -93,7 +93,13 @@ const MENUS: &[(&str, Menu, &[&str])] = &[
         Menu::ReadOnly(ReadOnly::Route(Family::V4)),
         PRINT,
     ),
+    (
+        "ipv6/route",
+        Menu::ReadOnly(ReadOnly::Route(Family::V6)),
+        PRINT,
+    ),
     ("ip/dns", Menu::ReadOnly(ReadOnly::Dns), PRINT),
+    ("user/active", Menu::ReadOnly(ReadOnly::ActiveUsers), PRINT),
     ("system/resource", Menu::ReadOnly(ReadOnly::Resource), PRINT),
     ("system/identity", Menu::ReadOnly(ReadOnly::Identity), PRINT),
 ];

@@ -14,6 +14,7 @@ mod lists;
 mod login;
 mod scenario;
 mod sessions;
+mod system;
 
 use routeros_sim::{Sim, SimClock, SimConfig, SimHandle};
 
