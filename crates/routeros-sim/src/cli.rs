@@ -13,7 +13,7 @@ use anyhow::Context as _;
 
 use crate::config::{SimConfig, SimTls};
 use crate::generate::GenerateSpec;
-use crate::kinds::{AddressFormat, QueryCompare, SimClock};
+use crate::kinds::{AddressFormat, FastTrackCounters, QueryCompare, SimClock};
 use crate::scenario::Scenario;
 use crate::server::Sim;
 
@@ -24,6 +24,15 @@ pub enum AddressFormatArg {
     Combined,
     /// `src-address=172.31.255.29 src-port=56454` (newer RouterOS)
     Separate,
+}
+
+/// `--fasttrack-counters` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FastTrackCountersArg {
+    /// Every row shows the four *-fasttrack-* counters, 0 without FastTrack.
+    Always,
+    /// Only rows with fasttrack=true show them.
+    OnlyFasttracked,
 }
 
 /// Run a simulated MikroTik RouterOS API server (for tests, benchmarks and experiments).
@@ -63,6 +72,12 @@ pub struct SimArgs {
     /// emulating a router whose query engine does not type the counters.
     #[arg(long)]
     pub string_compare: bool,
+
+    /// Whether connection rows without FastTrack show the orig-/repl-fasttrack-packets/bytes
+    /// counters as 0 (`always`) or lack them (`only-fasttracked`); unconfirmed on real
+    /// routers, so both can be emulated.
+    #[arg(long, value_enum, default_value = "always")]
+    pub fasttrack_counters: FastTrackCountersArg,
 
     /// Emulate RouterOS 7.17 and older: no `!empty` reply for empty prints.
     #[arg(long)]
@@ -140,6 +155,10 @@ impl SimArgs {
                 QueryCompare::String
             } else {
                 QueryCompare::Numeric
+            },
+            fasttrack_counters: match self.fasttrack_counters {
+                FastTrackCountersArg::Always => FastTrackCounters::Always,
+                FastTrackCountersArg::OnlyFasttracked => FastTrackCounters::OnlyFastTracked,
             },
             empty_replies: !self.no_empty,
             legacy_login: self.legacy_login,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use routeros_proto::Limits;
 
 use crate::generate::GenerateSpec;
-use crate::kinds::{AddressFormat, QueryCompare, SimClock};
+use crate::kinds::{AddressFormat, FastTrackCounters, QueryCompare, SimClock};
 use crate::scenario::Scenario;
 
 /// API-SSL: serve TLS instead of plain TCP.
@@ -101,6 +101,8 @@ pub struct SimConfig {
     pub address_format: AddressFormat,
     /// How queries compare values.
     pub query_compare: QueryCompare,
+    /// Whether rows without FastTrack show the FastTrack counters (as `0`) or lack them.
+    pub fasttrack_counters: FastTrackCounters,
     /// `true`: an empty print answers `!empty` then `!done` (RouterOS 7.18+);
     /// `false`: only `!done` (7.17 and older).
     pub empty_replies: bool,
@@ -151,6 +153,7 @@ impl Default for SimConfig {
             users: vec![("admin".into(), String::new())],
             address_format: AddressFormat::default(),
             query_compare: QueryCompare::default(),
+            fasttrack_counters: FastTrackCounters::default(),
             empty_replies: true,
             legacy_login: false,
             tls: None,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::connection::{ConnRow, SimConnection};
+use crate::connection::{ConnRow, RowStrings, SimConnection};
 use crate::generate::GenerateSpec;
 use crate::kinds::Family;
 use crate::scenario::Flow;
@@ -52,6 +52,7 @@ struct Instance {
 #[derive(Debug)]
 struct Manual {
     conn: SimConnection,
+    strings: RowStrings,
     counters_at: Duration,
 }
 
@@ -179,7 +180,7 @@ impl ConnTable {
             Source::Manual => {
                 let m = self.manual.get(&id)?;
                 let elapsed = now.saturating_sub(m.counters_at);
-                let active = m.conn.orig_pps > 0.0 || m.conn.repl_pps > 0.0;
+                let active = m.conn.is_active();
                 let remaining = if active {
                     m.conn.timeout
                 } else {
@@ -188,7 +189,7 @@ impl ConnTable {
                         .checked_sub(elapsed)
                         .filter(|d| !d.is_zero())?
                 };
-                m.conn.row_at(id, elapsed, remaining)
+                m.conn.row_at(id, elapsed, remaining, &m.strings)
             }
         };
         if let Some(&(orig, repl)) = self.overrides.get(&id) {
@@ -337,6 +338,7 @@ impl ConnTable {
         self.manual.insert(
             id,
             Manual {
+                strings: RowStrings::of(&conn),
                 conn,
                 counters_at: now,
             },

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use crate::connection::{ConnRow, Flags, SimProtocol, TcpState};
+use crate::connection::{ConnRow, FastTrackCounts, Flags, SimProtocol, TcpState};
 use crate::kinds::Family;
 
 /// A large synthetic table.
@@ -257,6 +257,9 @@ impl GenerateSpec {
                 (active_pps * ratio * rsz as f64 * 8.0) as u64
             },
             flags,
+            fasttrack: FastTrackCounts::default(),
+            mark: None,
+            kind: None,
         }
     }
 }

@@ -57,3 +57,17 @@ pub enum SimClock {
     /// Wall-clock stamps (`creation-time`) start at 2025-01-01 00:00:00.
     Manual,
 }
+
+/// Whether rows that are not FastTracked show the four `*-fasttrack-*` counters. Real routers
+/// list the properties (documented names), but whether a row without FastTrack prints them as
+/// `0` or leaves them out is not confirmed: the simulator can emulate both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FastTrackCounters {
+    /// Every row carries `orig-fasttrack-packets`, `orig-fasttrack-bytes`,
+    /// `repl-fasttrack-packets` and `repl-fasttrack-bytes`; `0` when it is not FastTracked
+    /// (a FastTrack-capable router, the default).
+    #[default]
+    Always,
+    /// Only rows with `fasttrack=true` carry them; other rows lack the properties.
+    OnlyFastTracked,
+}

@@ -48,12 +48,12 @@ mod tls;
 mod writer;
 
 pub use address_list::SimListEntry;
-pub use cli::{run_cli, AddressFormatArg, SimArgs};
+pub use cli::{run_cli, AddressFormatArg, FastTrackCountersArg, SimArgs};
 pub use config::{Faults, RouterAddress, SimConfig, SimTls};
-pub use connection::{SimConnection, SimProtocol, TcpState};
+pub use connection::{ConnFlags, ConnTuple, SimConnection, SimProtocol, TcpState};
 pub use error::SimError;
 pub use generate::GenerateSpec;
-pub use kinds::{AddressFormat, Family, QueryCompare, SimClock};
+pub use kinds::{AddressFormat, Family, FastTrackCounters, QueryCompare, SimClock};
 pub use scenario::{
     demo_scenario, Flow, FlowKind, ListSeed, RouterSettings, Scenario, Vary, DEMO_SCENARIO,
 };

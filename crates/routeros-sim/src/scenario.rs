@@ -17,7 +17,7 @@ use std::time::Duration;
 use routeros_proto::parse_duration;
 use serde::Deserialize;
 
-use crate::connection::{ConnRow, Flags, SimProtocol, TcpState};
+use crate::connection::{ConnRow, FastTrackCounts, Flags, SimProtocol, TcpState};
 use crate::error::SimError;
 use crate::generate::GenerateSpec;
 
@@ -52,6 +52,11 @@ pub enum FlowKind {
     Scan,
     /// Counters and rates exactly as given.
     Custom,
+    /// A healthy flow on a router with the default FastTrack rule: traffic like `normal`,
+    /// but each direction's main counter (`orig-packets`, `repl-packets`) stops at
+    /// `fasttrack_after` packets and the rest is counted in `orig-fasttrack-*` /
+    /// `repl-fasttrack-*`; the row has `fasttrack=true`.
+    Fasttracked,
 }
 
 /// What changes between the `count` connections of one flow.
@@ -107,8 +112,11 @@ pub struct Flow {
     /// TCP state while active (`custom` flows; others have their own).
     pub tcp_state: Option<TcpState>,
     /// Source NAT to the router's WAN address; `None`: automatic (private IPv4 source to a
-    /// public destination).
+    /// public unicast destination).
     pub srcnat: Option<bool>,
+    /// `fasttracked` flows: packets per direction counted on the slow path (the main
+    /// counters) before FastTrack takes over.
+    pub fasttrack_after: u64,
 }
 
 /// An address-list entry to create at start (`[[allowlist]]`).
@@ -242,6 +250,7 @@ struct RawFlow {
     repl_packets: Option<u64>,
     tcp_state: Option<String>,
     srcnat: Option<bool>,
+    fasttrack_after: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -421,7 +430,8 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
     let tcp = protocol == SimProtocol::Tcp;
     // (duration, orig_rate, repl_rate, orig0, repl0, vary)
     let (duration, orig_rate, repl_rate, orig0, repl0, vary) = match f.kind {
-        FlowKind::Normal if tcp => (600.0, 10.0, 15.0, 3, 2, Vary::SrcPort),
+        FlowKind::Normal | FlowKind::Fasttracked if tcp => (600.0, 10.0, 15.0, 3, 2, Vary::SrcPort),
+        FlowKind::Fasttracked => (60.0, 10.0, 10.0, 1, 1, Vary::SrcPort),
         FlowKind::Normal => (1.0, 0.0, 0.0, 1, 1, Vary::SrcPort),
         FlowKind::TlsFreeze => (120.0, 1.0, 0.5, 3, 1, Vary::SrcPort),
         FlowKind::UdpSpray => (30.0, 2.0, 0.0, 1, 0, Vary::DstPort),
@@ -443,6 +453,13 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         Some(s) => Some(TcpState::parse(s).ok_or_else(|| {
             format!("`tcp_state`: {s:?} is not a TCP state (syn-sent, established, time-wait, ...)")
         })?),
+    };
+    let fasttrack_after = match (f.fasttrack_after, f.kind) {
+        (Some(_), k) if k != FlowKind::Fasttracked => {
+            return Err("`fasttrack_after`: only fasttracked flows have it".into())
+        }
+        (Some(n), _) => n,
+        (None, _) => 3,
     };
     let count = f.count.unwrap_or(1);
     if count == 0 {
@@ -471,6 +488,7 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         repl_packets: f.repl_packets.unwrap_or(repl0),
         tcp_state,
         srcnat: f.srcnat,
+        fasttrack_after,
     })
 }
 
@@ -503,6 +521,22 @@ fn is_private_v4(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether a router would masquerade traffic to this destination out of its WAN: a unicast
+/// IPv4 address outside the private, loopback, link-local, multicast, broadcast and
+/// unspecified ranges (documentation ranges count as public: scenarios use them so).
+fn is_public_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !is_private_v4(ip)
+                && !v4.is_loopback()
+                && !v4.is_multicast()
+                && !v4.is_broadcast()
+                && !v4.is_unspecified()
+        }
+        IpAddr::V6(_) => false,
+    }
+}
+
 impl Flow {
     /// The start of connection `i`.
     pub(crate) fn start_of(&self, i: u32) -> Duration {
@@ -511,8 +545,8 @@ impl Flow {
 
     fn per_packet(&self) -> (u64, u64) {
         match (self.kind, self.protocol) {
-            (FlowKind::Normal, SimProtocol::Tcp) => (120, 1200),
-            (FlowKind::Normal, _) => (70, 150),
+            (FlowKind::Normal | FlowKind::Fasttracked, SimProtocol::Tcp) => (120, 1200),
+            (FlowKind::Normal | FlowKind::Fasttracked, _) => (70, 150),
             (FlowKind::TlsFreeze, _) => (400, 60),
             (FlowKind::UdpSpray, _) => (1250, 0),
             (FlowKind::Scan, _) => (60, 0),
@@ -547,7 +581,7 @@ impl Flow {
         let state = if tcp {
             Some(match (self.kind, active) {
                 (FlowKind::Scan, _) => TcpState::SynSent,
-                (FlowKind::Normal, false) => TcpState::TimeWait,
+                (FlowKind::Normal | FlowKind::Fasttracked, false) => TcpState::TimeWait,
                 (FlowKind::TlsFreeze, false) => TcpState::Close,
                 (FlowKind::Custom, _) => self.tcp_state.unwrap_or(TcpState::Established),
                 _ => TcpState::Established,
@@ -597,13 +631,29 @@ impl Flow {
         let nat = match self.srcnat {
             Some(false) => None,
             Some(true) => wan,
-            None if is_private_v4(src) && !is_private_v4(dst) => wan,
+            None if is_private_v4(src) && is_public_unicast(dst) => wan,
             None => None,
         };
         let (osz, rsz) = self.per_packet();
         let mut flags = Flags::CONFIRMED;
         if repl > 0 {
             flags |= Flags::SEEN_REPLY;
+        }
+        let mut fasttrack = FastTrackCounts::default();
+        if self.kind == FlowKind::Fasttracked {
+            // The slow path counts the first packets each way; FastTrack the rest.
+            let (main_orig, main_repl) = (
+                orig.min(self.fasttrack_after),
+                repl.min(self.fasttrack_after),
+            );
+            fasttrack = FastTrackCounts {
+                orig_packets: orig - main_orig,
+                orig_bytes: (orig - main_orig).saturating_mul(osz),
+                repl_packets: repl - main_repl,
+                repl_bytes: (repl - main_repl).saturating_mul(rsz),
+            };
+            (orig, repl) = (main_orig, main_repl);
+            flags |= Flags::FASTTRACK;
         }
         if assured {
             flags |= Flags::ASSURED;
@@ -643,6 +693,9 @@ impl Flow {
             orig_rate,
             repl_rate,
             flags,
+            fasttrack,
+            mark: None,
+            kind: None,
         })
     }
 }

@@ -18,7 +18,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::address_list::SimListEntry;
 use crate::clock::Clock;
 use crate::config::{Faults, SimConfig};
-use crate::connection::{format_id, parse_id, SimConnection};
+use crate::connection::{format_id, parse_id, RowStyle, SimConnection};
 use crate::error::SimError;
 use crate::kinds::Family;
 use crate::router::{Router, RouterSetup};
@@ -129,7 +129,10 @@ impl Sim {
         let local_addr = listener.local_addr()?;
         let settings = Settings {
             users: cfg.users,
-            address_format: cfg.address_format,
+            row_style: RowStyle {
+                format: cfg.address_format,
+                fasttrack: cfg.fasttrack_counters,
+            },
             query_compare: cfg.query_compare,
             empty_replies: cfg.empty_replies,
             legacy_login: cfg.legacy_login,

@@ -15,14 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Faults;
-use crate::kinds::{AddressFormat, QueryCompare};
+use crate::connection::RowStyle;
+use crate::kinds::QueryCompare;
 use crate::router::Router;
 
 /// What the server reads from the configuration once.
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) users: Vec<(String, String)>,
-    pub(crate) address_format: AddressFormat,
+    pub(crate) row_style: RowStyle,
     pub(crate) query_compare: QueryCompare,
     pub(crate) empty_replies: bool,
     pub(crate) legacy_login: bool,

@@ -33,7 +33,7 @@ pub(crate) async fn print(
         Ok(a) => a,
         Err(m) => return w.trap_done(None, &m).await,
     };
-    let format = shared.settings.address_format;
+    let style = shared.settings.row_style;
     let mode = shared.settings.query_compare;
     let mut scratch = String::new();
     let mut stack = Vec::new();
@@ -43,7 +43,7 @@ pub(crate) async fn print(
         let row = shared.router().conns.get(id, family, shared.clock.now());
         let mut count = 0u64;
         if let Some(row) = &row {
-            let view = RowView { row, format };
+            let view = RowView { row, style };
             if args.query.matches(&view, mode, &mut scratch, &mut stack) {
                 count = 1;
                 if !args.count_only {
@@ -67,7 +67,7 @@ pub(crate) async fn print(
         let mut keep = |row: &ConnRow| {
             if !args
                 .query
-                .matches(&RowView { row, format }, mode, &mut scratch, &mut stack)
+                .matches(&RowView { row, style }, mode, &mut scratch, &mut stack)
             {
                 return false;
             }
@@ -84,7 +84,7 @@ pub(crate) async fn print(
             &mut keep,
         );
         for row in &chunk {
-            let view = RowView { row, format };
+            let view = RowView { row, style };
             emit(&view, args.proplist.as_deref(), &mut scratch, w).await?;
         }
         match next {

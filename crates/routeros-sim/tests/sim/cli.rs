@@ -1,7 +1,7 @@
 //! The `rosguard sim` arguments and run function.
 
 use clap::{CommandFactory, Parser};
-use routeros_sim::{run_cli, AddressFormat, QueryCompare, SimArgs, SimTls};
+use routeros_sim::{run_cli, AddressFormat, FastTrackCounters, QueryCompare, SimArgs, SimTls};
 
 use crate::client::{Client, WAIT};
 
@@ -35,6 +35,7 @@ fn help_is_well_formed_and_flags_map_to_the_config() {
         "--ipv6-gateway",
         "--dns-server",
         "--dynamic-dns-server",
+        "--fasttrack-counters",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -72,6 +73,8 @@ fn help_is_well_formed_and_flags_map_to_the_config() {
         "2620:fe::fe",
         "--dynamic-dns-server",
         "192.168.88.1",
+        "--fasttrack-counters",
+        "only-fasttracked",
     ])
     .unwrap();
     let cfg = cli.sim.to_config().unwrap();
@@ -87,6 +90,7 @@ fn help_is_well_formed_and_flags_map_to_the_config() {
     let g = cfg.generate.unwrap();
     assert_eq!((g.connections, g.anomaly_share, g.seed), (1000, 0.5, 9));
     assert_eq!(cfg.session_address, Some("10.0.0.9".parse().unwrap()));
+    assert_eq!(cfg.fasttrack_counters, FastTrackCounters::OnlyFastTracked);
     assert_eq!(cfg.ipv4_gateway, Some("198.51.100.254".parse().unwrap()));
     assert_eq!(cfg.ipv6_gateway, Some("2001:db8::1".parse().unwrap()));
     assert_eq!(
@@ -113,6 +117,7 @@ fn help_is_well_formed_and_flags_map_to_the_config() {
         "no flag: the scenario's or the default"
     );
     assert_eq!(defaults.session_address, None);
+    assert_eq!(defaults.fasttrack_counters, FastTrackCounters::Always);
     assert!(Cli::try_parse_from(["sim", "--user", "nocolon"]).is_err());
     assert!(Cli::try_parse_from(["sim", "--tls-cert", "x.pem"]).is_err());
     let bad = Cli::try_parse_from(["sim", "--connections", "5", "--anomaly-share", "1.5"]).unwrap();

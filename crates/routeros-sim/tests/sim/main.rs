@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod connections;
 mod faults;
+mod fields;
 mod filter;
 mod generator;
 mod imports;
