@@ -30,9 +30,123 @@ pub enum SimTls {
     },
 }
 
+/// The command paths a fault applies to: a path matches when one of the prefixes is a
+/// leading run of its segments (`/ip/route` matches `/ip/route/print`, not `/ip/routes`;
+/// `/` matches everything). The leading `/` may be left out. Empty: nothing matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathMatch {
+    prefixes: Vec<String>,
+}
+
+impl PathMatch {
+    /// Matches nothing (the default).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Matches every command.
+    pub fn all() -> Self {
+        Self::prefixes(["/"])
+    }
+
+    /// Matches the commands under any of these prefixes.
+    pub fn prefixes<S: Into<String>>(prefixes: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            prefixes: prefixes.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Whether nothing matches.
+    pub fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    /// Whether `path` (e.g. `/ip/route/print`) is under one of the prefixes.
+    pub fn matches(&self, path: &str) -> bool {
+        let segments = |p: &str| -> Vec<String> {
+            p.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let path = segments(path);
+        self.prefixes.iter().any(|p| {
+            let prefix = segments(p);
+            path.len() >= prefix.len() && path[..prefix.len()] == prefix[..]
+        })
+    }
+}
+
+/// Prints that send one row every `every`, then `!done` after `rows` rows, or never.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trickle {
+    /// The prints it applies to.
+    pub paths: PathMatch,
+    /// The pause before each row (tokio time: a test with a paused clock drives it).
+    pub every: Duration,
+    /// `!done` after this many rows (valid synthetic rows follow the table's own when it has
+    /// fewer); `None`: rows keep coming and `!done` never does.
+    pub rows: Option<u64>,
+}
+
+/// Commands read but never answered; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Silent {
+    /// Every command from this one on (counted per session from 1, `/login` included).
+    pub from_command: Option<u64>,
+    /// Every command on these paths.
+    pub paths: PathMatch,
+}
+
+impl Silent {
+    fn is_off(&self) -> bool {
+        self.from_command.is_none() && self.paths.is_empty()
+    }
+}
+
+/// What a wrong-tag fault puts on the replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongTag {
+    /// A tag the command did not ask for (also on untagged commands).
+    Other,
+    /// No tag at all.
+    Missing,
+}
+
+/// Replies with the wrong `.tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongTags {
+    /// The commands it applies to.
+    pub paths: PathMatch,
+    /// What their replies carry instead of the command's tag.
+    pub tag: WrongTag,
+}
+
+/// What is wrong with an injected row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRowKind {
+    /// `orig-packets=abc` (a counter that is no number).
+    UnparseableCounter,
+    /// The row has no `.id`.
+    MissingId,
+}
+
+/// A print that injects one bad row after `after` good ones, then goes on normally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    /// The prints it applies to (e.g. `/ip/firewall/connection/print`).
+    pub paths: PathMatch,
+    /// Good rows before the bad one (a print with fewer rows gets none).
+    pub after: u64,
+    /// What is wrong with it.
+    pub kind: BadRowKind,
+}
+
 /// Failures to inject. Sentence counts are per session and count every sentence the simulator
-/// sent on that session (login replies included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// sent on that session (login replies included). Every fault can be swapped at runtime with
+/// `SimHandle::set_faults` (it applies from the next command, or the next sentence for the
+/// sentence-count faults).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Faults {
     /// Wait this long (real time) before answering each command.
     pub reply_delay: Option<Duration>,
@@ -51,6 +165,42 @@ pub struct Faults {
     /// Leave `total-entries` out of `/ip/firewall/connection/tracking` (a router that does
     /// not report it), so a client has to count the table itself.
     pub hide_tracking_totals: bool,
+    /// Prints on these paths never end: after the table's own rows, valid synthetic rows of
+    /// the same menu follow forever (with TCP backpressure; `/cancel` stops them) and `!done`
+    /// never comes.
+    pub endless: PathMatch,
+    /// Prints that trickle out one row at a time.
+    pub trickle: Option<Trickle>,
+    /// Commands read but never answered.
+    pub silent: Silent,
+    /// Replies with a `.tag` the command did not ask for, or none.
+    pub wrong_tags: Option<WrongTags>,
+    /// Commands on these paths answer `!trap =message=not enough permissions (9)` then
+    /// `!done` and change nothing (a user whose group lacks the policy; fix it by clearing
+    /// the path at runtime).
+    pub permission_denied: PathMatch,
+    /// A print that injects an unparseable row mid-stream.
+    pub bad_row: Option<BadRow>,
+    /// `remove` commands on these paths find their connections already gone (timed out
+    /// between the client's print and its remove): they answer `no such item (4)`.
+    pub vanishing: PathMatch,
+}
+
+impl Faults {
+    /// Whether any fault that acts on sentence counts is set (checked on every sentence).
+    pub(crate) fn counts_sentences(&self) -> bool {
+        self.close_after_sentences.is_some()
+            || self.fatal_after_sentences.is_some()
+            || self.garbage_after_sentences.is_some()
+            || self.oversized_prefix_after_sentences.is_some()
+    }
+
+    /// Whether command number `n` of a session, on `path`, goes unanswered.
+    pub(crate) fn silences(&self, n: u64, path: &str) -> bool {
+        !self.silent.is_off()
+            && (self.silent.from_command.is_some_and(|from| n >= from)
+                || self.silent.paths.matches(path))
+    }
 }
 
 /// One address of the router itself (`/ip/address`, `/ipv6/address`).

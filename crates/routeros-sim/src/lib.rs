@@ -18,7 +18,13 @@
 //!   [`SimConfig::session_address`]);
 //! - traffic: scenario files that play flows over time ([`Scenario`], see `SCENARIO.md`), and a
 //!   generator for tables of millions of rows derived from index and seed ([`GenerateSpec`]);
-//! - fault injection ([`Faults`]) and a manual clock ([`SimClock::Manual`]) for deterministic tests.
+//! - fault injection ([`Faults`], swappable at runtime with [`SimHandle::set_faults`], most of
+//!   it aimed at command paths with a [`PathMatch`]): delays, closes, `!fatal`, garbage,
+//!   oversized length prefixes, refused logins, prints that never end or trickle one row at a
+//!   time ([`Trickle`], on tokio time), commands read but never answered ([`Silent`]), replies
+//!   with a wrong or no `.tag` ([`WrongTags`]), `not enough permissions (9)` traps, a bad row
+//!   mid-stream ([`BadRow`]), connections gone by the time their `remove` arrives;
+//! - a manual clock ([`SimClock::Manual`]) for deterministic tests.
 //!
 //! Big prints stream: rows are produced in small chunks under a short lock and written with
 //! TCP backpressure, never collected whole.
@@ -49,7 +55,10 @@ mod writer;
 
 pub use address_list::SimListEntry;
 pub use cli::{run_cli, AddressFormatArg, FastTrackCountersArg, SimArgs};
-pub use config::{Faults, RouterAddress, SimConfig, SimTls};
+pub use config::{
+    BadRow, BadRowKind, Faults, PathMatch, RouterAddress, Silent, SimConfig, SimTls, Trickle,
+    WrongTag, WrongTags,
+};
 pub use connection::{ConnFlags, ConnTuple, SimConnection, SimProtocol, TcpState};
 pub use error::SimError;
 pub use generate::GenerateSpec;

@@ -37,6 +37,8 @@ pub struct SimStats {
     pub failed_logins: u64,
     /// Commands received (logins included).
     pub commands: u64,
+    /// Commands a `Faults::silent` fault left unanswered.
+    pub commands_ignored: u64,
     /// Sentences sent.
     pub sentences_sent: u64,
     /// Bytes sent.
@@ -357,6 +359,7 @@ impl SimHandle {
             logins: l(&c.logins),
             failed_logins: l(&c.failed_logins),
             commands: l(&c.commands),
+            commands_ignored: l(&c.commands_ignored),
             sentences_sent: l(&c.sentences_sent),
             bytes_sent: l(&c.bytes_sent),
             bytes_received: l(&c.bytes_received),

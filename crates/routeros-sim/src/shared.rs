@@ -66,6 +66,7 @@ pub(crate) struct Counters {
     pub(crate) logins: AtomicU64,
     pub(crate) failed_logins: AtomicU64,
     pub(crate) commands: AtomicU64,
+    pub(crate) commands_ignored: AtomicU64,
     pub(crate) sentences_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) bytes_received: AtomicU64,

@@ -139,7 +139,7 @@ impl ReplyWriter {
         f: impl FnOnce(&mut Words<'_>),
     ) -> Result<(), End> {
         let faults = self.shared.faults();
-        if *faults != Faults::default() {
+        if faults.counts_sentences() {
             self.inject(&faults).await?;
         }
         let mut w = Words { buf: &mut self.buf };

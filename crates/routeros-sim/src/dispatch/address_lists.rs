@@ -4,6 +4,7 @@
 //!
 //! It deliberately does not normalise addresses or expire entries: the lists do.
 
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::address_list::{EntryChanges, EntryView, ListError};
@@ -20,6 +21,7 @@ use super::print::{emit_rows, select_rows, PrintArgs};
 pub(crate) async fn print(
     f: Family,
     req: &Request,
+    cancel: &AtomicBool,
     w: &mut ReplyWriter,
     shared: &Shared,
 ) -> Result<(), End> {
@@ -43,7 +45,7 @@ pub(crate) async fn print(
             mode,
         )
     };
-    emit_rows(rows, count, &args, w, shared).await
+    emit_rows(rows, count, &args, req, cancel, w, shared).await
 }
 
 async fn list_error(w: &mut ReplyWriter, e: ListError) -> Result<(), End> {

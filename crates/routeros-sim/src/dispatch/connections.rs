@@ -7,8 +7,10 @@
 //! does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::connection::{parse_id, ConnRow, RowView};
+use crate::generate::GenerateSpec;
 use crate::kinds::Family;
 use crate::query::Props;
 use crate::request::Request;
@@ -16,7 +18,8 @@ use crate::shared::Shared;
 use crate::writer::{End, ReplyWriter};
 
 use super::args::{interrupted, items_of, unknown_param};
-use super::print::{finish_print, PrintArgs};
+use super::print::{finish_print, project, PrintArgs};
+use super::shaping::{hang_until_cancelled, spoil, Shaping, SYNTHETIC_ID_BASE};
 
 /// Rows produced per router-lock acquisition during a connection print.
 const CHUNK: usize = 256;
@@ -37,9 +40,15 @@ pub(crate) async fn print(
     let mode = shared.settings.query_compare;
     let mut scratch = String::new();
     let mut stack = Vec::new();
+    let mut shaping = Shaping::of(&req.path, &shared.faults());
     // `?.id=*X` alone (an API client's `get` of one row): look it up, as a router would,
     // instead of walking the whole table. The query still decides whether it matches.
-    if let Some(id) = args.query.only_eq(".id").and_then(parse_id) {
+    if let Some(id) = args
+        .query
+        .only_eq(".id")
+        .and_then(parse_id)
+        .filter(|_| shaping.is_plain())
+    {
         let row = shared.router().conns.get(id, family, shared.clock.now());
         let mut count = 0u64;
         if let Some(row) = &row {
@@ -56,6 +65,7 @@ pub(crate) async fn print(
     let mut cursor = 0u64;
     let mut chunk: Vec<ConnRow> = Vec::with_capacity(CHUNK);
     let mut count = 0u64;
+    let mut sent = 0u64;
     loop {
         if cancel.load(Ordering::Acquire) {
             return interrupted(w).await;
@@ -85,7 +95,26 @@ pub(crate) async fn print(
         );
         for row in &chunk {
             let view = RowView { row, style };
+            if !shaping.is_plain() {
+                if cancel.load(Ordering::Acquire) {
+                    return interrupted(w).await;
+                }
+                if !shaping.next_row(w).await? {
+                    return finish_print(sent, &args, w, shared).await;
+                }
+                if let Some(kind) = shaping.bad_row_due() {
+                    let mut bad = project(&view, args.proplist.as_deref(), &mut scratch);
+                    spoil(&mut bad, kind);
+                    w.sentence("!re", |words| {
+                        for (n, v) in &bad {
+                            words.attr(n, v);
+                        }
+                    })
+                    .await?;
+                }
+            }
             emit(&view, args.proplist.as_deref(), &mut scratch, w).await?;
+            sent += 1;
         }
         match next {
             Some(c) => cursor = c,
@@ -94,7 +123,44 @@ pub(crate) async fn print(
         // Let other sessions run between chunks (a count-only print never awaits otherwise).
         tokio::task::yield_now().await;
     }
-    finish_print(count, &args, w, shared).await
+    if shaping.is_plain() {
+        return finish_print(count, &args, w, shared).await;
+    }
+    if !args.count_only {
+        // The table is out; an endless or trickling print goes on with synthetic rows.
+        let spec = GenerateSpec {
+            connections: 0,
+            anomaly_share: 0.01,
+            seed: 0x5EED,
+            ipv6_share: if family == Family::V6 { 1.0 } else { 0.0 },
+        };
+        let mut idx = 0u64;
+        while shaping.continues() {
+            if cancel.load(Ordering::Acquire) {
+                return interrupted(w).await;
+            }
+            if !shaping.next_row(w).await? {
+                break;
+            }
+            let row = spec.row(idx, SYNTHETIC_ID_BASE + idx, Duration::ZERO, None);
+            emit(
+                &RowView { row: &row, style },
+                args.proplist.as_deref(),
+                &mut scratch,
+                w,
+            )
+            .await?;
+            sent += 1;
+            idx += 1;
+            if idx.is_multiple_of(CHUNK as u64) {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    if shaping.never_ends() {
+        return hang_until_cancelled(cancel, w).await;
+    }
+    finish_print(if args.count_only { count } else { sent }, &args, w, shared).await
 }
 
 /// One connection row as a `!re`, with the properties of `proplist` (all when `None`).
@@ -135,9 +201,20 @@ pub(crate) async fn remove(
             .await;
     };
     let now = shared.clock.now();
+    let vanishing = shared.faults().vanishing.matches(&req.path);
     let mut failed = false;
     {
         let mut r = shared.router();
+        if vanishing {
+            // Gone by the time the remove arrives, the way conntrack drops an entry that
+            // timed out between a client's print and its remove.
+            for id in items.iter().filter_map(|i| parse_id(i)) {
+                if r.conns.exists_in(id, family, now) {
+                    tracing::debug!(id, "fault: the connection vanished before its remove");
+                    r.conns.remove(id, now);
+                }
+            }
+        }
         for item in items {
             let ok = parse_id(item)
                 .is_some_and(|id| r.conns.exists_in(id, family, now) && r.conns.remove(id, now));

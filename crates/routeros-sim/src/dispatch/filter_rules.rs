@@ -4,6 +4,8 @@
 //! It deliberately does not check what a rule's matchers mean: the rule table keeps them as
 //! data (and the router reads the few it emulates, such as `psd`).
 
+use std::sync::atomic::AtomicBool;
+
 use crate::connection::format_id;
 use crate::filter::RULE_PARAMS;
 use crate::kinds::Family;
@@ -18,11 +20,12 @@ use super::print::print_owned;
 pub(crate) async fn print(
     f: Family,
     req: &Request,
+    cancel: &AtomicBool,
     w: &mut ReplyWriter,
     shared: &Shared,
 ) -> Result<(), End> {
     let rows = shared.router().filters_ref(f).rows();
-    print_owned(rows, req, w, shared).await
+    print_owned(rows, req, cancel, w, shared).await
 }
 
 /// `add`, `set`, `remove`, `move`, `enable`, `disable`.

@@ -24,6 +24,8 @@ pub(crate) struct SessionState {
     /// The user this session logged in as.
     pub(crate) user: Option<String>,
     challenge: Option<String>,
+    /// Commands received so far, this one included.
+    pub(crate) commands: u64,
 }
 
 impl SessionState {
@@ -34,6 +36,7 @@ impl SessionState {
             via,
             user: None,
             challenge: None,
+            commands: 0,
         }
     }
 

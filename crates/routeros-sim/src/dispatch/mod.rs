@@ -2,8 +2,9 @@
 //! menu that handles it, `/login`, `/quit`, `/cancel`, and unknown commands.
 //!
 //! One file per menu family answers its commands: `connections` (the connection tables),
-//! `address_lists`, `filter_rules`, `system` (the read-only menus), `login`; `print` and
-//! `args` hold what they share. Those modules never import this one back: the routing lives
+//! `address_lists`, `filter_rules`, `system` (the read-only menus), `login`; `print`,
+//! `shaping` (faults that change how a print streams) and `args` hold what they share. The
+//! command-level faults (silent, wrong tags, permission traps) are applied here. Those modules never import this one back: the routing lives
 //! here alone. Handlers take the router lock only for short synchronous steps; every reply
 //! carries the command's `.tag` (the writer appends it). This module deliberately does not
 //! read the socket or order commands: the session does.
@@ -14,11 +15,13 @@ mod connections;
 mod filter_rules;
 mod login;
 mod print;
+mod shaping;
 mod system;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 
+use crate::config::WrongTag;
 use crate::kinds::Family;
 use crate::request::Request;
 use crate::shared::Shared;
@@ -139,8 +142,27 @@ pub(crate) async fn execute(
     w: &mut ReplyWriter,
     shared: &Shared,
 ) -> Result<(), End> {
-    w.set_tag(req.tag.clone());
-    if let Some(delay) = shared.faults().reply_delay {
+    st.commands += 1;
+    let faults = shared.faults();
+    if faults.silences(st.commands, &req.path) {
+        tracing::debug!(path = %req.path, n = st.commands, "fault: leaving a command unanswered");
+        shared
+            .stats
+            .commands_ignored
+            .fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    w.set_tag(match faults.wrong_tags.as_ref() {
+        Some(wt) if wt.paths.matches(&req.path) => match wt.tag {
+            WrongTag::Other => Some(format!(
+                "{}-not-asked",
+                req.tag.as_deref().unwrap_or("untagged")
+            )),
+            WrongTag::Missing => None,
+        },
+        _ => req.tag.clone(),
+    });
+    if let Some(delay) = faults.reply_delay {
         tokio::time::sleep(delay).await;
     }
     match req.path.as_str() {
@@ -155,6 +177,10 @@ pub(crate) async fn execute(
     if cancel.load(Ordering::Acquire) {
         return args::interrupted(w).await;
     }
+    if faults.permission_denied.matches(&req.path) {
+        return w.trap_done(None, "not enough permissions (9)").await;
+    }
+    drop(faults);
     if req.path == "/cancel" {
         // The reader already flagged the target command(s); this answers the /cancel itself.
         return w.done(None).await;
@@ -176,13 +202,17 @@ pub(crate) async fn execute(
             connections::print(f, req, cancel, w, shared).await
         }
         (Menu::Connection(f), "remove") => connections::remove(f, req, w, shared).await,
-        (Menu::AddressList(f), "print" | "getall") => address_lists::print(f, req, w, shared).await,
+        (Menu::AddressList(f), "print" | "getall") => {
+            address_lists::print(f, req, cancel, w, shared).await
+        }
         (Menu::AddressList(f), "add") => address_lists::add(f, req, w, shared).await,
         (Menu::AddressList(f), "remove") => address_lists::remove(f, req, w, shared).await,
         (Menu::AddressList(f), "set") => address_lists::set(f, req, w, shared).await,
-        (Menu::Filter(f), "print" | "getall") => filter_rules::print(f, req, w, shared).await,
+        (Menu::Filter(f), "print" | "getall") => {
+            filter_rules::print(f, req, cancel, w, shared).await
+        }
         (Menu::Filter(f), _) => filter_rules::command(f, cmd, req, w, shared).await,
-        (Menu::ReadOnly(m), _) => system::print(m, req, w, shared).await,
+        (Menu::ReadOnly(m), _) => system::print(m, req, cancel, w, shared).await,
         (m, c) => {
             // Unreachable: MENUS lists only commands handled above.
             tracing::error!(menu = ?m, command = c, "command listed but not handled");

@@ -5,11 +5,17 @@
 //! It deliberately does not stream big tables (the connection print does that itself) and
 //! knows no menu.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::connection::format_id;
 use crate::kinds::QueryCompare;
 use crate::query::{Props, Query};
 use crate::request::Request;
 use crate::shared::Shared;
 use crate::writer::{End, ReplyWriter};
+
+use super::args::interrupted;
+use super::shaping::{hang_until_cancelled, spoil, Shaping, SYNTHETIC_ID_BASE};
 
 /// The flags and filters of a print.
 pub(crate) struct PrintArgs {
@@ -107,29 +113,90 @@ pub(crate) async fn finish_print(
     w.done(None).await
 }
 
-/// Sends already selected rows, then ends the print.
+async fn send_row(w: &mut ReplyWriter, row: &[(String, String)]) -> Result<(), End> {
+    w.sentence("!re", |words| {
+        for (n, v) in row {
+            words.attr(n, v);
+        }
+    })
+    .await
+}
+
+/// Sends already selected rows, then ends the print; the faults in force on `req`'s path may
+/// pace the rows, inject a bad one, or keep rows coming (copies of these with fresh ids).
 pub(crate) async fn emit_rows(
     rows: Vec<Vec<(String, String)>>,
     count: u64,
     args: &PrintArgs,
+    req: &Request,
+    cancel: &AtomicBool,
     w: &mut ReplyWriter,
     shared: &Shared,
 ) -> Result<(), End> {
-    for row in &rows {
-        w.sentence("!re", |words| {
-            for (n, v) in row {
-                words.attr(n, v);
-            }
-        })
-        .await?;
+    let mut shaping = Shaping::of(&req.path, &shared.faults());
+    if shaping.is_plain() {
+        for row in &rows {
+            send_row(w, row).await?;
+        }
+        return finish_print(count, args, w, shared).await;
     }
-    finish_print(count, args, w, shared).await
+    if args.count_only {
+        return if shaping.never_ends() {
+            hang_until_cancelled(cancel, w).await
+        } else {
+            finish_print(count, args, w, shared).await
+        };
+    }
+    let mut sent = 0u64;
+    for row in &rows {
+        if cancel.load(Ordering::Acquire) {
+            return interrupted(w).await;
+        }
+        if !shaping.next_row(w).await? {
+            return finish_print(sent, args, w, shared).await;
+        }
+        if let Some(kind) = shaping.bad_row_due() {
+            let mut bad = row.clone();
+            spoil(&mut bad, kind);
+            send_row(w, &bad).await?;
+        }
+        send_row(w, row).await?;
+        sent += 1;
+    }
+    if shaping.continues() && rows.is_empty() {
+        // Nothing to repeat: the print just never ends.
+        return hang_until_cancelled(cancel, w).await;
+    }
+    let mut next_id = SYNTHETIC_ID_BASE;
+    while shaping.continues() {
+        for row in &rows {
+            if cancel.load(Ordering::Acquire) {
+                return interrupted(w).await;
+            }
+            if !shaping.next_row(w).await? {
+                break;
+            }
+            let mut copy = row.clone();
+            if let Some(slot) = copy.iter_mut().find(|(n, _)| n == ".id") {
+                slot.1 = format_id(next_id);
+            }
+            next_id += 1;
+            send_row(w, &copy).await?;
+            sent += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    if shaping.never_ends() {
+        return hang_until_cancelled(cancel, w).await;
+    }
+    finish_print(sent, args, w, shared).await
 }
 
 /// Print of a small table held as owned rows.
 pub(crate) async fn print_owned(
     rows: Vec<Vec<(String, String)>>,
     req: &Request,
+    cancel: &AtomicBool,
     w: &mut ReplyWriter,
     shared: &Shared,
 ) -> Result<(), End> {
@@ -142,5 +209,5 @@ pub(crate) async fn print_owned(
         &args,
         shared.settings.query_compare,
     );
-    emit_rows(selected, count, &args, w, shared).await
+    emit_rows(selected, count, &args, req, cancel, w, shared).await
 }

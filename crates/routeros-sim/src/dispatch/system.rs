@@ -5,7 +5,7 @@
 //! Each answers a print of rows the router computes on the spot. It deliberately accepts no
 //! command that changes anything.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::connection::format_id;
 use crate::kinds::Family;
@@ -31,6 +31,7 @@ pub(crate) enum ReadOnly {
 pub(crate) async fn print(
     menu: ReadOnly,
     req: &Request,
+    cancel: &AtomicBool,
     w: &mut ReplyWriter,
     shared: &Shared,
 ) -> Result<(), End> {
@@ -50,7 +51,7 @@ pub(crate) async fn print(
         ReadOnly::Identity => shared.router().identity_rows(),
         ReadOnly::ActiveUsers => active_user_rows(shared),
     };
-    print_owned(rows, req, w, shared).await
+    print_owned(rows, req, cancel, w, shared).await
 }
 
 /// `/user/active`: every logged-in session, with the address the router sees (the peer's, or

@@ -162,7 +162,7 @@ async fn total_entries_counts_both_tables() {
 
 /// The most bytes the kernel may hold for one loopback connection on the sending side
 /// (`tcp_wmem`'s maximum on Linux; a generous guess elsewhere).
-fn max_send_buffer() -> u64 {
+pub fn max_send_buffer() -> u64 {
     std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
         .ok()
         .and_then(|t| t.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
@@ -170,7 +170,7 @@ fn max_send_buffer() -> u64 {
 }
 
 /// The bytes a reply takes on the wire.
-fn wire_len(r: &routeros_proto::Reply) -> u64 {
+pub fn wire_len(r: &routeros_proto::Reply) -> u64 {
     let words: u64 = r
         .sentence()
         .words()
