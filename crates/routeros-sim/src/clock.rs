@@ -40,6 +40,11 @@ impl Clock {
         }
     }
 
+    /// Real or manual.
+    pub(crate) fn kind(&self) -> SimClock {
+        self.kind
+    }
+
     /// Sim time since start.
     pub(crate) fn now(&self) -> Duration {
         let offset = Duration::from_nanos(self.offset_nanos.load(Ordering::Acquire));

@@ -677,6 +677,32 @@ pub(crate) struct ConnRow {
     pub(crate) kind: Option<Arc<str>>,
 }
 
+impl ConnRow {
+    /// The row's 5-tuple.
+    pub(crate) fn tuple(&self) -> ConnTuple {
+        ConnTuple {
+            protocol: self.protocol,
+            src: self.src,
+            src_port: self.src_port,
+            dst: self.dst,
+            dst_port: self.dst_port,
+        }
+    }
+}
+
+/// A connection a client removed with `/ip/firewall/connection/remove` (or the IPv6 one), as
+/// `SimHandle::removed_connections` reports it: an external source (a kernel-conntrack
+/// bridge) deletes the same flow where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedConnection {
+    /// Its `.id` (`*1A`).
+    pub id: String,
+    /// The table it was in.
+    pub family: Family,
+    /// Its 5-tuple.
+    pub tuple: ConnTuple,
+}
+
 /// How a router prints rows: the address format and whether rows without FastTrack show the
 /// FastTrack counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

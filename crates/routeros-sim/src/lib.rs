@@ -29,6 +29,25 @@
 //! Big prints stream: rows are produced in small chunks under a short lock and written with
 //! TCP backpressure, never collected whole.
 //!
+//! # Connections from outside
+//!
+//! A bridge from the kernel's conntrack, or a replay of a recording, feeds the table through
+//! three calls on [`SimHandle`]:
+//!
+//! - [`SimHandle::sync_connections`]`(family, rows)` makes that family's table exactly these
+//!   [`SimConnection`]s. A row whose 5-tuple ([`ConnTuple`]: protocol, source and destination
+//!   address and port) was already there keeps its `.id`, so a client that remembers ids sees
+//!   one flow as one row across syncs; new rows get fresh ids. From the first call on, the
+//!   family's generated and scenario rows are gone: the source owns the table.
+//! - [`SimHandle::removed_connections`] is a `tokio::sync::broadcast` receiver of every
+//!   [`RemovedConnection`] a client removed through the API, so the bridge can drop the same
+//!   flow at its source (`conntrack -D`).
+//! - [`SimHandle::list_changes`] is a broadcast receiver of every [`ListChange`] (added,
+//!   updated, removed with its [`ListRemoval`] cause), in order, so a bridge can mirror a list
+//!   into nftables; after `RecvError::Lagged` it re-reads [`SimHandle::address_lists`].
+//!
+//! Both receivers hold at most [`REMOVAL_BACKLOG`] / [`LIST_CHANGE_BACKLOG`] unread items.
+//!
 //! It deliberately does not route packets, enforce filter rules, resolve DNS names in
 //! address-lists or implement `follow`, and it only emulates the menus rosguard uses.
 
@@ -53,13 +72,15 @@ mod shared;
 mod tls;
 mod writer;
 
-pub use address_list::SimListEntry;
+pub use address_list::{ListChange, ListRemoval, SimListEntry};
 pub use cli::{run_cli, AddressFormatArg, FastTrackCountersArg, SimArgs};
 pub use config::{
     BadRow, BadRowKind, Faults, PathMatch, RouterAddress, Silent, SimConfig, SimTls, Trickle,
     WrongTag, WrongTags,
 };
-pub use connection::{ConnFlags, ConnTuple, SimConnection, SimProtocol, TcpState};
+pub use connection::{
+    ConnFlags, ConnTuple, RemovedConnection, SimConnection, SimProtocol, TcpState,
+};
 pub use error::SimError;
 pub use generate::GenerateSpec;
 pub use kinds::{AddressFormat, Family, FastTrackCounters, QueryCompare, SimClock};
@@ -67,3 +88,4 @@ pub use scenario::{
     demo_scenario, Flow, FlowKind, ListSeed, RouterSettings, Scenario, Vary, DEMO_SCENARIO,
 };
 pub use server::{Sim, SimHandle, SimStats};
+pub use shared::{LIST_CHANGE_BACKLOG, REMOVAL_BACKLOG};

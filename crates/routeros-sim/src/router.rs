@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use crate::address_list::AddressLists;
+use crate::address_list::{AddressLists, RawListChange};
 use crate::config::RouterAddress;
 use crate::connection::{format_id, write_timeout};
 use crate::conntable::ConnTable;
@@ -117,6 +117,33 @@ impl Router {
             Family::V4 => &self.filter_v4,
             Family::V6 => &self.filter_v6,
         }
+    }
+
+    /// Starts or stops recording address-list changes in both families.
+    pub(crate) fn record_list_changes(&mut self, on: bool) {
+        self.lists_v4.record_changes(on);
+        self.lists_v6.record_changes(on);
+    }
+
+    /// The address-list changes recorded since the last call, per family.
+    pub(crate) fn take_list_changes(&mut self) -> Vec<(Family, RawListChange)> {
+        let v4 = self
+            .lists_v4
+            .take_changes()
+            .into_iter()
+            .map(|c| (Family::V4, c));
+        let v6 = self
+            .lists_v6
+            .take_changes()
+            .into_iter()
+            .map(|c| (Family::V6, c));
+        v4.chain(v6).collect()
+    }
+
+    /// Catches up with time: expired list entries leave (and are reported as changes).
+    pub(crate) fn housekeep(&mut self, now: Duration) {
+        self.lists_v4.purge(now);
+        self.lists_v6.purge(now);
     }
 
     /// A reboot: connections flushed, dynamic list entries gone, configuration kept.

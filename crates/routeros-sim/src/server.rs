@@ -13,14 +13,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::address_list::SimListEntry;
+use crate::address_list::{ListChange, ListRemoval, SimListEntry};
 use crate::clock::Clock;
 use crate::config::{Faults, SimConfig};
-use crate::connection::{format_id, parse_id, RowStyle, SimConnection};
+use crate::connection::{format_id, parse_id, RemovedConnection, RowStyle, SimConnection};
 use crate::error::SimError;
 use crate::kinds::Family;
+use crate::kinds::SimClock;
 use crate::router::{Router, RouterSetup};
 use crate::scenario::RouterSettings;
 use crate::session;
@@ -171,15 +173,28 @@ impl Sim {
     }
 }
 
+/// How often a real-clock simulator catches up with time (expiring list entries, firewall
+/// rules reacting to traffic).
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut sessions = JoinSet::new();
+    // With the real clock time moves by itself: catch up with it now and then (a manual
+    // clock catches up in `advance`).
+    let real_clock = shared.clock.kind() == SimClock::Real;
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shared.root().cancelled() => break,
+            _ = housekeeping.tick(), if real_clock => {
+                let now = shared.clock.now();
+                shared.router().housekeep(now);
+            }
             Some(res) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Err(e) = res {
                     if e.is_panic() {
@@ -252,9 +267,80 @@ impl SimHandle {
         self.shared().drop_sessions();
     }
 
-    /// Moves the simulator's clock forward (with `SimClock::Real`, adds to real time).
+    /// Moves the simulator's clock forward (with `SimClock::Real`, adds to real time), then
+    /// catches up with it: entries whose timeout ran out leave their lists (and observers of
+    /// `list_changes` hear of it) before this returns.
     pub fn advance(&self, d: Duration) {
         self.shared().clock.advance(d);
+        let now = self.shared().clock.now();
+        self.shared().router().housekeep(now);
+    }
+
+    /// Makes the connection table of `family` exactly `conns`, for an external source of
+    /// connections (a bridge from the kernel's conntrack, a replay of a recording) that calls
+    /// it whenever its view changes. A row whose 5-tuple (protocol, source and destination
+    /// address and port, see [`SimConnection::tuple`]) is in the table now keeps its `.id`;
+    /// other rows get fresh ids; rows not given are gone. From the first call on, the family's
+    /// generated and scenario rows stay gone: the source owns the table. Counters are taken
+    /// as given (they grow at the given rates until the next call). Returns the ids in the
+    /// order of `conns`; refuses (changing nothing) when a row is of the other family.
+    pub fn sync_connections(
+        &self,
+        family: Family,
+        conns: Vec<SimConnection>,
+    ) -> Result<Vec<String>, SimError> {
+        if let Some((i, c)) = conns.iter().enumerate().find(|(_, c)| c.family() != family) {
+            return Err(SimError::Config(format!(
+                "sync_connections({family:?}): row {i} ({} -> {}) is of the other family",
+                c.src, c.dst
+            )));
+        }
+        let now = self.shared().clock.now();
+        let ids = self.shared().router().conns.sync(family, conns, now);
+        Ok(ids.into_iter().map(format_id).collect())
+    }
+
+    /// A receiver of every connection a client removes through the API
+    /// (`/ip/firewall/connection/remove`, `/ipv6/...`), from now on, so the owner of an
+    /// external source can drop the same flow there. Removals by the handle, timeouts and
+    /// reboots are not reported. At most [`REMOVAL_BACKLOG`](crate::REMOVAL_BACKLOG) wait unread; a receiver further
+    /// behind gets `RecvError::Lagged`.
+    pub fn removed_connections(&self) -> broadcast::Receiver<RemovedConnection> {
+        self.shared().removals.subscribe()
+    }
+
+    /// A receiver of every address-list change from now on, in order: entries added (by a
+    /// client, the handle or a firewall rule), changed by `set`, removed (by a client, the
+    /// handle, a reboot, or expiry; expiry is noticed when the simulator next looks at its
+    /// lists: any command, handle call or `advance`, and at least once a second with the real
+    /// clock). At most [`LIST_CHANGE_BACKLOG`](crate::LIST_CHANGE_BACKLOG) wait unread; a receiver further behind gets
+    /// `RecvError::Lagged` and should re-read the lists with `address_lists`.
+    pub fn list_changes(&self) -> broadcast::Receiver<ListChange> {
+        self.shared().subscribe_list_changes()
+    }
+
+    /// Every live entry of every list of one family, in `.id` order.
+    pub fn address_lists(&self, family: Family) -> Vec<SimListEntry> {
+        let shared = self.shared();
+        let now = shared.clock.now();
+        let mut r = shared.router();
+        let lists = r.lists(family);
+        lists.purge(now);
+        lists
+            .entries()
+            .map(|e| SimListEntry::of(e, now, &shared.clock))
+            .collect()
+    }
+
+    /// Removes an address-list entry by `.id`; `false` when there is none.
+    pub fn remove_list_entry(&self, family: Family, id: &str) -> bool {
+        let now = self.shared().clock.now();
+        parse_id(id).is_some_and(|id| {
+            self.shared()
+                .router()
+                .lists(family)
+                .remove(id, ListRemoval::Handle, now)
+        })
     }
 
     /// Sim time since start.

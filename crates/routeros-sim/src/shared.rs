@@ -6,16 +6,20 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use routeros_proto::Limits;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use crate::address_list::ListChange;
 
 use crate::clock::Clock;
 use crate::config::Faults;
-use crate::connection::RowStyle;
+use crate::connection::{RemovedConnection, RowStyle};
 use crate::kinds::QueryCompare;
 use crate::router::Router;
 
@@ -75,6 +79,52 @@ pub(crate) struct Counters {
     pub(crate) sessions_active: AtomicU64,
 }
 
+/// How many removed connections `SimHandle::removed_connections` keeps for a receiver that
+/// has not read them yet; a receiver further behind gets `RecvError::Lagged` and should
+/// re-read the table.
+pub const REMOVAL_BACKLOG: usize = 4096;
+
+/// How many address-list changes `SimHandle::list_changes` keeps for a receiver that has not
+/// read them yet; a receiver further behind gets `RecvError::Lagged` and should re-read the
+/// lists (`SimHandle::address_lists`).
+pub const LIST_CHANGE_BACKLOG: usize = 4096;
+
+/// The router, locked; releasing it publishes the address-list changes made meanwhile.
+pub(crate) struct RouterGuard<'a> {
+    guard: MutexGuard<'a, Router>,
+    shared: &'a Shared,
+}
+
+impl Deref for RouterGuard<'_> {
+    type Target = Router;
+    fn deref(&self) -> &Router {
+        &self.guard
+    }
+}
+
+impl DerefMut for RouterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Router {
+        &mut self.guard
+    }
+}
+
+impl Drop for RouterGuard<'_> {
+    fn drop(&mut self) {
+        let changes = self.guard.take_list_changes();
+        if changes.is_empty() {
+            return;
+        }
+        // Published in order, still under the lock, so observers see changes as they happened.
+        let now = self.shared.clock.now();
+        for (family, change) in changes {
+            let _ = self
+                .shared
+                .list_changes
+                .send(change.publish(family, now, &self.shared.clock));
+        }
+    }
+}
+
 /// State shared by the accept loop, the sessions and the handle.
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
@@ -86,6 +136,8 @@ pub(crate) struct Shared {
     generation: Mutex<CancellationToken>,
     next_session: AtomicU64,
     active: Mutex<BTreeMap<u64, ActiveSession>>,
+    pub(crate) removals: broadcast::Sender<RemovedConnection>,
+    list_changes: broadcast::Sender<ListChange>,
 }
 
 impl Shared {
@@ -101,11 +153,24 @@ impl Shared {
             root,
             next_session: AtomicU64::new(1),
             active: Mutex::new(BTreeMap::new()),
+            removals: broadcast::channel(REMOVAL_BACKLOG).0,
+            list_changes: broadcast::channel(LIST_CHANGE_BACKLOG).0,
         }
     }
 
-    pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
-        self.router.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The router, locked (hold it for one short step).
+    pub(crate) fn router(&self) -> RouterGuard<'_> {
+        let mut guard = self.router.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.record_list_changes(self.list_changes.receiver_count() > 0);
+        RouterGuard {
+            guard,
+            shared: self,
+        }
+    }
+
+    /// A receiver of address-list changes from now on.
+    pub(crate) fn subscribe_list_changes(&self) -> broadcast::Receiver<ListChange> {
+        self.list_changes.subscribe()
     }
 
     /// The faults in force now (cheap: a shared pointer).

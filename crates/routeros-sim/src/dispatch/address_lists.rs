@@ -7,7 +7,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::address_list::{EntryChanges, EntryView, ListError};
+use crate::address_list::{EntryChanges, EntryView, ListError, ListRemoval};
 use crate::connection::{format_id, parse_id};
 use crate::kinds::Family;
 use crate::request::Request;
@@ -125,7 +125,7 @@ pub(crate) async fn remove(
     {
         let mut r = shared.router();
         for item in items {
-            if !parse_id(item).is_some_and(|id| r.lists(f).remove(id, now)) {
+            if !parse_id(item).is_some_and(|id| r.lists(f).remove(id, ListRemoval::Api, now)) {
                 failed = true;
                 break;
             }

@@ -1,5 +1,6 @@
 //! The connection tables (`/ip/firewall/connection`, `/ipv6/firewall/connection`): the
-//! streaming print and `remove`.
+//! streaming print and `remove` (each removed row is reported to
+//! `SimHandle::removed_connections`).
 //!
 //! The print holds the router lock only for a chunk of rows at a time, runs the query under it
 //! (only matching rows are copied out), encodes each row straight into the writer and checks
@@ -9,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::connection::{parse_id, ConnRow, RowView};
+use crate::connection::{format_id, parse_id, ConnRow, RemovedConnection, RowView};
 use crate::generate::GenerateSpec;
 use crate::kinds::Family;
 use crate::query::Props;
@@ -203,6 +204,7 @@ pub(crate) async fn remove(
     let now = shared.clock.now();
     let vanishing = shared.faults().vanishing.matches(&req.path);
     let mut failed = false;
+    let mut removed = Vec::new();
     {
         let mut r = shared.router();
         if vanishing {
@@ -216,13 +218,27 @@ pub(crate) async fn remove(
             }
         }
         for item in items {
-            let ok = parse_id(item)
-                .is_some_and(|id| r.conns.exists_in(id, family, now) && r.conns.remove(id, now));
-            if !ok {
-                failed = true;
-                break;
+            let gone = parse_id(item).and_then(|id| {
+                let row = r.conns.get(id, family, now)?;
+                r.conns.remove(id, now).then_some(row)
+            });
+            match gone {
+                Some(row) => removed.push(RemovedConnection {
+                    id: format_id(row.id),
+                    family,
+                    tuple: row.tuple(),
+                }),
+                None => {
+                    failed = true;
+                    break;
+                }
             }
         }
+    }
+    // Those removed before a failing item stay removed, as on RouterOS; the owner of the
+    // table hears about each.
+    for r in removed {
+        let _ = shared.removals.send(r);
     }
     if failed {
         w.trap_done(None, "no such item (4)").await

@@ -14,6 +14,7 @@ mod librouteros;
 mod lists;
 mod login;
 mod scenario;
+mod seam;
 mod sessions;
 mod system;
 
