@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::connection::{ConnRow, ConnTuple, RowStrings, SimConnection};
+use crate::firewall::FlowPacket;
 use crate::generate::GenerateSpec;
 use crate::kinds::Family;
 use crate::scenario::Flow;
@@ -424,6 +425,47 @@ impl ConnTable {
             self.overrides.remove(&id);
         }
         ids
+    }
+
+    /// Appends to `out` the first packets of the scenario connections that started after
+    /// instance `*cursor` and no later than `now` (at most `max`), in start order, and moves the
+    /// cursor past them. Families an external source owns have no scenario traffic.
+    pub(crate) fn first_packets(
+        &self,
+        cursor: &mut usize,
+        now: Duration,
+        max: usize,
+        out: &mut Vec<FlowPacket>,
+    ) {
+        while *cursor < self.instances.len() && out.len() < max {
+            let inst = self.instances[*cursor];
+            if inst.start > now {
+                break;
+            }
+            *cursor += 1;
+            let Some(flow) = self.flows.get(inst.flow as usize) else {
+                continue;
+            };
+            if self.external[slot(Family::of(flow.src))] {
+                continue;
+            }
+            let (src, src_port, dst, dst_port) = flow.tuple_of(inst.idx);
+            out.push(FlowPacket {
+                at: inst.start,
+                protocol: flow.protocol,
+                src,
+                src_port,
+                dst,
+                dst_port,
+            });
+        }
+    }
+
+    /// Moves the cursor of `first_packets` past every connection started by `now`, without
+    /// looking at them.
+    pub(crate) fn skip_packets(&self, cursor: &mut usize, now: Duration) {
+        let end = self.instances.partition_point(|i| i.start <= now);
+        *cursor = (*cursor).max(end);
     }
 
     /// Marks every generated row of `family` removed (one pass over the generated table).

@@ -16,8 +16,12 @@
 //!   servers, `/ip/firewall/connection/tracking` with its `total-entries`, `/user/active` with
 //!   one row per logged-in session and the address the router sees, NAT included:
 //!   [`SimConfig::session_address`]);
-//! - traffic: scenario files that play flows over time ([`Scenario`], see `SCENARIO.md`), and a
-//!   generator for tables of millions of rows derived from index and seed ([`GenerateSpec`]);
+//! - traffic: scenario files that play flows over time ([`Scenario`], see `SCENARIO.md`:
+//!   normal, FastTracked, DPI-frozen TLS, UDP sprays, port scans of filtered or closed ports),
+//!   and a generator for tables of millions of rows derived from index and seed
+//!   ([`GenerateSpec`]);
+//! - filter rules that react to that traffic: `add-src-to-address-list` rules with the `psd`
+//!   port-scan matcher (and a few others) put scanners on their list on the sim clock;
 //! - fault injection ([`Faults`], swappable at runtime with [`SimHandle::set_faults`], most of
 //!   it aimed at command paths with a [`PathMatch`]): delays, closes, `!fatal`, garbage,
 //!   oversized length prefixes, refused logins, prints that never end or trickle one row at a
@@ -48,7 +52,7 @@
 //!
 //! Both receivers hold at most [`REMOVAL_BACKLOG`] / [`LIST_CHANGE_BACKLOG`] unread items.
 //!
-//! It deliberately does not route packets, enforce filter rules, resolve DNS names in
+//! It deliberately does not route packets, drop traffic by filter rules, resolve DNS names in
 //! address-lists or implement `follow`, and it only emulates the menus rosguard uses.
 
 mod address_list;
@@ -60,6 +64,7 @@ mod conntable;
 mod dispatch;
 mod error;
 mod filter;
+mod firewall;
 mod generate;
 mod kinds;
 mod query;
@@ -82,6 +87,7 @@ pub use connection::{
     ConnFlags, ConnTuple, RemovedConnection, SimConnection, SimProtocol, TcpState,
 };
 pub use error::SimError;
+pub use firewall::PSD_MAX_TRACKED_SOURCES;
 pub use generate::GenerateSpec;
 pub use kinds::{AddressFormat, Family, FastTrackCounters, QueryCompare, SimClock};
 pub use scenario::{

@@ -13,6 +13,7 @@ use crate::config::RouterAddress;
 use crate::connection::{format_id, write_timeout};
 use crate::conntable::ConnTable;
 use crate::filter::FilterTable;
+use crate::firewall::{self, Firewall};
 use crate::generate::GenerateSpec;
 use crate::kinds::Family;
 use crate::scenario::{Flow, ListSeed};
@@ -31,7 +32,14 @@ pub(crate) struct Router {
     ipv6_gateway: Ipv6Addr,
     dns_servers: Vec<IpAddr>,
     dynamic_dns_servers: Vec<IpAddr>,
+    firewall_v4: Firewall,
+    firewall_v6: Firewall,
+    /// How far scenario traffic has been through the firewall (see `ConnTable::first_packets`).
+    packets_cursor: usize,
 }
+
+/// Scenario packets taken through the firewall per step of `housekeep`.
+const PACKET_BATCH: usize = 4096;
 
 /// The router's own configuration, as the server worked it out from `SimConfig` and the
 /// scenario.
@@ -77,6 +85,9 @@ impl Router {
             ipv6_gateway: setup.ipv6_gateway,
             dns_servers: setup.dns_servers,
             dynamic_dns_servers: setup.dynamic_dns_servers,
+            firewall_v4: Firewall::default(),
+            firewall_v6: Firewall::default(),
+            packets_cursor: 0,
         };
         for s in seeds {
             let family = if s.address.contains(':') {
@@ -140,14 +151,50 @@ impl Router {
         v4.chain(v6).collect()
     }
 
-    /// Catches up with time: expired list entries leave (and are reported as changes).
+    /// Catches up with time: the scenario connections started since the last call go through
+    /// the firewall in start order (rules such as `psd` with `add-src-to-address-list` react
+    /// at each packet's sim time), then expired list entries leave (reported as changes).
+    /// Cheap when there is nothing to do: it runs at every lock.
     pub(crate) fn housekeep(&mut self, now: Duration) {
+        let reacts = Firewall::reacts(&self.filter_v4) || Firewall::reacts(&self.filter_v6);
+        if !reacts {
+            self.conns.skip_packets(&mut self.packets_cursor, now);
+        } else {
+            let wan_interface = self.wan_interface();
+            let mut batch = Vec::new();
+            loop {
+                batch.clear();
+                self.conns
+                    .first_packets(&mut self.packets_cursor, now, PACKET_BATCH, &mut batch);
+                if batch.is_empty() {
+                    break;
+                }
+                for p in &batch {
+                    let (firewall, filters, lists) = match Family::of(p.src) {
+                        Family::V4 => (&mut self.firewall_v4, &self.filter_v4, &mut self.lists_v4),
+                        Family::V6 => (&mut self.firewall_v6, &self.filter_v6, &mut self.lists_v6),
+                    };
+                    firewall.packet(
+                        p,
+                        firewall::Router {
+                            filters,
+                            lists,
+                            addresses: &self.addresses,
+                            wan_interface: &wan_interface,
+                        },
+                    );
+                }
+            }
+        }
         self.lists_v4.purge(now);
         self.lists_v6.purge(now);
     }
 
     /// A reboot: connections flushed, dynamic list entries gone, configuration kept.
     pub(crate) fn reboot(&mut self, now: Duration) {
+        self.housekeep(now);
+        self.firewall_v4.reboot();
+        self.firewall_v6.reboot();
         self.conns.reboot(now);
         self.lists_v4.reboot();
         self.lists_v6.reboot();

@@ -50,6 +50,11 @@ pub enum FlowKind {
     UdpSpray,
     /// One source across many ports, SYN-only: orig 1-3, repl 0.
     Scan,
+    /// A port scan as conntrack shows it: one probe per destination port at `rate` probes a
+    /// second. Filtered ports (no answer) stay in `syn-sent` with orig 1, repl 0 (Linux does
+    /// not count retransmitted SYNs of an unanswered handshake) until the scanner gives up;
+    /// closed ports answer with a RST: a row in `close`, orig 1, repl 1, gone 10 s later.
+    PortScan,
     /// Counters and rates exactly as given.
     Custom,
     /// A healthy flow on a router with the default FastTrack rule: traffic like `normal`,
@@ -117,6 +122,8 @@ pub struct Flow {
     /// `fasttracked` flows: packets per direction counted on the slow path (the main
     /// counters) before FastTrack takes over.
     pub fasttrack_after: u64,
+    /// `port-scan` flows: the ports are filtered (no answer) rather than closed (RST).
+    pub filtered: bool,
 }
 
 /// An address-list entry to create at start (`[[allowlist]]`).
@@ -251,6 +258,9 @@ struct RawFlow {
     tcp_state: Option<String>,
     srcnat: Option<bool>,
     fasttrack_after: Option<u64>,
+    ports: Option<u32>,
+    rate: Option<f64>,
+    filtered: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -409,7 +419,7 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         protocol = SimProtocol::Icmpv6;
     }
     match (f.kind, protocol) {
-        (FlowKind::TlsFreeze | FlowKind::Scan, p) if p != SimProtocol::Tcp => {
+        (FlowKind::TlsFreeze | FlowKind::Scan | FlowKind::PortScan, p) if p != SimProtocol::Tcp => {
             return Err(format!("`protocol`: a {:?} flow is TCP", f.kind))
         }
         (FlowKind::UdpSpray, p) if p != SimProtocol::Udp => {
@@ -436,6 +446,8 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         FlowKind::TlsFreeze => (120.0, 1.0, 0.5, 3, 1, Vary::SrcPort),
         FlowKind::UdpSpray => (30.0, 2.0, 0.0, 1, 0, Vary::DstPort),
         FlowKind::Scan => (5.0, 0.5, 0.0, 1, 0, Vary::DstPort),
+        FlowKind::PortScan if f.filtered == Some(false) => (0.001, 0.0, 0.0, 1, 1, Vary::DstPort),
+        FlowKind::PortScan => (3.0, 0.0, 0.0, 1, 0, Vary::DstPort),
         FlowKind::Custom => (60.0, 0.0, 0.0, 1, 0, Vary::SrcPort),
     };
     let dur = |raw: &Option<RawDuration>, default: f64, key: &str| -> Result<Duration, String> {
@@ -461,7 +473,27 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         (Some(n), _) => n,
         (None, _) => 3,
     };
-    let count = f.count.unwrap_or(1);
+    if f.kind != FlowKind::PortScan {
+        for (key, set) in [
+            ("ports", f.ports.is_some()),
+            ("rate", f.rate.is_some()),
+            ("filtered", f.filtered.is_some()),
+        ] {
+            if set {
+                return Err(format!("`{key}`: only port-scan flows have it"));
+            }
+        }
+    } else if f.ports.is_some() && f.count.is_some() {
+        return Err("`ports`: give `ports` or `count`, not both".into());
+    } else if f.rate.is_some() && f.interval.is_some() {
+        return Err("`rate`: give `rate` or `interval`, not both".into());
+    }
+    let interval = match f.rate {
+        Some(r) if r.is_finite() && r > 0.0 && r <= 1e6 => Some(Duration::from_secs_f64(1.0 / r)),
+        Some(r) => return Err(format!("`rate`: {r} is not a rate in probes per second")),
+        None => None,
+    };
+    let count = f.ports.or(f.count).unwrap_or(1);
     if count == 0 {
         return Err("`count`: must be at least 1".into());
     }
@@ -480,7 +512,10 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         start: dur(&f.start, 0.0, "start")?,
         duration,
         count,
-        interval: dur(&f.interval, 0.0, "interval")?,
+        interval: match interval {
+            Some(i) => i,
+            None => dur(&f.interval, 0.0, "interval")?,
+        },
         vary: f.vary.unwrap_or(vary),
         orig_rate: rate(f.orig_rate, orig_rate, "orig_rate")?,
         repl_rate: rate(f.repl_rate, repl_rate, "repl_rate")?,
@@ -489,6 +524,7 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         tcp_state,
         srcnat: f.srcnat,
         fasttrack_after,
+        filtered: f.filtered.unwrap_or(true),
     })
 }
 
@@ -550,67 +586,13 @@ impl Flow {
             (FlowKind::TlsFreeze, _) => (400, 60),
             (FlowKind::UdpSpray, _) => (1250, 0),
             (FlowKind::Scan, _) => (60, 0),
+            (FlowKind::PortScan, _) => (60, 40),
             (FlowKind::Custom, _) => (100, 1000),
         }
     }
 
-    /// The row of connection `i` at sim time `now`, or `None` when it does not exist (not yet
-    /// started, or timed out). `wan` is the router's address used for source NAT.
-    pub(crate) fn row_at(
-        &self,
-        i: u32,
-        id: u64,
-        now: Duration,
-        wan: Option<IpAddr>,
-    ) -> Option<ConnRow> {
-        let start = self.start_of(i);
-        let since = now.checked_sub(start)?;
-        let active = since < self.duration;
-        let elapsed = if active { since } else { self.duration };
-        let e = elapsed.as_secs_f64();
-        let grow = |base: u64, rate: f64| base.saturating_add((rate * e) as u64);
-        let mut orig = grow(self.orig_packets, self.orig_rate);
-        let mut repl = grow(self.repl_packets, self.repl_rate);
-        match self.kind {
-            FlowKind::TlsFreeze => repl = repl.min(self.repl_packets.max(2)),
-            FlowKind::Scan => orig = orig.min(self.orig_packets.max(3)),
-            FlowKind::UdpSpray => repl = self.repl_packets,
-            _ => {}
-        }
-        let tcp = self.protocol == SimProtocol::Tcp;
-        let state = if tcp {
-            Some(match (self.kind, active) {
-                (FlowKind::Scan, _) => TcpState::SynSent,
-                (FlowKind::Normal | FlowKind::Fasttracked, false) => TcpState::TimeWait,
-                (FlowKind::TlsFreeze, false) => TcpState::Close,
-                (FlowKind::Custom, _) => self.tcp_state.unwrap_or(TcpState::Established),
-                _ => TcpState::Established,
-            })
-        } else {
-            None
-        };
-        let assured = repl > 0
-            && match state {
-                Some(s) => s != TcpState::SynSent && s != TcpState::SynRecv,
-                None => orig + repl > 2,
-            };
-        let timeout = match (state, self.protocol) {
-            (Some(s), _) => s.default_timeout(),
-            (None, SimProtocol::Udp) if assured => Duration::from_secs(180),
-            (None, SimProtocol::Udp | SimProtocol::Icmp | SimProtocol::Icmpv6) => {
-                Duration::from_secs(10)
-            }
-            (None, _) => Duration::from_secs(600),
-        };
-        let remaining = if active {
-            timeout.saturating_sub(Duration::from_nanos(u64::from(since.subsec_nanos())))
-        } else {
-            let idle = since - self.duration;
-            if idle >= timeout {
-                return None;
-            }
-            timeout - idle
-        };
+    /// The addresses and ports of connection `i`: (src, src port, dst, dst port).
+    pub(crate) fn tuple_of(&self, i: u32) -> (IpAddr, Option<u16>, IpAddr, Option<u16>) {
         let (mut src, mut src_port, mut dst, mut dst_port) =
             (self.src, self.src_port, self.dst, self.dst_port);
         if self.protocol.has_ports() && src_port.is_none() {
@@ -628,6 +610,78 @@ impl Flow {
             Vary::DstAddress => dst = add_to_ip(dst, i),
             Vary::SrcAddress => src = add_to_ip(src, i),
         }
+        (src, src_port, dst, dst_port)
+    }
+
+    /// The row of connection `i` at sim time `now`, or `None` when it does not exist (not yet
+    /// started, or timed out). `wan` is the router's address used for source NAT.
+    pub(crate) fn row_at(
+        &self,
+        i: u32,
+        id: u64,
+        now: Duration,
+        wan: Option<IpAddr>,
+    ) -> Option<ConnRow> {
+        let start = self.start_of(i);
+        let since = now.checked_sub(start)?;
+        // A closed port answers at once: the row is over when it appears.
+        let active_for = if self.kind == FlowKind::PortScan && !self.filtered {
+            Duration::ZERO
+        } else {
+            self.duration
+        };
+        let active = since < active_for;
+        let elapsed = if active { since } else { active_for };
+        let e = elapsed.as_secs_f64();
+        let grow = |base: u64, rate: f64| base.saturating_add((rate * e) as u64);
+        let mut orig = grow(self.orig_packets, self.orig_rate);
+        let mut repl = grow(self.repl_packets, self.repl_rate);
+        match self.kind {
+            FlowKind::TlsFreeze => repl = repl.min(self.repl_packets.max(2)),
+            FlowKind::Scan => orig = orig.min(self.orig_packets.max(3)),
+            FlowKind::UdpSpray => repl = self.repl_packets,
+            // Retransmitted SYNs do not raise orig; a RST is the one reply.
+            FlowKind::PortScan => (orig, repl) = (self.orig_packets, self.repl_packets),
+            _ => {}
+        }
+        let tcp = self.protocol == SimProtocol::Tcp;
+        let state = if tcp {
+            Some(match (self.kind, active) {
+                (FlowKind::Scan, _) => TcpState::SynSent,
+                (FlowKind::PortScan, _) if self.filtered => TcpState::SynSent,
+                (FlowKind::PortScan, _) => TcpState::Close,
+                (FlowKind::Normal | FlowKind::Fasttracked, false) => TcpState::TimeWait,
+                (FlowKind::TlsFreeze, false) => TcpState::Close,
+                (FlowKind::Custom, _) => self.tcp_state.unwrap_or(TcpState::Established),
+                _ => TcpState::Established,
+            })
+        } else {
+            None
+        };
+        let assured = repl > 0
+            && self.kind != FlowKind::PortScan
+            && match state {
+                Some(s) => s != TcpState::SynSent && s != TcpState::SynRecv,
+                None => orig + repl > 2,
+            };
+        let timeout = match (state, self.protocol) {
+            (Some(s), _) => s.default_timeout(),
+            (None, SimProtocol::Udp) if assured => Duration::from_secs(180),
+            (None, SimProtocol::Udp | SimProtocol::Icmp | SimProtocol::Icmpv6) => {
+                Duration::from_secs(10)
+            }
+            (None, _) => Duration::from_secs(600),
+        };
+        let remaining = if active {
+            timeout.saturating_sub(Duration::from_nanos(u64::from(since.subsec_nanos())))
+        } else {
+            let idle = since - active_for;
+            if idle >= timeout {
+                return None;
+            }
+            timeout - idle
+        };
+        let (src, src_port, dst, dst_port) = self.tuple_of(i);
         let nat = match self.srcnat {
             Some(false) => None,
             Some(true) => wan,

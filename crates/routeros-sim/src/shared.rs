@@ -162,6 +162,8 @@ impl Shared {
     pub(crate) fn router(&self) -> RouterGuard<'_> {
         let mut guard = self.router.lock().unwrap_or_else(PoisonError::into_inner);
         guard.record_list_changes(self.list_changes.receiver_count() > 0);
+        // Whatever the caller does next sees the router caught up with the clock.
+        guard.housekeep(self.clock.now());
         RouterGuard {
             guard,
             shared: self,

@@ -13,6 +13,7 @@ mod imports;
 mod librouteros;
 mod lists;
 mod login;
+mod portscan;
 mod scenario;
 mod seam;
 mod sessions;
