@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Checks routeros-sim against a real third-party RouterOS API client: Python librouteros.
 
-Usage: python3 tests/librouteros_check.py HOST PORT [--min-flagged N]
+Usage: python3 tests/librouteros_check.py HOST PORT [--min-flagged N] [--min-or N]
 
 Uses librouteros (the version pinned in tests/requirements.txt) unmodified to log in as admin
-with an empty password, print /ip/firewall/connection with a query and a .proplist, add an
+with an empty password, print /ip/firewall/connection with a query and a .proplist, find its
+own session in /user/active and the default routes in /ip/route and /ipv6/route, add an
 address-list entry, add it again (librouteros must raise TrapError "already have such entry"),
 and remove it. Exits 0 on success; non-zero with a clear message on any failure.
 """
@@ -31,6 +32,12 @@ def main() -> None:
         type=int,
         default=0,
         help="fail unless at least N connections match orig-packets>3 and repl-packets<3",
+    )
+    parser.add_argument(
+        "--min-or",
+        type=int,
+        default=1,
+        help="fail unless the Or(udp, icmp) query returns at least N connections (default 1)",
     )
     args = parser.parse_args()
 
@@ -77,7 +84,24 @@ def main() -> None:
         fail(f"connection print with an Or() query: {type(e).__name__}: {e}")
     if any(r.get("protocol") not in ("udp", "icmp") for r in other):
         fail(f"Or() query returned other protocols: {other}")
+    if len(other) < args.min_or:
+        fail(f"expected at least {args.min_or} udp/icmp connections from the Or() query, got {len(other)}: {other}")
+    if args.min_or >= 2 and {r.get("protocol") for r in other} != {"udp", "icmp"}:
+        fail(f"Or() query did not return both sides of the Or: {other}")
     print(f"ok: Or() query returned {len(other)} udp/icmp connection(s)")
+
+    # Its own session in /user/active, and the default routes.
+    try:
+        sessions = list(api.path("user", "active").select(Key("name"), Key("via"), Key("address")).where(Key("name") == "admin"))
+        v4 = list(api.path("ip", "route").select(Key("dst-address"), Key("gateway")).where(Key("dst-address") == "0.0.0.0/0"))
+        v6 = list(api.path("ipv6", "route").select(Key("dst-address"), Key("gateway")).where(Key("dst-address") == "::/0"))
+    except Exception as e:  # noqa: BLE001
+        fail(f"/user/active or route print: {type(e).__name__}: {e}")
+    if not any(s.get("via") in ("api", "api-ssl") and s.get("address") for s in sessions):
+        fail(f"/user/active does not show this API session: {sessions}")
+    if len(v4) != 1 or len(v6) != 1 or not v4[0].get("gateway") or not v6[0].get("gateway"):
+        fail(f"expected one default route per family with a gateway, got {v4} and {v6}")
+    print(f"ok: /user/active shows {len(sessions)} admin session(s); default routes via {v4[0]['gateway']} and {v6[0]['gateway']}")
 
     # 2. Address-list add.
     lists = api.path("ip", "firewall", "address-list")

@@ -13,8 +13,8 @@ use std::time::Duration;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::clock::Clock;
-use crate::config::Family;
-use crate::connection::write_timeout;
+use crate::connection::{format_id, write_timeout};
+use crate::kinds::Family;
 use crate::query::Props;
 
 /// One entry.
@@ -51,6 +51,82 @@ pub(crate) struct EntryChanges {
     pub(crate) disabled: Option<bool>,
 }
 
+/// Why an entry left a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListRemoval {
+    /// A client's `remove`.
+    Api,
+    /// Its timeout ran out.
+    Expired,
+    /// A reboot (dynamic entries live in RAM).
+    Reboot,
+    /// `SimHandle::remove_list_entry`.
+    Handle,
+}
+
+/// One change to an address-list, as `SimHandle::list_changes` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListChange {
+    /// An entry was added (by a client, the handle, or a firewall rule such as `psd`).
+    Added {
+        /// The family of the list.
+        family: Family,
+        /// The new entry.
+        entry: SimListEntry,
+    },
+    /// A client's `set` changed an entry (its list, address, timeout, comment or disabled).
+    Updated {
+        /// The family of the list.
+        family: Family,
+        /// The entry before.
+        before: SimListEntry,
+        /// The entry after.
+        after: SimListEntry,
+    },
+    /// An entry left its list.
+    Removed {
+        /// The family of the list.
+        family: Family,
+        /// The entry as it was.
+        entry: SimListEntry,
+        /// Why.
+        cause: ListRemoval,
+    },
+}
+
+/// A change recorded under the router lock, published when the lock is released.
+#[derive(Debug, Clone)]
+pub(crate) enum RawListChange {
+    Added(ListEntry),
+    Updated(ListEntry, ListEntry),
+    Removed(ListEntry, ListRemoval),
+}
+
+impl RawListChange {
+    /// The public form at `now`.
+    pub(crate) fn publish(self, family: Family, now: Duration, clock: &Clock) -> ListChange {
+        let view = |e: &ListEntry| SimListEntry::of(e, now, clock);
+        match self {
+            RawListChange::Added(e) => ListChange::Added {
+                family,
+                entry: view(&e),
+            },
+            RawListChange::Updated(b, a) => ListChange::Updated {
+                family,
+                before: view(&b),
+                after: view(&a),
+            },
+            RawListChange::Removed(e, cause) => ListChange::Removed {
+                family,
+                entry: view(&e),
+                cause,
+            },
+        }
+    }
+}
+
 /// The lists of one family.
 #[derive(Debug)]
 pub(crate) struct AddressLists {
@@ -59,6 +135,9 @@ pub(crate) struct AddressLists {
     entries: BTreeMap<u64, ListEntry>,
     by_key: HashMap<(String, String), u64>,
     expiry: BTreeSet<(Duration, u64)>,
+    /// Record changes (someone observes them); they wait in `changes` until taken.
+    record: bool,
+    changes: Vec<RawListChange>,
 }
 
 const INVALID_DNS_NAME: &str = "invalid value for argument address: failure: invalid dns name";
@@ -159,6 +238,27 @@ impl AddressLists {
             entries: BTreeMap::new(),
             by_key: HashMap::new(),
             expiry: BTreeSet::new(),
+            record: false,
+            changes: Vec::new(),
+        }
+    }
+
+    /// Starts or stops recording changes (stopping drops what was recorded).
+    pub(crate) fn record_changes(&mut self, on: bool) {
+        self.record = on;
+        if !on {
+            self.changes.clear();
+        }
+    }
+
+    /// The changes recorded since the last call.
+    pub(crate) fn take_changes(&mut self) -> Vec<RawListChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn note(&mut self, change: impl FnOnce() -> RawListChange) {
+        if self.record {
+            self.changes.push(change());
         }
     }
 
@@ -170,7 +270,8 @@ impl AddressLists {
             }
             self.expiry.pop_first();
             if let Some(e) = self.entries.remove(&id) {
-                self.by_key.remove(&(e.list, e.address));
+                self.by_key.remove(&(e.list.clone(), e.address.clone()));
+                self.note(|| RawListChange::Removed(e, ListRemoval::Expired));
             }
         }
     }
@@ -197,29 +298,29 @@ impl AddressLists {
             self.expiry.insert((at, id));
         }
         self.by_key.insert(key.clone(), id);
-        self.entries.insert(
+        let entry = ListEntry {
             id,
-            ListEntry {
-                id,
-                list: key.0,
-                address: key.1,
-                expires_at,
-                created_at: now,
-                comment,
-                disabled,
-            },
-        );
+            list: key.0,
+            address: key.1,
+            expires_at,
+            created_at: now,
+            comment,
+            disabled,
+        };
+        self.note(|| RawListChange::Added(entry.clone()));
+        self.entries.insert(id, entry);
         Ok(id)
     }
 
-    pub(crate) fn remove(&mut self, id: u64, now: Duration) -> bool {
+    pub(crate) fn remove(&mut self, id: u64, cause: ListRemoval, now: Duration) -> bool {
         self.purge(now);
         match self.entries.remove(&id) {
             Some(e) => {
-                self.by_key.remove(&(e.list, e.address));
+                self.by_key.remove(&(e.list.clone(), e.address.clone()));
                 if let Some(at) = e.expires_at {
                     self.expiry.remove(&(at, id));
                 }
+                self.note(|| RawListChange::Removed(e, cause));
                 true
             }
             None => false,
@@ -256,7 +357,7 @@ impl AddressLists {
         }
         self.by_key.remove(&(old.list.clone(), old.address.clone()));
         self.by_key.insert(new_key, id);
-        let mut e = old;
+        let mut e = old.clone();
         e.list = list;
         e.address = address;
         if let Some(t) = c.timeout {
@@ -274,6 +375,7 @@ impl AddressLists {
         if let Some(d) = c.disabled {
             e.disabled = d;
         }
+        self.note(|| RawListChange::Updated(old, e.clone()));
         self.entries.insert(id, e);
         Ok(())
     }
@@ -283,7 +385,8 @@ impl AddressLists {
         let dynamic: Vec<u64> = self.expiry.iter().map(|&(_, id)| id).collect();
         for id in dynamic {
             if let Some(e) = self.entries.remove(&id) {
-                self.by_key.remove(&(e.list, e.address));
+                self.by_key.remove(&(e.list.clone(), e.address.clone()));
+                self.note(|| RawListChange::Removed(e, ListRemoval::Reboot));
             }
         }
         self.expiry.clear();
@@ -292,6 +395,43 @@ impl AddressLists {
     /// Every live entry, in id order (call `purge` first).
     pub(crate) fn entries(&self) -> impl Iterator<Item = &ListEntry> {
         self.entries.values()
+    }
+}
+
+/// An address-list entry as seen from a test or an observer of list changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimListEntry {
+    /// `.id`, e.g. `*3`.
+    pub id: String,
+    /// The list.
+    pub list: String,
+    /// The (normalised) address.
+    pub address: String,
+    /// Time left before it expires, for dynamic entries.
+    pub timeout_remaining: Option<Duration>,
+    /// True when it has a timeout.
+    pub dynamic: bool,
+    /// The comment.
+    pub comment: Option<String>,
+    /// Disabled.
+    pub disabled: bool,
+    /// `creation-time` as printed.
+    pub creation_time: String,
+}
+
+impl SimListEntry {
+    /// The public view of an entry at `now`.
+    pub(crate) fn of(e: &ListEntry, now: Duration, clock: &Clock) -> Self {
+        SimListEntry {
+            id: format_id(e.id),
+            list: e.list.clone(),
+            address: e.address.clone(),
+            timeout_remaining: e.expires_at.map(|at| at.saturating_sub(now)),
+            dynamic: e.expires_at.is_some(),
+            comment: e.comment.clone(),
+            disabled: e.disabled,
+            creation_time: clock.wall_stamp(e.created_at),
+        }
     }
 }
 
@@ -318,7 +458,7 @@ impl Props for EntryView<'_> {
         let e = self.entry;
         match name {
             ".id" => {
-                out.push_str(&crate::connection::format_id(e.id));
+                out.push_str(&format_id(e.id));
                 true
             }
             "list" => {

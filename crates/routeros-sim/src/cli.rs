@@ -6,13 +6,14 @@
 //! deliberately installs no signal handler and no logger: the binary owns those.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::config::{AddressFormat, QueryCompare, SimClock, SimConfig, SimTls};
+use crate::config::{SimConfig, SimTls};
 use crate::generate::GenerateSpec;
+use crate::kinds::{AddressFormat, FastTrackCounters, QueryCompare, SimClock};
 use crate::scenario::Scenario;
 use crate::server::Sim;
 
@@ -23,6 +24,15 @@ pub enum AddressFormatArg {
     Combined,
     /// `src-address=172.31.255.29 src-port=56454` (newer RouterOS)
     Separate,
+}
+
+/// `--fasttrack-counters` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FastTrackCountersArg {
+    /// Every row shows the four *-fasttrack-* counters, 0 without FastTrack.
+    Always,
+    /// Only rows with fasttrack=true show them.
+    OnlyFasttracked,
 }
 
 /// Run a simulated MikroTik RouterOS API server (for tests, benchmarks and experiments).
@@ -63,6 +73,12 @@ pub struct SimArgs {
     #[arg(long)]
     pub string_compare: bool,
 
+    /// Whether connection rows without FastTrack show the orig-/repl-fasttrack-packets/bytes
+    /// counters as 0 (`always`) or lack them (`only-fasttracked`); unconfirmed on real
+    /// routers, so both can be emulated.
+    #[arg(long, value_enum, default_value = "always")]
+    pub fasttrack_counters: FastTrackCountersArg,
+
     /// Emulate RouterOS 7.17 and older: no `!empty` reply for empty prints.
     #[arg(long)]
     pub no_empty: bool,
@@ -92,6 +108,29 @@ pub struct SimArgs {
     /// Refuse sessions beyond this many at once (`!fatal too many sessions`).
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
+
+    /// The address `/user/active` shows for every API session instead of the client's real
+    /// one (emulates a client that reaches the router through NAT).
+    #[arg(long, value_name = "IP")]
+    pub session_address: Option<IpAddr>,
+
+    /// Gateway of the IPv4 default route in `/ip/route` (default: .1 of the WAN /24).
+    #[arg(long, value_name = "IPV4")]
+    pub ipv4_gateway: Option<Ipv4Addr>,
+
+    /// Gateway of the IPv6 default route in `/ipv6/route` (default: fe80::1 on the WAN
+    /// interface).
+    #[arg(long, value_name = "IPV6")]
+    pub ipv6_gateway: Option<Ipv6Addr>,
+
+    /// A static DNS server in `/ip/dns` `servers` (repeatable; default 1.1.1.1 and 9.9.9.9).
+    #[arg(long = "dns-server", value_name = "IP")]
+    pub dns_servers: Vec<IpAddr>,
+
+    /// A dynamic DNS server in `/ip/dns` `dynamic-servers`, as a DHCP client would learn it
+    /// (repeatable; default none).
+    #[arg(long = "dynamic-dns-server", value_name = "IP")]
+    pub dynamic_dns_servers: Vec<IpAddr>,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -117,9 +156,19 @@ impl SimArgs {
             } else {
                 QueryCompare::Numeric
             },
+            fasttrack_counters: match self.fasttrack_counters {
+                FastTrackCountersArg::Always => FastTrackCounters::Always,
+                FastTrackCountersArg::OnlyFasttracked => FastTrackCounters::OnlyFastTracked,
+            },
             empty_replies: !self.no_empty,
             legacy_login: self.legacy_login,
             max_sessions: self.max_sessions,
+            session_address: self.session_address,
+            ipv4_gateway: self.ipv4_gateway,
+            ipv6_gateway: self.ipv6_gateway,
+            dns_servers: (!self.dns_servers.is_empty()).then(|| self.dns_servers.clone()),
+            dynamic_dns_servers: (!self.dynamic_dns_servers.is_empty())
+                .then(|| self.dynamic_dns_servers.clone()),
             ..SimConfig::default()
         };
         if !self.users.is_empty() {

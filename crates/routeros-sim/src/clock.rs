@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::SimClock;
+use crate::kinds::SimClock;
 
 /// 2025-01-01 00:00:00 UTC: the wall clock of a manual-clock simulator at start.
 const MANUAL_WALL_BASE: u64 = 1_735_689_600;
@@ -38,6 +38,11 @@ impl Clock {
             offset_nanos: AtomicU64::new(0),
             wall_base,
         }
+    }
+
+    /// Real or manual.
+    pub(crate) fn kind(&self) -> SimClock {
+        self.kind
     }
 
     /// Sim time since start.

@@ -5,54 +5,15 @@
 //! It deliberately holds no behaviour: the server reads it once at start, except [`Faults`],
 //! which a running simulator can swap with `SimHandle::set_faults`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use routeros_proto::Limits;
 
 use crate::generate::GenerateSpec;
+use crate::kinds::{AddressFormat, FastTrackCounters, QueryCompare, SimClock};
 use crate::scenario::Scenario;
-
-/// How connection rows show ports; both occur in the field (`routeros-api.md` section 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AddressFormat {
-    /// Older routers: `src-address=192.168.2.248:32815` (no port for icmp); IPv6 as `[addr]:port`.
-    Combined,
-    /// Newer routers: `src-address=172.31.255.29 src-port=56454`, plus `reply-src-port` etc.
-    #[default]
-    Separate,
-}
-
-/// How `?<name=x` / `?>name=x` compare values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QueryCompare {
-    /// Numbers compare as numbers (`10 > 3`), durations as durations, addresses as addresses.
-    #[default]
-    Numeric,
-    /// Every value compares as a byte string (`"10" < "3"`): emulates a router whose query
-    /// engine does not type the connection counters (unconfirmed on real hardware).
-    String,
-}
-
-/// The address family of a table or list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// `/ip/...`
-    V4,
-    /// `/ipv6/...`
-    V6,
-}
-
-impl Family {
-    /// The family of an address.
-    pub fn of(addr: IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
 
 /// API-SSL: serve TLS instead of plain TCP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,20 +30,123 @@ pub enum SimTls {
     },
 }
 
-/// The simulator's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SimClock {
-    /// Time runs with the machine's monotonic clock (plus whatever `advance` added).
-    #[default]
-    Real,
-    /// Time stands still and only moves by `SimHandle::advance`: deterministic tests.
-    /// Wall-clock stamps (`creation-time`) start at 2025-01-01 00:00:00.
-    Manual,
+/// The command paths a fault applies to: a path matches when one of the prefixes is a
+/// leading run of its segments (`/ip/route` matches `/ip/route/print`, not `/ip/routes`;
+/// `/` matches everything). The leading `/` may be left out. Empty: nothing matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathMatch {
+    prefixes: Vec<String>,
+}
+
+impl PathMatch {
+    /// Matches nothing (the default).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Matches every command.
+    pub fn all() -> Self {
+        Self::prefixes(["/"])
+    }
+
+    /// Matches the commands under any of these prefixes.
+    pub fn prefixes<S: Into<String>>(prefixes: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            prefixes: prefixes.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Whether nothing matches.
+    pub fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    /// Whether `path` (e.g. `/ip/route/print`) is under one of the prefixes.
+    pub fn matches(&self, path: &str) -> bool {
+        let segments = |p: &str| -> Vec<String> {
+            p.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let path = segments(path);
+        self.prefixes.iter().any(|p| {
+            let prefix = segments(p);
+            path.len() >= prefix.len() && path[..prefix.len()] == prefix[..]
+        })
+    }
+}
+
+/// Prints that send one row every `every`, then `!done` after `rows` rows, or never.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trickle {
+    /// The prints it applies to.
+    pub paths: PathMatch,
+    /// The pause before each row (tokio time: a test with a paused clock drives it).
+    pub every: Duration,
+    /// `!done` after this many rows (valid synthetic rows follow the table's own when it has
+    /// fewer); `None`: rows keep coming and `!done` never does.
+    pub rows: Option<u64>,
+}
+
+/// Commands read but never answered; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Silent {
+    /// Every command from this one on (counted per session from 1, `/login` included).
+    pub from_command: Option<u64>,
+    /// Every command on these paths.
+    pub paths: PathMatch,
+}
+
+impl Silent {
+    fn is_off(&self) -> bool {
+        self.from_command.is_none() && self.paths.is_empty()
+    }
+}
+
+/// What a wrong-tag fault puts on the replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongTag {
+    /// A tag the command did not ask for (also on untagged commands).
+    Other,
+    /// No tag at all.
+    Missing,
+}
+
+/// Replies with the wrong `.tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongTags {
+    /// The commands it applies to.
+    pub paths: PathMatch,
+    /// What their replies carry instead of the command's tag.
+    pub tag: WrongTag,
+}
+
+/// What is wrong with an injected row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRowKind {
+    /// `orig-packets=abc` (a counter that is no number).
+    UnparseableCounter,
+    /// The row has no `.id`.
+    MissingId,
+}
+
+/// A print that injects one bad row after `after` good ones, then goes on normally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    /// The prints it applies to (e.g. `/ip/firewall/connection/print`).
+    pub paths: PathMatch,
+    /// Good rows before the bad one (a print with fewer rows gets none).
+    pub after: u64,
+    /// What is wrong with it.
+    pub kind: BadRowKind,
 }
 
 /// Failures to inject. Sentence counts are per session and count every sentence the simulator
-/// sent on that session (login replies included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// sent on that session (login replies included). Every fault can be swapped at runtime with
+/// `SimHandle::set_faults` (it applies from the next command, or the next sentence for the
+/// sentence-count faults).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Faults {
     /// Wait this long (real time) before answering each command.
     pub reply_delay: Option<Duration>,
@@ -101,6 +165,42 @@ pub struct Faults {
     /// Leave `total-entries` out of `/ip/firewall/connection/tracking` (a router that does
     /// not report it), so a client has to count the table itself.
     pub hide_tracking_totals: bool,
+    /// Prints on these paths never end: after the table's own rows, valid synthetic rows of
+    /// the same menu follow forever (with TCP backpressure; `/cancel` stops them) and `!done`
+    /// never comes.
+    pub endless: PathMatch,
+    /// Prints that trickle out one row at a time.
+    pub trickle: Option<Trickle>,
+    /// Commands read but never answered.
+    pub silent: Silent,
+    /// Replies with a `.tag` the command did not ask for, or none.
+    pub wrong_tags: Option<WrongTags>,
+    /// Commands on these paths answer `!trap =message=not enough permissions (9)` then
+    /// `!done` and change nothing (a user whose group lacks the policy; fix it by clearing
+    /// the path at runtime).
+    pub permission_denied: PathMatch,
+    /// A print that injects an unparseable row mid-stream.
+    pub bad_row: Option<BadRow>,
+    /// `remove` commands on these paths find their connections already gone (timed out
+    /// between the client's print and its remove): they answer `no such item (4)`.
+    pub vanishing: PathMatch,
+}
+
+impl Faults {
+    /// Whether any fault that acts on sentence counts is set (checked on every sentence).
+    pub(crate) fn counts_sentences(&self) -> bool {
+        self.close_after_sentences.is_some()
+            || self.fatal_after_sentences.is_some()
+            || self.garbage_after_sentences.is_some()
+            || self.oversized_prefix_after_sentences.is_some()
+    }
+
+    /// Whether command number `n` of a session, on `path`, goes unanswered.
+    pub(crate) fn silences(&self, n: u64, path: &str) -> bool {
+        !self.silent.is_off()
+            && (self.silent.from_command.is_some_and(|from| n >= from)
+                || self.silent.paths.matches(path))
+    }
 }
 
 /// One address of the router itself (`/ip/address`, `/ipv6/address`).
@@ -151,6 +251,8 @@ pub struct SimConfig {
     pub address_format: AddressFormat,
     /// How queries compare values.
     pub query_compare: QueryCompare,
+    /// Whether rows without FastTrack show the FastTrack counters (as `0`) or lack them.
+    pub fasttrack_counters: FastTrackCounters,
     /// `true`: an empty print answers `!empty` then `!done` (RouterOS 7.18+);
     /// `false`: only `!done` (7.17 and older).
     pub empty_replies: bool,
@@ -176,6 +278,23 @@ pub struct SimConfig {
     pub limits: Limits,
     /// `/system/resource` `version`.
     pub version: String,
+    /// The address `/user/active` shows for every API session instead of the real peer (the
+    /// client reaches the router through NAT). `None`: the peer's address, or the
+    /// scenario's `[router] session_address`.
+    pub session_address: Option<IpAddr>,
+    /// The gateway of the IPv4 default route (`/ip/route` `0.0.0.0/0`). `None`: the
+    /// scenario's, else `.1` of the WAN address's /24.
+    pub ipv4_gateway: Option<Ipv4Addr>,
+    /// The gateway of the IPv6 default route (`/ipv6/route` `::/0`; a link-local gateway is
+    /// shown with the WAN interface, `fe80::1%ether1`). `None`: the scenario's, else
+    /// `fe80::1`.
+    pub ipv6_gateway: Option<Ipv6Addr>,
+    /// Static DNS servers (`/ip/dns` `servers`). `None`: the scenario's, else
+    /// `1.1.1.1,9.9.9.9`.
+    pub dns_servers: Option<Vec<IpAddr>>,
+    /// Dynamic DNS servers, as learnt by a DHCP client or PPP (`/ip/dns` `dynamic-servers`).
+    /// `None`: the scenario's, else none.
+    pub dynamic_dns_servers: Option<Vec<IpAddr>>,
 }
 
 impl Default for SimConfig {
@@ -184,6 +303,7 @@ impl Default for SimConfig {
             users: vec![("admin".into(), String::new())],
             address_format: AddressFormat::default(),
             query_compare: QueryCompare::default(),
+            fasttrack_counters: FastTrackCounters::default(),
             empty_replies: true,
             legacy_login: false,
             tls: None,
@@ -198,6 +318,11 @@ impl Default for SimConfig {
                 max_words: 1024,
             },
             version: "7.24 (stable)".into(),
+            session_address: None,
+            ipv4_gateway: None,
+            ipv6_gateway: None,
+            dns_servers: None,
+            dynamic_dns_servers: None,
         }
     }
 }

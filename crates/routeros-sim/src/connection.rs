@@ -2,15 +2,17 @@
 //! copyable row every table source (scenario flows, the generator, hand-added connections)
 //! produces and that is rendered onto the wire.
 //!
-//! A row is a fixed-size value (addresses, counters, flags): no per-row heap strings, so a
-//! million-row print formats values into one reusable buffer. This module deliberately does
+//! A row is a fixed-size value (addresses, counters, flags) plus two rarely set strings
+//! (`connection-mark`, `connection-type`) shared with their source: making a row allocates
+//! nothing, so a million-row print formats values into one reusable buffer. This module deliberately does
 //! not decide which rows exist or how counters grow: that is the table's and the sources' job.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{AddressFormat, Family};
+use crate::kinds::{AddressFormat, Family, FastTrackCounters};
 use crate::query::Props;
 
 /// The `protocol` of a connection.
@@ -128,11 +130,64 @@ impl TcpState {
     }
 }
 
-/// A connection added by hand with `SimHandle::add_connection`.
+/// The flags of a connection row, as `/ip/firewall/connection` prints them (`true`/`false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnFlags {
+    /// `expected`: a related connection a helper expects.
+    pub expected: bool,
+    /// `seen-reply`: a packet came back.
+    pub seen_reply: bool,
+    /// `assured`: traffic flowed both ways long enough not to be dropped first.
+    pub assured: bool,
+    /// `confirmed`: the entry left the unconfirmed list (every listed entry, normally).
+    pub confirmed: bool,
+    /// `dying`: on its way out of the table.
+    pub dying: bool,
+    /// `fasttrack`: marked by a `fasttrack-connection` rule.
+    pub fasttrack: bool,
+    /// `hw-offload`: offloaded to the switch chip.
+    pub hw_offload: bool,
+    /// `srcnat`: source NAT applied.
+    pub srcnat: bool,
+    /// `dstnat`: destination NAT applied.
+    pub dstnat: bool,
+    /// `uses-helper`: handled by a conntrack helper (FTP, SIP, ...).
+    pub uses_helper: bool,
+}
+
+impl ConnFlags {
+    pub(crate) fn bits(self) -> u16 {
+        let mut b = 0;
+        for (on, bit) in [
+            (self.expected, Flags::EXPECTED),
+            (self.seen_reply, Flags::SEEN_REPLY),
+            (self.assured, Flags::ASSURED),
+            (self.confirmed, Flags::CONFIRMED),
+            (self.dying, Flags::DYING),
+            (self.fasttrack, Flags::FASTTRACK),
+            (self.hw_offload, Flags::HW_OFFLOAD),
+            (self.srcnat, Flags::SRCNAT),
+            (self.dstnat, Flags::DSTNAT),
+            (self.uses_helper, Flags::USES_HELPER),
+        ] {
+            if on {
+                b |= bit;
+            }
+        }
+        b
+    }
+}
+
+/// A connection added by hand with `SimHandle::add_connection` (or given to
+/// `SimHandle::sync_connections` by an external source such as a kernel-conntrack bridge).
 ///
-/// Counters start at the given values and grow by `orig_pps`/`repl_pps` per second of sim
-/// time. While either rate is non-zero the conntrack timeout is refreshed; otherwise it counts
-/// down from `timeout` and the row disappears when it reaches zero.
+/// It can carry every property of a `/ip/firewall/connection` row (`routeros-api.md`
+/// section 5). Counters start at the given values and grow by `orig_pps`/`repl_pps` (and the
+/// FastTrack counters by `orig_fasttrack_pps`/`repl_fasttrack_pps`) per second of sim time.
+/// While any rate is non-zero the conntrack timeout is refreshed; otherwise it counts down
+/// from `timeout` and the row disappears when it reaches zero. Whatever is `None` is derived
+/// the way conntrack would: the reply tuple mirrors the original one (with `srcnat_to`
+/// applied), flags follow the counters and the tuples, rates follow the packet rates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConnection {
     /// The protocol.
@@ -163,6 +218,39 @@ pub struct SimConnection {
     pub timeout: Duration,
     /// Source NAT to this address: `srcnat=true`, `reply-dst-address` is this address.
     pub srcnat_to: Option<IpAddr>,
+    /// `reply-src-address` (default: `dst`; a destination NAT changes it).
+    pub reply_src: Option<IpAddr>,
+    /// `reply-src-port` (default: `dst_port`).
+    pub reply_src_port: Option<u16>,
+    /// `reply-dst-address` (default: `srcnat_to`, else `src`).
+    pub reply_dst: Option<IpAddr>,
+    /// `reply-dst-port` (default: `src_port`).
+    pub reply_dst_port: Option<u16>,
+    /// Exactly these flags; `None`: derived (confirmed; seen-reply once a reply came;
+    /// assured once replies flowed on an established or non-TCP flow; srcnat/dstnat when the
+    /// reply tuple differs from the original one; fasttrack when it has FastTrack counters).
+    pub flags: Option<ConnFlags>,
+    /// `orig-fasttrack-packets`: originator packets that took the FastTrack path.
+    pub orig_fasttrack_packets: u64,
+    /// `orig-fasttrack-bytes`.
+    pub orig_fasttrack_bytes: u64,
+    /// `repl-fasttrack-packets`.
+    pub repl_fasttrack_packets: u64,
+    /// `repl-fasttrack-bytes`.
+    pub repl_fasttrack_bytes: u64,
+    /// Growth of `orig-fasttrack-packets` per second of sim time.
+    pub orig_fasttrack_pps: f64,
+    /// Growth of `repl-fasttrack-packets` per second of sim time.
+    pub repl_fasttrack_pps: f64,
+    /// `connection-mark` (printed empty when `None`).
+    pub connection_mark: Option<String>,
+    /// `connection-type` (a helper's name, `ftp`, `sip`, ...; absent when `None`).
+    pub connection_type: Option<String>,
+    /// `orig-rate` in bits per second; `None`: `orig_pps` (plus `orig_fasttrack_pps`) times
+    /// the packet size.
+    pub orig_rate: Option<u64>,
+    /// `repl-rate` in bits per second; `None`: derived like `orig_rate`.
+    pub repl_rate: Option<u64>,
 }
 
 impl SimConnection {
@@ -187,6 +275,21 @@ impl SimConnection {
                 _ => Duration::from_secs(600),
             },
             srcnat_to: None,
+            reply_src: None,
+            reply_src_port: None,
+            reply_dst: None,
+            reply_dst_port: None,
+            flags: None,
+            orig_fasttrack_packets: 0,
+            orig_fasttrack_bytes: 0,
+            repl_fasttrack_packets: 0,
+            repl_fasttrack_bytes: 0,
+            orig_fasttrack_pps: 0.0,
+            repl_fasttrack_pps: 0.0,
+            connection_mark: None,
+            connection_type: None,
+            orig_rate: None,
+            repl_rate: None,
         }
     }
 
@@ -211,6 +314,15 @@ impl SimConnection {
         c
     }
 
+    /// A connection of any protocol (ports only kept for TCP and UDP).
+    pub fn new(protocol: SimProtocol, src: SocketAddr, dst: SocketAddr) -> Self {
+        let mut c = Self::base(protocol, src, dst);
+        if !protocol.has_ports() && protocol != SimProtocol::Gre {
+            c.timeout = Duration::from_secs(10);
+        }
+        c
+    }
+
     /// Sets the packet counters (bytes follow at 100 bytes per packet out, 1000 back).
     pub fn packets(mut self, orig: u64, repl: u64) -> Self {
         self.orig_packets = orig;
@@ -220,10 +332,24 @@ impl SimConnection {
         self
     }
 
+    /// Sets the byte counters (after `packets`, which sets them from a packet size).
+    pub fn bytes(mut self, orig: u64, repl: u64) -> Self {
+        self.orig_bytes = orig;
+        self.repl_bytes = repl;
+        self
+    }
+
     /// Sets the growth rates in packets per second of sim time.
     pub fn rates(mut self, orig_pps: f64, repl_pps: f64) -> Self {
         self.orig_pps = orig_pps;
         self.repl_pps = repl_pps;
+        self
+    }
+
+    /// Sets `orig-rate` and `repl-rate` (bits per second) as given instead of deriving them.
+    pub fn bit_rates(mut self, orig_bps: u64, repl_bps: u64) -> Self {
+        self.orig_rate = Some(orig_bps);
+        self.repl_rate = Some(repl_bps);
         self
     }
 
@@ -246,13 +372,108 @@ impl SimConnection {
         self
     }
 
+    /// Destination-NATs the connection to `to` (a port forward): the reply comes from `to`.
+    pub fn dstnat(mut self, to: SocketAddr) -> Self {
+        self.reply_src = Some(to.ip());
+        self.reply_src_port = self.protocol.has_ports().then_some(to.port());
+        self
+    }
+
+    /// Sets the whole reply tuple (`reply-src-address`/`-port`, `reply-dst-address`/`-port`).
+    pub fn reply(mut self, reply_src: SocketAddr, reply_dst: SocketAddr) -> Self {
+        let ports = self.protocol.has_ports();
+        self.reply_src = Some(reply_src.ip());
+        self.reply_src_port = ports.then_some(reply_src.port());
+        self.reply_dst = Some(reply_dst.ip());
+        self.reply_dst_port = ports.then_some(reply_dst.port());
+        self
+    }
+
+    /// Shows exactly these flags instead of deriving them.
+    pub fn flags(mut self, flags: ConnFlags) -> Self {
+        self.flags = Some(flags);
+        self
+    }
+
+    /// FastTracked: `fasttrack=true` with these FastTrack packet counters (bytes at the
+    /// connection's packet sizes); the main counters keep what went the slow path.
+    pub fn fasttracked(mut self, orig_packets: u64, repl_packets: u64) -> Self {
+        let (osz, rsz) = self.packet_sizes();
+        self.orig_fasttrack_packets = orig_packets;
+        self.repl_fasttrack_packets = repl_packets;
+        self.orig_fasttrack_bytes = orig_packets.saturating_mul(osz);
+        self.repl_fasttrack_bytes = repl_packets.saturating_mul(rsz);
+        if let Some(f) = self.flags.as_mut() {
+            f.fasttrack = true;
+        }
+        self
+    }
+
+    /// Growth of the FastTrack packet counters in packets per second of sim time.
+    pub fn fasttrack_rates(mut self, orig_pps: f64, repl_pps: f64) -> Self {
+        self.orig_fasttrack_pps = orig_pps;
+        self.repl_fasttrack_pps = repl_pps;
+        self
+    }
+
+    /// Sets `connection-mark`.
+    pub fn mark(mut self, mark: &str) -> Self {
+        self.connection_mark = Some(mark.to_owned());
+        self
+    }
+
+    /// Sets `connection-type` (the helper, e.g. `ftp`).
+    pub fn connection_type(mut self, kind: &str) -> Self {
+        self.connection_type = Some(kind.to_owned());
+        self
+    }
+
     /// The table this connection is listed in.
     pub fn family(&self) -> Family {
         Family::of(self.src)
     }
 
-    /// The row at `elapsed` sim time after the counters were set, with `remaining` timeout.
-    pub(crate) fn row_at(&self, id: u64, elapsed: Duration, remaining: Duration) -> ConnRow {
+    /// The 5-tuple that identifies this connection.
+    pub fn tuple(&self) -> ConnTuple {
+        let ports = self.protocol.has_ports();
+        ConnTuple {
+            protocol: self.protocol,
+            src: self.src,
+            src_port: if ports { self.src_port } else { None },
+            dst: self.dst,
+            dst_port: if ports { self.dst_port } else { None },
+        }
+    }
+
+    /// Whether any counter grows.
+    pub(crate) fn is_active(&self) -> bool {
+        self.orig_pps > 0.0
+            || self.repl_pps > 0.0
+            || self.orig_fasttrack_pps > 0.0
+            || self.repl_fasttrack_pps > 0.0
+    }
+
+    /// Bytes per packet each way, from the counters (100 out and 1000 back when unknown).
+    fn packet_sizes(&self) -> (u64, u64) {
+        (
+            self.orig_bytes
+                .checked_div(self.orig_packets)
+                .unwrap_or(100),
+            self.repl_bytes
+                .checked_div(self.repl_packets)
+                .unwrap_or(1000),
+        )
+    }
+
+    /// The row at `elapsed` sim time after the counters were set, with `remaining` timeout;
+    /// `strings` are the interned `connection-mark` and `connection-type`.
+    pub(crate) fn row_at(
+        &self,
+        id: u64,
+        elapsed: Duration,
+        remaining: Duration,
+        strings: &RowStrings,
+    ) -> ConnRow {
         let secs = elapsed.as_secs_f64();
         let grow = |base: u64, pps: f64| -> u64 {
             if pps > 0.0 {
@@ -263,29 +484,64 @@ impl SimConnection {
         };
         let orig_packets = grow(self.orig_packets, self.orig_pps);
         let repl_packets = grow(self.repl_packets, self.repl_pps);
-        let orig_size = self
-            .orig_bytes
-            .checked_div(self.orig_packets)
-            .unwrap_or(100);
-        let repl_size = self
-            .repl_bytes
-            .checked_div(self.repl_packets)
-            .unwrap_or(1000);
+        let ft_orig = grow(self.orig_fasttrack_packets, self.orig_fasttrack_pps);
+        let ft_repl = grow(self.repl_fasttrack_packets, self.repl_fasttrack_pps);
+        let (orig_size, repl_size) = self.packet_sizes();
         let ports = self.protocol.has_ports();
-        let mut flags = Flags::CONFIRMED;
-        if repl_packets > 0 {
-            flags |= Flags::SEEN_REPLY;
-            if self.tcp_state == Some(TcpState::Established)
-                || (self.protocol != SimProtocol::Tcp && repl_packets + orig_packets > 2)
-            {
-                flags |= Flags::ASSURED;
-            }
-        }
-        if self.srcnat_to.is_some() {
-            flags |= Flags::SRCNAT;
-        }
         let src_port = if ports { self.src_port } else { None };
         let dst_port = if ports { self.dst_port } else { None };
+        let reply_src = self.reply_src.unwrap_or(self.dst);
+        let reply_src_port = if ports {
+            self.reply_src_port.or(dst_port)
+        } else {
+            None
+        };
+        let reply_dst = self.reply_dst.or(self.srcnat_to).unwrap_or(self.src);
+        let reply_dst_port = if ports {
+            self.reply_dst_port.or(src_port)
+        } else {
+            None
+        };
+        let fasttracked = self.orig_fasttrack_packets > 0
+            || self.repl_fasttrack_packets > 0
+            || self.orig_fasttrack_pps > 0.0
+            || self.repl_fasttrack_pps > 0.0;
+        let flags = match self.flags {
+            Some(f) => f.bits(),
+            None => {
+                let mut flags = Flags::CONFIRMED;
+                let replies = repl_packets + ft_repl;
+                if replies > 0 {
+                    flags |= Flags::SEEN_REPLY;
+                    if self.tcp_state == Some(TcpState::Established)
+                        || (self.protocol != SimProtocol::Tcp
+                            && replies + orig_packets + ft_orig > 2)
+                    {
+                        flags |= Flags::ASSURED;
+                    }
+                }
+                if (reply_dst, reply_dst_port) != (self.src, src_port) {
+                    flags |= Flags::SRCNAT;
+                }
+                if (reply_src, reply_src_port) != (self.dst, dst_port) {
+                    flags |= Flags::DSTNAT;
+                }
+                if fasttracked {
+                    flags |= Flags::FASTTRACK;
+                }
+                flags
+            }
+        };
+        let ft_orig_size = self
+            .orig_fasttrack_bytes
+            .checked_div(self.orig_fasttrack_packets)
+            .unwrap_or(orig_size);
+        let ft_repl_size = self
+            .repl_fasttrack_bytes
+            .checked_div(self.repl_fasttrack_packets)
+            .unwrap_or(repl_size);
+        let derived_rate =
+            |pps: f64, ft_pps: f64, size: u64| ((pps + ft_pps) * size as f64 * 8.0) as u64;
         ConnRow {
             id,
             protocol: self.protocol,
@@ -293,10 +549,10 @@ impl SimConnection {
             src_port,
             dst: self.dst,
             dst_port,
-            reply_src: self.dst,
-            reply_src_port: dst_port,
-            reply_dst: self.srcnat_to.unwrap_or(self.src),
-            reply_dst_port: src_port,
+            reply_src,
+            reply_src_port,
+            reply_dst,
+            reply_dst_port,
             tcp_state: if self.protocol == SimProtocol::Tcp {
                 self.tcp_state
             } else {
@@ -311,9 +567,58 @@ impl SimConnection {
             repl_bytes: self
                 .repl_bytes
                 .saturating_add((repl_packets - self.repl_packets).saturating_mul(repl_size)),
-            orig_rate: (self.orig_pps * orig_size as f64 * 8.0) as u64,
-            repl_rate: (self.repl_pps * repl_size as f64 * 8.0) as u64,
+            orig_rate: self
+                .orig_rate
+                .unwrap_or_else(|| derived_rate(self.orig_pps, self.orig_fasttrack_pps, orig_size)),
+            repl_rate: self
+                .repl_rate
+                .unwrap_or_else(|| derived_rate(self.repl_pps, self.repl_fasttrack_pps, repl_size)),
             flags,
+            fasttrack: FastTrackCounts {
+                orig_packets: ft_orig,
+                orig_bytes: self.orig_fasttrack_bytes.saturating_add(
+                    (ft_orig - self.orig_fasttrack_packets).saturating_mul(ft_orig_size),
+                ),
+                repl_packets: ft_repl,
+                repl_bytes: self.repl_fasttrack_bytes.saturating_add(
+                    (ft_repl - self.repl_fasttrack_packets).saturating_mul(ft_repl_size),
+                ),
+            },
+            mark: strings.mark.clone(),
+            kind: strings.kind.clone(),
+        }
+    }
+}
+
+/// The 5-tuple of a connection: what identifies it in conntrack (and in
+/// `SimHandle::sync_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnTuple {
+    /// The protocol.
+    pub protocol: SimProtocol,
+    /// Original-direction source address.
+    pub src: IpAddr,
+    /// Source port (TCP and UDP only).
+    pub src_port: Option<u16>,
+    /// Original-direction destination address.
+    pub dst: IpAddr,
+    /// Destination port (TCP and UDP only).
+    pub dst_port: Option<u16>,
+}
+
+/// The string properties of a hand-added row, shared by every row made from it (made once
+/// when the connection is added, so printing a row allocates nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RowStrings {
+    pub(crate) mark: Option<Arc<str>>,
+    pub(crate) kind: Option<Arc<str>>,
+}
+
+impl RowStrings {
+    pub(crate) fn of(c: &SimConnection) -> Self {
+        Self {
+            mark: c.connection_mark.as_deref().map(Arc::from),
+            kind: c.connection_type.as_deref().map(Arc::from),
         }
     }
 }
@@ -331,10 +636,20 @@ impl Flags {
     pub(crate) const HW_OFFLOAD: u16 = 1 << 6;
     pub(crate) const SRCNAT: u16 = 1 << 7;
     pub(crate) const DSTNAT: u16 = 1 << 8;
+    pub(crate) const USES_HELPER: u16 = 1 << 9;
 }
 
-/// One connection-table row at one instant: fixed size, copyable.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The FastTrack counters of a row (kept apart from the main ones, as RouterOS does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FastTrackCounts {
+    pub(crate) orig_packets: u64,
+    pub(crate) orig_bytes: u64,
+    pub(crate) repl_packets: u64,
+    pub(crate) repl_bytes: u64,
+}
+
+/// One connection-table row at one instant: fixed size apart from two shared strings.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ConnRow {
     pub(crate) id: u64,
     pub(crate) protocol: SimProtocol,
@@ -355,12 +670,58 @@ pub(crate) struct ConnRow {
     pub(crate) orig_rate: u64,
     pub(crate) repl_rate: u64,
     pub(crate) flags: u16,
+    pub(crate) fasttrack: FastTrackCounts,
+    /// `connection-mark` (empty when `None`).
+    pub(crate) mark: Option<Arc<str>>,
+    /// `connection-type` (absent when `None`).
+    pub(crate) kind: Option<Arc<str>>,
 }
 
-/// A row as one router would print it (address format applied).
+impl ConnRow {
+    /// The row's 5-tuple.
+    pub(crate) fn tuple(&self) -> ConnTuple {
+        ConnTuple {
+            protocol: self.protocol,
+            src: self.src,
+            src_port: self.src_port,
+            dst: self.dst,
+            dst_port: self.dst_port,
+        }
+    }
+}
+
+/// A connection a client removed with `/ip/firewall/connection/remove` (or the IPv6 one), as
+/// `SimHandle::removed_connections` reports it: an external source (a kernel-conntrack
+/// bridge) deletes the same flow where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedConnection {
+    /// Its `.id` (`*1A`).
+    pub id: String,
+    /// The table it was in.
+    pub family: Family,
+    /// Its 5-tuple.
+    pub tuple: ConnTuple,
+}
+
+/// How a router prints rows: the address format and whether rows without FastTrack show the
+/// FastTrack counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RowStyle {
+    pub(crate) format: AddressFormat,
+    pub(crate) fasttrack: FastTrackCounters,
+}
+
+/// A row as one router would print it (its [`RowStyle`] applied).
 pub(crate) struct RowView<'a> {
     pub(crate) row: &'a ConnRow,
-    pub(crate) format: AddressFormat,
+    pub(crate) style: RowStyle,
+}
+
+impl RowView<'_> {
+    /// Whether the row shows the FastTrack counters.
+    fn shows_fasttrack(&self) -> bool {
+        self.style.fasttrack == FastTrackCounters::Always || self.row.flags & Flags::FASTTRACK != 0
+    }
 }
 
 const NAMES_SEPARATE: &[&str] = &[
@@ -395,7 +756,9 @@ const NAMES_SEPARATE: &[&str] = &[
     "hw-offload",
     "srcnat",
     "dstnat",
+    "uses-helper",
     "connection-mark",
+    "connection-type",
 ];
 
 fn write_addr(out: &mut String, ip: IpAddr, port: Option<u16>, format: AddressFormat) {
@@ -452,7 +815,7 @@ pub(crate) fn write_timeout(out: &mut String, d: Duration) {
 impl Props for RowView<'_> {
     fn value(&self, name: &str, out: &mut String) -> bool {
         let r = self.row;
-        let f = self.format;
+        let f = self.style.format;
         let num = |out: &mut String, n: u64| {
             let _ = write!(out, "{n}");
             true
@@ -504,7 +867,10 @@ impl Props for RowView<'_> {
             "orig-fasttrack-packets"
             | "orig-fasttrack-bytes"
             | "repl-fasttrack-packets"
-            | "repl-fasttrack-bytes" => num(out, 0),
+            | "repl-fasttrack-bytes" => match self.number(name) {
+                Some(n) => num(out, n),
+                None => false,
+            },
             "orig-rate" => num(out, r.orig_rate),
             "repl-rate" => num(out, r.repl_rate),
             "expected" => write_bool(out, r.flags & Flags::EXPECTED != 0),
@@ -516,7 +882,20 @@ impl Props for RowView<'_> {
             "hw-offload" => write_bool(out, r.flags & Flags::HW_OFFLOAD != 0),
             "srcnat" => write_bool(out, r.flags & Flags::SRCNAT != 0),
             "dstnat" => write_bool(out, r.flags & Flags::DSTNAT != 0),
-            "connection-mark" => true,
+            "uses-helper" => write_bool(out, r.flags & Flags::USES_HELPER != 0),
+            "connection-mark" => {
+                if let Some(m) = &r.mark {
+                    out.push_str(m);
+                }
+                true
+            }
+            "connection-type" => match &r.kind {
+                Some(k) => {
+                    out.push_str(k);
+                    true
+                }
+                None => false,
+            },
             _ => false,
         }
     }
@@ -528,6 +907,12 @@ impl Props for RowView<'_> {
             "orig-bytes" => Some(r.orig_bytes),
             "repl-packets" => Some(r.repl_packets),
             "repl-bytes" => Some(r.repl_bytes),
+            "orig-rate" => Some(r.orig_rate),
+            "repl-rate" => Some(r.repl_rate),
+            "orig-fasttrack-packets" if self.shows_fasttrack() => Some(r.fasttrack.orig_packets),
+            "orig-fasttrack-bytes" if self.shows_fasttrack() => Some(r.fasttrack.orig_bytes),
+            "repl-fasttrack-packets" if self.shows_fasttrack() => Some(r.fasttrack.repl_packets),
+            "repl-fasttrack-bytes" if self.shows_fasttrack() => Some(r.fasttrack.repl_bytes),
             _ => None,
         }
     }
@@ -561,8 +946,19 @@ mod tests {
     use super::*;
 
     fn props(c: &SimConnection, format: AddressFormat) -> Vec<(String, String)> {
-        let row = c.row_at(0x1A2B, Duration::ZERO, Duration::from_secs(86_399));
-        let view = RowView { row: &row, format };
+        let row = c.row_at(
+            0x1A2B,
+            Duration::ZERO,
+            Duration::from_secs(86_399),
+            &RowStrings::of(c),
+        );
+        let view = RowView {
+            row: &row,
+            style: RowStyle {
+                format,
+                ..RowStyle::default()
+            },
+        };
         let mut out = Vec::new();
         view.for_each(&mut String::new(), &mut |n, v| {
             out.push((n.to_owned(), v.to_owned()))

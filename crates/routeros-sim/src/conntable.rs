@@ -4,16 +4,19 @@
 //! Rows are computed when read, never stored: the table holds the sources (a generator spec,
 //! the flows and their instance start times, the hand-added connections) plus what clients
 //! changed (removed ids, counter overrides). Iteration is chunked with a cursor so that a
-//! print holds the router lock only for a few hundred rows at a time. It deliberately does not
-//! encode or filter rows: that is the print's job.
+//! print holds the router lock only for a few hundred rows at a time. An external source can
+//! own a family's table (`sync`): its rows replace the hand-added ones, keeping ids by 5-tuple,
+//! and the family's generated and scenario rows are gone. It deliberately does not encode or
+//! filter rows: that is the print's job.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::Family;
-use crate::connection::{ConnRow, SimConnection};
+use crate::connection::{ConnRow, ConnTuple, RowStrings, SimConnection};
+use crate::firewall::FlowPacket;
 use crate::generate::GenerateSpec;
+use crate::kinds::Family;
 use crate::scenario::Flow;
 
 #[derive(Debug)]
@@ -52,6 +55,7 @@ struct Instance {
 #[derive(Debug)]
 struct Manual {
     conn: SimConnection,
+    strings: RowStrings,
     counters_at: Duration,
 }
 
@@ -75,6 +79,16 @@ pub(crate) struct ConnTable {
     next_id: u64,
     boot_at: Duration,
     wan: Option<IpAddr>,
+    /// Per family (IPv4, IPv6): an external source owns the table (`sync`), so generated and
+    /// scenario rows of that family are gone.
+    external: [bool; 2],
+}
+
+fn slot(f: Family) -> usize {
+    match f {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
 }
 
 impl ConnTable {
@@ -124,6 +138,7 @@ impl ConnTable {
             next_id,
             boot_at: Duration::ZERO,
             wan,
+            external: [false; 2],
         }
     }
 
@@ -167,19 +182,19 @@ impl ConnTable {
             }
             Source::Instance(pos) => {
                 let inst = self.instances.get(pos)?;
+                let flow = self.flows.get(inst.flow as usize)?;
                 if self.removed_instances.contains(&id)
                     || self.flushed_before.is_some_and(|f| inst.start < f)
+                    || self.external[slot(Family::of(flow.src))]
                 {
                     return None;
                 }
-                self.flows
-                    .get(inst.flow as usize)?
-                    .row_at(inst.idx, id, now, self.wan)?
+                flow.row_at(inst.idx, id, now, self.wan)?
             }
             Source::Manual => {
                 let m = self.manual.get(&id)?;
                 let elapsed = now.saturating_sub(m.counters_at);
-                let active = m.conn.orig_pps > 0.0 || m.conn.repl_pps > 0.0;
+                let active = m.conn.is_active();
                 let remaining = if active {
                     m.conn.timeout
                 } else {
@@ -188,7 +203,7 @@ impl ConnTable {
                         .checked_sub(elapsed)
                         .filter(|d| !d.is_zero())?
                 };
-                m.conn.row_at(id, elapsed, remaining)
+                m.conn.row_at(id, elapsed, remaining, &m.strings)
             }
         };
         if let Some(&(orig, repl)) = self.overrides.get(&id) {
@@ -337,6 +352,7 @@ impl ConnTable {
         self.manual.insert(
             id,
             Manual {
+                strings: RowStrings::of(&conn),
                 conn,
                 counters_at: now,
             },
@@ -366,6 +382,103 @@ impl ConnTable {
         true
     }
 
+    /// Makes the table of `family` exactly `conns` (all of that family) from now on: a row
+    /// whose 5-tuple is in the table now keeps its id, others get fresh ids; every other row
+    /// of the family goes, and generated and scenario rows of it stay gone (an external source
+    /// owns the table). Returns the ids in the order of `conns`.
+    pub(crate) fn sync(
+        &mut self,
+        family: Family,
+        conns: Vec<SimConnection>,
+        now: Duration,
+    ) -> Vec<u64> {
+        if !self.external[slot(family)] {
+            self.external[slot(family)] = true;
+            self.clear_generated(family);
+        }
+        let mut known: HashMap<ConnTuple, u64> = HashMap::new();
+        for (&id, m) in &self.manual {
+            if m.conn.family() == family && self.row_of(id, Source::Manual, now).is_some() {
+                known.entry(m.conn.tuple()).or_insert(id);
+            }
+        }
+        self.manual.retain(|_, m| m.conn.family() != family);
+        let mut ids = Vec::with_capacity(conns.len());
+        for conn in conns {
+            let id = known.remove(&conn.tuple()).unwrap_or_else(|| {
+                let id = self.next_id;
+                self.next_id += 1;
+                id
+            });
+            self.overrides.remove(&id);
+            self.manual.insert(
+                id,
+                Manual {
+                    strings: RowStrings::of(&conn),
+                    conn,
+                    counters_at: now,
+                },
+            );
+            ids.push(id);
+        }
+        for id in known.into_values() {
+            self.overrides.remove(&id);
+        }
+        ids
+    }
+
+    /// Appends to `out` the first packets of the scenario connections that started after
+    /// instance `*cursor` and no later than `now` (at most `max`), in start order, and moves the
+    /// cursor past them. Families an external source owns have no scenario traffic.
+    pub(crate) fn first_packets(
+        &self,
+        cursor: &mut usize,
+        now: Duration,
+        max: usize,
+        out: &mut Vec<FlowPacket>,
+    ) {
+        while *cursor < self.instances.len() && out.len() < max {
+            let inst = self.instances[*cursor];
+            if inst.start > now {
+                break;
+            }
+            *cursor += 1;
+            let Some(flow) = self.flows.get(inst.flow as usize) else {
+                continue;
+            };
+            if self.external[slot(Family::of(flow.src))] {
+                continue;
+            }
+            let (src, src_port, dst, dst_port) = flow.tuple_of(inst.idx);
+            out.push(FlowPacket {
+                at: inst.start,
+                protocol: flow.protocol,
+                src,
+                src_port,
+                dst,
+                dst_port,
+            });
+        }
+    }
+
+    /// Moves the cursor of `first_packets` past every connection started by `now`, without
+    /// looking at them.
+    pub(crate) fn skip_packets(&self, cursor: &mut usize, now: Duration) {
+        let end = self.instances.partition_point(|i| i.start <= now);
+        *cursor = (*cursor).max(end);
+    }
+
+    /// Marks every generated row of `family` removed (one pass over the generated table).
+    fn clear_generated(&mut self, family: Family) {
+        if let Some(g) = self.generated.as_mut() {
+            for idx in 0..g.spec.connections as u64 {
+                if g.spec.family_of(idx) == family {
+                    g.remove(idx);
+                }
+            }
+        }
+    }
+
     /// A router reboot: every connection that exists now is gone; generated traffic comes back
     /// with new ids and fresh counters; scenario flows that have not started yet still will.
     pub(crate) fn reboot(&mut self, now: Duration) {
@@ -377,6 +490,11 @@ impl ConnTable {
             g.base_id = self.next_id;
             self.next_id += g.spec.connections as u64;
             g.removed = Vec::new();
+        }
+        for family in [Family::V4, Family::V6] {
+            if self.external[slot(family)] {
+                self.clear_generated(family);
+            }
         }
     }
 }

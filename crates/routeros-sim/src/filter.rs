@@ -3,10 +3,15 @@
 //!
 //! Enough for a tool to install, find and remove its drop rules, with RouterOS's addressing of
 //! items by `.id` (`*5`) or by position in print order (`0`). It deliberately does not match
-//! packets: rules are data, no traffic is dropped.
+//! packets: rules are data, no traffic is dropped (the `firewall` module reads the few that
+//! react to scenario traffic, such as `psd` with `add-src-to-address-list`).
 
-use crate::config::Family;
 use crate::connection::{format_id, parse_id};
+use std::time::Duration;
+
+use routeros_proto::parse_duration;
+
+use crate::kinds::Family;
 
 /// Properties `add`/`set` accept (besides `place-before` on add).
 pub(crate) const RULE_PARAMS: &[&str] = &[
@@ -46,6 +51,18 @@ pub(crate) const RULE_PARAMS: &[&str] = &[
     "routing-mark",
     "src-mac-address",
     "ttl",
+    "psd",
+    "src-address-type",
+    "dst-address-type",
+    "connection-type",
+    "nth",
+    "random",
+    "dst-limit",
+    "tcp-mss",
+    "packet-size",
+    "ipv4-options",
+    "priority",
+    "dscp",
 ];
 
 const ACTIONS: &[&str] = &[
@@ -61,6 +78,56 @@ const ACTIONS: &[&str] = &[
     "add-dst-to-address-list",
     "tarpit",
 ];
+
+/// A rule's `psd=WeightThreshold,DelayThreshold,LowPortWeight,HighPortWeight` (MikroTik's
+/// firewall manual): the weight of packets to distinct destination ports from one source, each
+/// within DelayThreshold of the previous one, that makes a port scan; a port below 1024 weighs
+/// LowPortWeight, others HighPortWeight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Psd {
+    pub(crate) weight_threshold: u32,
+    pub(crate) delay: Duration,
+    pub(crate) low_port_weight: u32,
+    pub(crate) high_port_weight: u32,
+}
+
+impl Psd {
+    /// Parses `21,3s,3,1` (the delay is a duration; a bare number is seconds).
+    pub(crate) fn parse(v: &str) -> Option<Self> {
+        let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+        let [w, d, lo, hi] = parts.as_slice() else {
+            return None;
+        };
+        Some(Psd {
+            weight_threshold: w.parse().ok().filter(|&w: &u32| w > 0)?,
+            delay: parse_duration(d).ok()?,
+            low_port_weight: lo.parse().ok()?,
+            high_port_weight: hi.parse().ok()?,
+        })
+    }
+
+    /// The weight of a packet to `port`.
+    pub(crate) fn weight(&self, port: u16) -> u32 {
+        if port < 1024 {
+            self.low_port_weight
+        } else {
+            self.high_port_weight
+        }
+    }
+}
+
+/// `address-list-timeout`: a duration, or `none-dynamic`/`none-static` (no timeout). `Some(None)`
+/// for no timeout, `None` when invalid.
+pub(crate) fn list_timeout(v: &str) -> Option<Option<Duration>> {
+    match v {
+        "none-dynamic" | "none-static" | "" => Some(None),
+        d => match parse_duration(d) {
+            Ok(d) if d.is_zero() => Some(None),
+            Ok(d) => Some(Some(d)),
+            Err(_) => None,
+        },
+    }
+}
 
 /// One rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +232,14 @@ impl FilterTable {
                 }
                 "disabled" | "log" if parse_bool(v).is_none() => {
                     return Err(format!("invalid value for argument {n}: {v}"))
+                }
+                "psd" if Psd::parse(v).is_none() => {
+                    return Err(format!("invalid value for argument psd: {v}"))
+                }
+                "address-list-timeout" if list_timeout(v).is_none() => {
+                    return Err(format!(
+                        "invalid value for argument address-list-timeout: {v}"
+                    ))
                 }
                 _ => {}
             }
@@ -283,6 +358,11 @@ impl FilterTable {
             .collect()
     }
 
+    /// The rules in order.
+    pub(crate) fn rules(&self) -> &[FilterRule] {
+        &self.rules
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.rules.len()
@@ -310,6 +390,55 @@ mod tests {
                     .unwrap_or_default()
             })
             .collect()
+    }
+
+    #[test]
+    fn psd_values() {
+        let p = Psd::parse("21,3s,3,1").unwrap();
+        assert_eq!(
+            p,
+            Psd {
+                weight_threshold: 21,
+                delay: Duration::from_secs(3),
+                low_port_weight: 3,
+                high_port_weight: 1
+            }
+        );
+        assert_eq!((p.weight(1023), p.weight(1024)), (3, 1));
+        assert_eq!(
+            Psd::parse("21, 3, 3, 1").unwrap().delay,
+            Duration::from_secs(3)
+        );
+        for bad in [
+            "",
+            "21,3s,3",
+            "x,3s,3,1",
+            "0,3s,3,1",
+            "21,soon,3,1",
+            "21,3s,3,1,1",
+        ] {
+            assert!(Psd::parse(bad).is_none(), "{bad}");
+        }
+        let mut t = FilterTable::new(Family::V4);
+        assert!(t
+            .add(p2(&[("chain", "input"), ("psd", "21,3s")]), None)
+            .unwrap_err()
+            .contains("psd"));
+        assert!(t
+            .add(
+                p2(&[("chain", "input"), ("address-list-timeout", "later")]),
+                None
+            )
+            .is_err());
+        assert_eq!(list_timeout("none-dynamic"), Some(None));
+        assert_eq!(
+            list_timeout("2w"),
+            Some(Some(Duration::from_secs(1_209_600)))
+        );
+    }
+
+    fn p2(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        p(pairs)
     }
 
     #[test]

@@ -9,8 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use crate::config::Family;
-use crate::connection::{ConnRow, Flags, SimProtocol, TcpState};
+use crate::connection::{ConnRow, FastTrackCounts, Flags, SimProtocol, TcpState};
+use crate::kinds::Family;
 
 /// A large synthetic table.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -257,6 +257,9 @@ impl GenerateSpec {
                 (active_pps * ratio * rsz as f64 * 8.0) as u64
             },
             flags,
+            fasttrack: FastTrackCounts::default(),
+            mark: None,
+            kind: None,
         }
     }
 }

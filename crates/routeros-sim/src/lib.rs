@@ -11,16 +11,48 @@
 //!   field, with numeric or string comparison;
 //! - address-lists (add/set/remove, timeouts that expire on the simulator's clock, reboot),
 //!   filter rules (add/move/remove with `place-before`), and read-only menus (`/ip/address`,
-//!   `/system/resource`, `/ip/route`, `/ip/dns`, `/ip/firewall/connection/tracking` with its
-//!   `total-entries`, ...);
-//! - traffic: scenario files that play flows over time ([`Scenario`], see `SCENARIO.md`), and a
-//!   generator for tables of millions of rows derived from index and seed ([`GenerateSpec`]);
-//! - fault injection ([`Faults`]) and a manual clock ([`SimClock::Manual`]) for deterministic tests.
+//!   `/system/resource` with an `uptime` that restarts at a reboot, `/ip/route` and
+//!   `/ipv6/route` with configurable default gateways, `/ip/dns` with static and dynamic
+//!   servers, `/ip/firewall/connection/tracking` with its `total-entries`, `/user/active` with
+//!   one row per logged-in session and the address the router sees, NAT included:
+//!   [`SimConfig::session_address`]);
+//! - traffic: scenario files that play flows over time ([`Scenario`], see `SCENARIO.md`:
+//!   normal, FastTracked, DPI-frozen TLS, UDP sprays, port scans of filtered or closed ports),
+//!   and a generator for tables of millions of rows derived from index and seed
+//!   ([`GenerateSpec`]);
+//! - filter rules that react to that traffic: `add-src-to-address-list` rules with the `psd`
+//!   port-scan matcher (and a few others) put scanners on their list on the sim clock;
+//! - fault injection ([`Faults`], swappable at runtime with [`SimHandle::set_faults`], most of
+//!   it aimed at command paths with a [`PathMatch`]): delays, closes, `!fatal`, garbage,
+//!   oversized length prefixes, refused logins, prints that never end or trickle one row at a
+//!   time ([`Trickle`], on tokio time), commands read but never answered ([`Silent`]), replies
+//!   with a wrong or no `.tag` ([`WrongTags`]), `not enough permissions (9)` traps, a bad row
+//!   mid-stream ([`BadRow`]), connections gone by the time their `remove` arrives;
+//! - a manual clock ([`SimClock::Manual`]) for deterministic tests.
 //!
 //! Big prints stream: rows are produced in small chunks under a short lock and written with
 //! TCP backpressure, never collected whole.
 //!
-//! It deliberately does not route packets, enforce filter rules, resolve DNS names in
+//! # Connections from outside
+//!
+//! A bridge from the kernel's conntrack, or a replay of a recording, feeds the table through
+//! three calls on [`SimHandle`]:
+//!
+//! - [`SimHandle::sync_connections`]`(family, rows)` makes that family's table exactly these
+//!   [`SimConnection`]s. A row whose 5-tuple ([`ConnTuple`]: protocol, source and destination
+//!   address and port) was already there keeps its `.id`, so a client that remembers ids sees
+//!   one flow as one row across syncs; new rows get fresh ids. From the first call on, the
+//!   family's generated and scenario rows are gone: the source owns the table.
+//! - [`SimHandle::removed_connections`] is a `tokio::sync::broadcast` receiver of every
+//!   [`RemovedConnection`] a client removed through the API, so the bridge can drop the same
+//!   flow at its source (`conntrack -D`).
+//! - [`SimHandle::list_changes`] is a broadcast receiver of every [`ListChange`] (added,
+//!   updated, removed with its [`ListRemoval`] cause), in order, so a bridge can mirror a list
+//!   into nftables; after `RecvError::Lagged` it re-reads [`SimHandle::address_lists`].
+//!
+//! Both receivers hold at most [`REMOVAL_BACKLOG`] / [`LIST_CHANGE_BACKLOG`] unread items.
+//!
+//! It deliberately does not route packets, drop traffic by filter rules, resolve DNS names in
 //! address-lists or implement `follow`, and it only emulates the menus rosguard uses.
 
 mod address_list;
@@ -32,22 +64,34 @@ mod conntable;
 mod dispatch;
 mod error;
 mod filter;
+mod firewall;
 mod generate;
+mod kinds;
 mod query;
 mod request;
 mod router;
 mod scenario;
 mod server;
 mod session;
+mod shared;
 mod tls;
 mod writer;
 
-pub use cli::{run_cli, AddressFormatArg, SimArgs};
+pub use address_list::{ListChange, ListRemoval, SimListEntry};
+pub use cli::{run_cli, AddressFormatArg, FastTrackCountersArg, SimArgs};
 pub use config::{
-    AddressFormat, Family, Faults, QueryCompare, RouterAddress, SimClock, SimConfig, SimTls,
+    BadRow, BadRowKind, Faults, PathMatch, RouterAddress, Silent, SimConfig, SimTls, Trickle,
+    WrongTag, WrongTags,
 };
-pub use connection::{SimConnection, SimProtocol, TcpState};
+pub use connection::{
+    ConnFlags, ConnTuple, RemovedConnection, SimConnection, SimProtocol, TcpState,
+};
 pub use error::SimError;
+pub use firewall::PSD_MAX_TRACKED_SOURCES;
 pub use generate::GenerateSpec;
-pub use scenario::{demo_scenario, Flow, FlowKind, ListSeed, Scenario, Vary, DEMO_SCENARIO};
-pub use server::{Sim, SimHandle, SimListEntry, SimStats};
+pub use kinds::{AddressFormat, Family, FastTrackCounters, QueryCompare, SimClock};
+pub use scenario::{
+    demo_scenario, Flow, FlowKind, ListSeed, RouterSettings, Scenario, Vary, DEMO_SCENARIO,
+};
+pub use server::{Sim, SimHandle, SimStats};
+pub use shared::{LIST_CHANGE_BACKLOG, REMOVAL_BACKLOG};

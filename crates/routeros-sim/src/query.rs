@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use routeros_proto::parse_duration;
 
-use crate::config::QueryCompare;
+use crate::kinds::QueryCompare;
 
 /// A row whose properties can be looked up by name and listed in print order.
 pub(crate) trait Props {

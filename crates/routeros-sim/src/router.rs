@@ -1,19 +1,21 @@
 //! The router's state behind one lock: connection table, address-lists, filter rules, its own
-//! addresses, and the read-only menus (`/ip/address`, `/system/resource`, `/ip/route`,
-//! `/ip/dns`, `/system/identity`).
+//! addresses, and the read-only menus (`/ip/address`, `/ipv6/address`, `/system/resource`,
+//! `/ip/route`, `/ipv6/route`, `/ip/dns`, `/system/identity`).
 //!
 //! Every method is synchronous and short; callers hold the lock only for a call (prints of big
 //! tables go chunk by chunk). It deliberately knows nothing about sessions or the wire.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use crate::address_list::AddressLists;
-use crate::config::{Family, RouterAddress};
+use crate::address_list::{AddressLists, RawListChange};
+use crate::config::RouterAddress;
 use crate::connection::{format_id, write_timeout};
 use crate::conntable::ConnTable;
 use crate::filter::FilterTable;
+use crate::firewall::{self, Firewall};
 use crate::generate::GenerateSpec;
+use crate::kinds::Family;
 use crate::scenario::{Flow, ListSeed};
 
 /// Everything a client can read or change.
@@ -26,6 +28,30 @@ pub(crate) struct Router {
     filter_v6: FilterTable,
     pub(crate) addresses: Vec<RouterAddress>,
     version: String,
+    ipv4_gateway: Option<Ipv4Addr>,
+    ipv6_gateway: Ipv6Addr,
+    dns_servers: Vec<IpAddr>,
+    dynamic_dns_servers: Vec<IpAddr>,
+    firewall_v4: Firewall,
+    firewall_v6: Firewall,
+    /// How far scenario traffic has been through the firewall (see `ConnTable::first_packets`).
+    packets_cursor: usize,
+}
+
+/// Scenario packets taken through the firewall per step of `housekeep`.
+const PACKET_BATCH: usize = 4096;
+
+/// The router's own configuration, as the server worked it out from `SimConfig` and the
+/// scenario.
+#[derive(Debug, Clone)]
+pub(crate) struct RouterSetup {
+    pub(crate) addresses: Vec<RouterAddress>,
+    pub(crate) version: String,
+    /// `None`: `.1` of the WAN address's /24.
+    pub(crate) ipv4_gateway: Option<Ipv4Addr>,
+    pub(crate) ipv6_gateway: Ipv6Addr,
+    pub(crate) dns_servers: Vec<IpAddr>,
+    pub(crate) dynamic_dns_servers: Vec<IpAddr>,
 }
 
 /// The router's WAN address: the first public IPv4 address, else the first IPv4 one.
@@ -41,21 +67,27 @@ fn wan_address(addresses: &[RouterAddress]) -> Option<IpAddr> {
 
 impl Router {
     pub(crate) fn new(
-        addresses: Vec<RouterAddress>,
+        setup: RouterSetup,
         flows: Vec<Flow>,
         generate: Option<GenerateSpec>,
         seeds: &[ListSeed],
-        version: String,
     ) -> Result<Self, String> {
-        let wan = wan_address(&addresses);
+        let wan = wan_address(&setup.addresses);
         let mut r = Router {
             conns: ConnTable::new(flows, generate, wan),
             lists_v4: AddressLists::new(Family::V4),
             lists_v6: AddressLists::new(Family::V6),
             filter_v4: FilterTable::new(Family::V4),
             filter_v6: FilterTable::new(Family::V6),
-            addresses,
-            version,
+            addresses: setup.addresses,
+            version: setup.version,
+            ipv4_gateway: setup.ipv4_gateway,
+            ipv6_gateway: setup.ipv6_gateway,
+            dns_servers: setup.dns_servers,
+            dynamic_dns_servers: setup.dynamic_dns_servers,
+            firewall_v4: Firewall::default(),
+            firewall_v6: Firewall::default(),
+            packets_cursor: 0,
         };
         for s in seeds {
             let family = if s.address.contains(':') {
@@ -98,8 +130,71 @@ impl Router {
         }
     }
 
+    /// Starts or stops recording address-list changes in both families.
+    pub(crate) fn record_list_changes(&mut self, on: bool) {
+        self.lists_v4.record_changes(on);
+        self.lists_v6.record_changes(on);
+    }
+
+    /// The address-list changes recorded since the last call, per family.
+    pub(crate) fn take_list_changes(&mut self) -> Vec<(Family, RawListChange)> {
+        let v4 = self
+            .lists_v4
+            .take_changes()
+            .into_iter()
+            .map(|c| (Family::V4, c));
+        let v6 = self
+            .lists_v6
+            .take_changes()
+            .into_iter()
+            .map(|c| (Family::V6, c));
+        v4.chain(v6).collect()
+    }
+
+    /// Catches up with time: the scenario connections started since the last call go through
+    /// the firewall in start order (rules such as `psd` with `add-src-to-address-list` react
+    /// at each packet's sim time), then expired list entries leave (reported as changes).
+    /// Cheap when there is nothing to do: it runs at every lock.
+    pub(crate) fn housekeep(&mut self, now: Duration) {
+        let reacts = Firewall::reacts(&self.filter_v4) || Firewall::reacts(&self.filter_v6);
+        if !reacts {
+            self.conns.skip_packets(&mut self.packets_cursor, now);
+        } else {
+            let wan_interface = self.wan_interface();
+            let mut batch = Vec::new();
+            loop {
+                batch.clear();
+                self.conns
+                    .first_packets(&mut self.packets_cursor, now, PACKET_BATCH, &mut batch);
+                if batch.is_empty() {
+                    break;
+                }
+                for p in &batch {
+                    let (firewall, filters, lists) = match Family::of(p.src) {
+                        Family::V4 => (&mut self.firewall_v4, &self.filter_v4, &mut self.lists_v4),
+                        Family::V6 => (&mut self.firewall_v6, &self.filter_v6, &mut self.lists_v6),
+                    };
+                    firewall.packet(
+                        p,
+                        firewall::Router {
+                            filters,
+                            lists,
+                            addresses: &self.addresses,
+                            wan_interface: &wan_interface,
+                        },
+                    );
+                }
+            }
+        }
+        self.lists_v4.purge(now);
+        self.lists_v6.purge(now);
+    }
+
     /// A reboot: connections flushed, dynamic list entries gone, configuration kept.
     pub(crate) fn reboot(&mut self, now: Duration) {
+        self.housekeep(now);
+        self.firewall_v4.reboot();
+        self.firewall_v6.reboot();
         self.conns.reboot(now);
         self.lists_v4.reboot();
         self.lists_v6.reboot();
@@ -203,41 +298,77 @@ impl Router {
         vec![pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()]
     }
 
-    /// `/ip/route` rows: the connected networks plus a default route via the WAN gateway.
-    pub(crate) fn route_rows(&self) -> Vec<Vec<(String, String)>> {
+    /// The interface of the WAN address (where the default routes point).
+    fn wan_interface(&self) -> String {
+        let wan = wan_address(&self.addresses);
+        self.addresses
+            .iter()
+            .find(|a| Some(a.address) == wan)
+            .map_or_else(|| "ether1".to_owned(), |a| a.interface.clone())
+    }
+
+    /// `/ip/route` or `/ipv6/route` rows: a static default route via the gateway, then the
+    /// connected networks of the router's addresses (dynamic, `connect=true`).
+    pub(crate) fn route_rows(&self, family: Family) -> Vec<Vec<(String, String)>> {
         let mut rows = Vec::new();
         let mut id = 1u64;
-        if let Some(IpAddr::V4(wan)) = wan_address(&self.addresses) {
-            let gw = std::net::Ipv4Addr::from(u32::from(wan) & 0xFFFF_FF00 | 1);
-            rows.push(vec![
-                (".id".into(), format_id(id)),
-                ("dst-address".into(), "0.0.0.0/0".into()),
-                ("gateway".into(), gw.to_string()),
+        let default_route = |dst: &str, gateway: String, id: u64| {
+            vec![
+                (".id".to_owned(), format_id(id)),
+                ("dst-address".into(), dst.to_owned()),
+                ("gateway".into(), gateway),
                 ("distance".into(), "1".into()),
                 ("active".into(), "true".into()),
                 ("static".into(), "true".into()),
                 ("dynamic".into(), "false".into()),
                 ("disabled".into(), "false".into()),
-            ]);
-            id += 1;
-        }
-        for a in &self.addresses {
-            if let IpAddr::V4(ip) = a.address {
-                let Ok(net) = ipnet::Ipv4Net::new(ip, a.prefix.min(32)) else {
-                    continue;
+            ]
+        };
+        match family {
+            Family::V4 => {
+                let gw = self.ipv4_gateway.or(match wan_address(&self.addresses) {
+                    Some(IpAddr::V4(wan)) => Some(Ipv4Addr::from(u32::from(wan) & 0xFFFF_FF00 | 1)),
+                    _ => None,
+                });
+                if let Some(gw) = gw {
+                    rows.push(default_route("0.0.0.0/0", gw.to_string(), id));
+                    id += 1;
+                }
+            }
+            Family::V6 => {
+                let gw = self.ipv6_gateway;
+                // A link-local gateway only means something with its interface.
+                let shown = if (gw.segments()[0] & 0xffc0) == 0xfe80 {
+                    format!("{gw}%{}", self.wan_interface())
+                } else {
+                    gw.to_string()
                 };
-                rows.push(vec![
-                    (".id".into(), format_id(id)),
-                    ("dst-address".into(), net.trunc().to_string()),
-                    ("gateway".into(), a.interface.clone()),
-                    ("distance".into(), "0".into()),
-                    ("active".into(), "true".into()),
-                    ("connect".into(), "true".into()),
-                    ("dynamic".into(), "true".into()),
-                    ("disabled".into(), "false".into()),
-                ]);
+                rows.push(default_route("::/0", shown, id));
                 id += 1;
             }
+        }
+        for a in &self.addresses {
+            let net = match (family, a.address) {
+                (Family::V4, IpAddr::V4(ip)) => ipnet::Ipv4Net::new(ip, a.prefix.min(32))
+                    .map(|n| n.trunc().to_string())
+                    .ok(),
+                (Family::V6, IpAddr::V6(ip)) => ipnet::Ipv6Net::new(ip, a.prefix.min(128))
+                    .map(|n| n.trunc().to_string())
+                    .ok(),
+                _ => None,
+            };
+            let Some(net) = net else { continue };
+            rows.push(vec![
+                (".id".into(), format_id(id)),
+                ("dst-address".into(), net),
+                ("gateway".into(), a.interface.clone()),
+                ("distance".into(), "0".into()),
+                ("active".into(), "true".into()),
+                ("connect".into(), "true".into()),
+                ("dynamic".into(), "true".into()),
+                ("disabled".into(), "false".into()),
+            ]);
+            id += 1;
         }
         rows
     }
@@ -245,8 +376,8 @@ impl Router {
     /// `/ip/dns` (one row, no `.id`).
     pub(crate) fn dns_rows(&self) -> Vec<Vec<(String, String)>> {
         vec![vec![
-            ("servers".into(), "1.1.1.1,9.9.9.9".into()),
-            ("dynamic-servers".into(), String::new()),
+            ("servers".into(), join(&self.dns_servers)),
+            ("dynamic-servers".into(), join(&self.dynamic_dns_servers)),
             ("allow-remote-requests".into(), "true".into()),
             ("max-udp-packet-size".into(), "4096".into()),
             ("cache-size".into(), "2048KiB".into()),
@@ -259,4 +390,13 @@ impl Router {
     pub(crate) fn identity_rows(&self) -> Vec<Vec<(String, String)>> {
         vec![vec![("name".into(), "MikroTik".into())]]
     }
+}
+
+/// `a,b,c` (RouterOS's list form).
+fn join(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use routeros_proto::parse_duration;
 use serde::Deserialize;
 
-use crate::connection::{ConnRow, Flags, SimProtocol, TcpState};
+use crate::connection::{ConnRow, FastTrackCounts, Flags, SimProtocol, TcpState};
 use crate::error::SimError;
 use crate::generate::GenerateSpec;
 
@@ -50,8 +50,18 @@ pub enum FlowKind {
     UdpSpray,
     /// One source across many ports, SYN-only: orig 1-3, repl 0.
     Scan,
+    /// A port scan as conntrack shows it: one probe per destination port at `rate` probes a
+    /// second. Filtered ports (no answer) stay in `syn-sent` with orig 1, repl 0 (Linux does
+    /// not count retransmitted SYNs of an unanswered handshake) until the scanner gives up;
+    /// closed ports answer with a RST: a row in `close`, orig 1, repl 1, gone 10 s later.
+    PortScan,
     /// Counters and rates exactly as given.
     Custom,
+    /// A healthy flow on a router with the default FastTrack rule: traffic like `normal`,
+    /// but each direction's main counter (`orig-packets`, `repl-packets`) stops at
+    /// `fasttrack_after` packets and the rest is counted in `orig-fasttrack-*` /
+    /// `repl-fasttrack-*`; the row has `fasttrack=true`.
+    Fasttracked,
 }
 
 /// What changes between the `count` connections of one flow.
@@ -107,8 +117,13 @@ pub struct Flow {
     /// TCP state while active (`custom` flows; others have their own).
     pub tcp_state: Option<TcpState>,
     /// Source NAT to the router's WAN address; `None`: automatic (private IPv4 source to a
-    /// public destination).
+    /// public unicast destination).
     pub srcnat: Option<bool>,
+    /// `fasttracked` flows: packets per direction counted on the slow path (the main
+    /// counters) before FastTrack takes over.
+    pub fasttrack_after: u64,
+    /// `port-scan` flows: the ports are filtered (no answer) rather than closed (RST).
+    pub filtered: bool,
 }
 
 /// An address-list entry to create at start (`[[allowlist]]`).
@@ -124,6 +139,22 @@ pub struct ListSeed {
     pub timeout: Option<Duration>,
 }
 
+/// The router's own settings a scenario may set (`[router]`); `SimConfig`'s fields of the same
+/// names win over these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// The address `/user/active` shows for API sessions.
+    pub session_address: Option<IpAddr>,
+    /// The IPv4 default gateway.
+    pub ipv4_gateway: Option<Ipv4Addr>,
+    /// The IPv6 default gateway.
+    pub ipv6_gateway: Option<Ipv6Addr>,
+    /// Static DNS servers.
+    pub dns_servers: Option<Vec<IpAddr>>,
+    /// Dynamic DNS servers.
+    pub dynamic_dns_servers: Option<Vec<IpAddr>>,
+}
+
 /// A parsed scenario.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scenario {
@@ -135,6 +166,8 @@ pub struct Scenario {
     pub allowlist: Vec<ListSeed>,
     /// A large synthetic table to add.
     pub generate: Option<GenerateSpec>,
+    /// The router's own settings (`[router]`).
+    pub router: RouterSettings,
 }
 
 /// The most connections one scenario may describe (a generator is the tool for more).
@@ -149,6 +182,53 @@ struct RawScenario {
     #[serde(default)]
     allowlist: Vec<RawSeed>,
     generate: Option<RawGenerate>,
+    router: Option<RawRouter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    session_address: Option<String>,
+    ipv4_gateway: Option<String>,
+    ipv6_gateway: Option<String>,
+    dns_servers: Option<Vec<String>>,
+    dynamic_dns_servers: Option<Vec<String>>,
+}
+
+fn ip_of(key: &str, text: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("`{key}`: {text:?} is not an IP address"))
+}
+
+fn router_settings(raw: &RawRouter) -> Result<RouterSettings, String> {
+    let one = |key: &str, v: &Option<String>| v.as_deref().map(|t| ip_of(key, t)).transpose();
+    let many = |key: &str, v: &Option<Vec<String>>| {
+        v.as_ref()
+            .map(|list| {
+                list.iter()
+                    .map(|t| ip_of(key, t))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+    };
+    let ipv4_gateway = match one("ipv4_gateway", &raw.ipv4_gateway)? {
+        None => None,
+        Some(IpAddr::V4(v4)) => Some(v4),
+        Some(IpAddr::V6(_)) => return Err("`ipv4_gateway`: an IPv6 address".into()),
+    };
+    let ipv6_gateway = match one("ipv6_gateway", &raw.ipv6_gateway)? {
+        None => None,
+        Some(IpAddr::V6(v6)) => Some(v6),
+        Some(IpAddr::V4(_)) => return Err("`ipv6_gateway`: an IPv4 address".into()),
+    };
+    Ok(RouterSettings {
+        session_address: one("session_address", &raw.session_address)?,
+        ipv4_gateway,
+        ipv6_gateway,
+        dns_servers: many("dns_servers", &raw.dns_servers)?,
+        dynamic_dns_servers: many("dynamic_dns_servers", &raw.dynamic_dns_servers)?,
+    })
 }
 
 #[derive(Deserialize)]
@@ -177,6 +257,10 @@ struct RawFlow {
     repl_packets: Option<u64>,
     tcp_state: Option<String>,
     srcnat: Option<bool>,
+    fasttrack_after: Option<u64>,
+    ports: Option<u32>,
+    rate: Option<f64>,
+    filtered: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -292,11 +376,16 @@ impl Scenario {
                 Some(spec)
             }
         };
+        let router = match &raw.router {
+            None => RouterSettings::default(),
+            Some(r) => router_settings(r).map_err(|m| err(format!("[router]: {m}")))?,
+        };
         Ok(Scenario {
             description: raw.description,
             flows,
             allowlist,
             generate,
+            router,
         })
     }
 
@@ -330,7 +419,7 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         protocol = SimProtocol::Icmpv6;
     }
     match (f.kind, protocol) {
-        (FlowKind::TlsFreeze | FlowKind::Scan, p) if p != SimProtocol::Tcp => {
+        (FlowKind::TlsFreeze | FlowKind::Scan | FlowKind::PortScan, p) if p != SimProtocol::Tcp => {
             return Err(format!("`protocol`: a {:?} flow is TCP", f.kind))
         }
         (FlowKind::UdpSpray, p) if p != SimProtocol::Udp => {
@@ -351,11 +440,14 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
     let tcp = protocol == SimProtocol::Tcp;
     // (duration, orig_rate, repl_rate, orig0, repl0, vary)
     let (duration, orig_rate, repl_rate, orig0, repl0, vary) = match f.kind {
-        FlowKind::Normal if tcp => (600.0, 10.0, 15.0, 3, 2, Vary::SrcPort),
+        FlowKind::Normal | FlowKind::Fasttracked if tcp => (600.0, 10.0, 15.0, 3, 2, Vary::SrcPort),
+        FlowKind::Fasttracked => (60.0, 10.0, 10.0, 1, 1, Vary::SrcPort),
         FlowKind::Normal => (1.0, 0.0, 0.0, 1, 1, Vary::SrcPort),
         FlowKind::TlsFreeze => (120.0, 1.0, 0.5, 3, 1, Vary::SrcPort),
         FlowKind::UdpSpray => (30.0, 2.0, 0.0, 1, 0, Vary::DstPort),
         FlowKind::Scan => (5.0, 0.5, 0.0, 1, 0, Vary::DstPort),
+        FlowKind::PortScan if f.filtered == Some(false) => (0.001, 0.0, 0.0, 1, 1, Vary::DstPort),
+        FlowKind::PortScan => (3.0, 0.0, 0.0, 1, 0, Vary::DstPort),
         FlowKind::Custom => (60.0, 0.0, 0.0, 1, 0, Vary::SrcPort),
     };
     let dur = |raw: &Option<RawDuration>, default: f64, key: &str| -> Result<Duration, String> {
@@ -374,7 +466,34 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
             format!("`tcp_state`: {s:?} is not a TCP state (syn-sent, established, time-wait, ...)")
         })?),
     };
-    let count = f.count.unwrap_or(1);
+    let fasttrack_after = match (f.fasttrack_after, f.kind) {
+        (Some(_), k) if k != FlowKind::Fasttracked => {
+            return Err("`fasttrack_after`: only fasttracked flows have it".into())
+        }
+        (Some(n), _) => n,
+        (None, _) => 3,
+    };
+    if f.kind != FlowKind::PortScan {
+        for (key, set) in [
+            ("ports", f.ports.is_some()),
+            ("rate", f.rate.is_some()),
+            ("filtered", f.filtered.is_some()),
+        ] {
+            if set {
+                return Err(format!("`{key}`: only port-scan flows have it"));
+            }
+        }
+    } else if f.ports.is_some() && f.count.is_some() {
+        return Err("`ports`: give `ports` or `count`, not both".into());
+    } else if f.rate.is_some() && f.interval.is_some() {
+        return Err("`rate`: give `rate` or `interval`, not both".into());
+    }
+    let interval = match f.rate {
+        Some(r) if r.is_finite() && r > 0.0 && r <= 1e6 => Some(Duration::from_secs_f64(1.0 / r)),
+        Some(r) => return Err(format!("`rate`: {r} is not a rate in probes per second")),
+        None => None,
+    };
+    let count = f.ports.or(f.count).unwrap_or(1);
     if count == 0 {
         return Err("`count`: must be at least 1".into());
     }
@@ -393,7 +512,10 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         start: dur(&f.start, 0.0, "start")?,
         duration,
         count,
-        interval: dur(&f.interval, 0.0, "interval")?,
+        interval: match interval {
+            Some(i) => i,
+            None => dur(&f.interval, 0.0, "interval")?,
+        },
         vary: f.vary.unwrap_or(vary),
         orig_rate: rate(f.orig_rate, orig_rate, "orig_rate")?,
         repl_rate: rate(f.repl_rate, repl_rate, "repl_rate")?,
@@ -401,6 +523,8 @@ fn check_flow(f: &RawFlow) -> Result<Flow, String> {
         repl_packets: f.repl_packets.unwrap_or(repl0),
         tcp_state,
         srcnat: f.srcnat,
+        fasttrack_after,
+        filtered: f.filtered.unwrap_or(true),
     })
 }
 
@@ -433,6 +557,22 @@ fn is_private_v4(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether a router would masquerade traffic to this destination out of its WAN: a unicast
+/// IPv4 address outside the private, loopback, link-local, multicast, broadcast and
+/// unspecified ranges (documentation ranges count as public: scenarios use them so).
+fn is_public_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !is_private_v4(ip)
+                && !v4.is_loopback()
+                && !v4.is_multicast()
+                && !v4.is_broadcast()
+                && !v4.is_unspecified()
+        }
+        IpAddr::V6(_) => false,
+    }
+}
+
 impl Flow {
     /// The start of connection `i`.
     pub(crate) fn start_of(&self, i: u32) -> Duration {
@@ -441,72 +581,18 @@ impl Flow {
 
     fn per_packet(&self) -> (u64, u64) {
         match (self.kind, self.protocol) {
-            (FlowKind::Normal, SimProtocol::Tcp) => (120, 1200),
-            (FlowKind::Normal, _) => (70, 150),
+            (FlowKind::Normal | FlowKind::Fasttracked, SimProtocol::Tcp) => (120, 1200),
+            (FlowKind::Normal | FlowKind::Fasttracked, _) => (70, 150),
             (FlowKind::TlsFreeze, _) => (400, 60),
             (FlowKind::UdpSpray, _) => (1250, 0),
             (FlowKind::Scan, _) => (60, 0),
+            (FlowKind::PortScan, _) => (60, 40),
             (FlowKind::Custom, _) => (100, 1000),
         }
     }
 
-    /// The row of connection `i` at sim time `now`, or `None` when it does not exist (not yet
-    /// started, or timed out). `wan` is the router's address used for source NAT.
-    pub(crate) fn row_at(
-        &self,
-        i: u32,
-        id: u64,
-        now: Duration,
-        wan: Option<IpAddr>,
-    ) -> Option<ConnRow> {
-        let start = self.start_of(i);
-        let since = now.checked_sub(start)?;
-        let active = since < self.duration;
-        let elapsed = if active { since } else { self.duration };
-        let e = elapsed.as_secs_f64();
-        let grow = |base: u64, rate: f64| base.saturating_add((rate * e) as u64);
-        let mut orig = grow(self.orig_packets, self.orig_rate);
-        let mut repl = grow(self.repl_packets, self.repl_rate);
-        match self.kind {
-            FlowKind::TlsFreeze => repl = repl.min(self.repl_packets.max(2)),
-            FlowKind::Scan => orig = orig.min(self.orig_packets.max(3)),
-            FlowKind::UdpSpray => repl = self.repl_packets,
-            _ => {}
-        }
-        let tcp = self.protocol == SimProtocol::Tcp;
-        let state = if tcp {
-            Some(match (self.kind, active) {
-                (FlowKind::Scan, _) => TcpState::SynSent,
-                (FlowKind::Normal, false) => TcpState::TimeWait,
-                (FlowKind::TlsFreeze, false) => TcpState::Close,
-                (FlowKind::Custom, _) => self.tcp_state.unwrap_or(TcpState::Established),
-                _ => TcpState::Established,
-            })
-        } else {
-            None
-        };
-        let assured = repl > 0
-            && match state {
-                Some(s) => s != TcpState::SynSent && s != TcpState::SynRecv,
-                None => orig + repl > 2,
-            };
-        let timeout = match (state, self.protocol) {
-            (Some(s), _) => s.default_timeout(),
-            (None, SimProtocol::Udp) if assured => Duration::from_secs(180),
-            (None, SimProtocol::Udp | SimProtocol::Icmp | SimProtocol::Icmpv6) => {
-                Duration::from_secs(10)
-            }
-            (None, _) => Duration::from_secs(600),
-        };
-        let remaining = if active {
-            timeout.saturating_sub(Duration::from_nanos(u64::from(since.subsec_nanos())))
-        } else {
-            let idle = since - self.duration;
-            if idle >= timeout {
-                return None;
-            }
-            timeout - idle
-        };
+    /// The addresses and ports of connection `i`: (src, src port, dst, dst port).
+    pub(crate) fn tuple_of(&self, i: u32) -> (IpAddr, Option<u16>, IpAddr, Option<u16>) {
         let (mut src, mut src_port, mut dst, mut dst_port) =
             (self.src, self.src_port, self.dst, self.dst_port);
         if self.protocol.has_ports() && src_port.is_none() {
@@ -524,16 +610,104 @@ impl Flow {
             Vary::DstAddress => dst = add_to_ip(dst, i),
             Vary::SrcAddress => src = add_to_ip(src, i),
         }
+        (src, src_port, dst, dst_port)
+    }
+
+    /// The row of connection `i` at sim time `now`, or `None` when it does not exist (not yet
+    /// started, or timed out). `wan` is the router's address used for source NAT.
+    pub(crate) fn row_at(
+        &self,
+        i: u32,
+        id: u64,
+        now: Duration,
+        wan: Option<IpAddr>,
+    ) -> Option<ConnRow> {
+        let start = self.start_of(i);
+        let since = now.checked_sub(start)?;
+        // A closed port answers at once: the row is over when it appears.
+        let active_for = if self.kind == FlowKind::PortScan && !self.filtered {
+            Duration::ZERO
+        } else {
+            self.duration
+        };
+        let active = since < active_for;
+        let elapsed = if active { since } else { active_for };
+        let e = elapsed.as_secs_f64();
+        let grow = |base: u64, rate: f64| base.saturating_add((rate * e) as u64);
+        let mut orig = grow(self.orig_packets, self.orig_rate);
+        let mut repl = grow(self.repl_packets, self.repl_rate);
+        match self.kind {
+            FlowKind::TlsFreeze => repl = repl.min(self.repl_packets.max(2)),
+            FlowKind::Scan => orig = orig.min(self.orig_packets.max(3)),
+            FlowKind::UdpSpray => repl = self.repl_packets,
+            // Retransmitted SYNs do not raise orig; a RST is the one reply.
+            FlowKind::PortScan => (orig, repl) = (self.orig_packets, self.repl_packets),
+            _ => {}
+        }
+        let tcp = self.protocol == SimProtocol::Tcp;
+        let state = if tcp {
+            Some(match (self.kind, active) {
+                (FlowKind::Scan, _) => TcpState::SynSent,
+                (FlowKind::PortScan, _) if self.filtered => TcpState::SynSent,
+                (FlowKind::PortScan, _) => TcpState::Close,
+                (FlowKind::Normal | FlowKind::Fasttracked, false) => TcpState::TimeWait,
+                (FlowKind::TlsFreeze, false) => TcpState::Close,
+                (FlowKind::Custom, _) => self.tcp_state.unwrap_or(TcpState::Established),
+                _ => TcpState::Established,
+            })
+        } else {
+            None
+        };
+        let assured = repl > 0
+            && self.kind != FlowKind::PortScan
+            && match state {
+                Some(s) => s != TcpState::SynSent && s != TcpState::SynRecv,
+                None => orig + repl > 2,
+            };
+        let timeout = match (state, self.protocol) {
+            (Some(s), _) => s.default_timeout(),
+            (None, SimProtocol::Udp) if assured => Duration::from_secs(180),
+            (None, SimProtocol::Udp | SimProtocol::Icmp | SimProtocol::Icmpv6) => {
+                Duration::from_secs(10)
+            }
+            (None, _) => Duration::from_secs(600),
+        };
+        let remaining = if active {
+            timeout.saturating_sub(Duration::from_nanos(u64::from(since.subsec_nanos())))
+        } else {
+            let idle = since - active_for;
+            if idle >= timeout {
+                return None;
+            }
+            timeout - idle
+        };
+        let (src, src_port, dst, dst_port) = self.tuple_of(i);
         let nat = match self.srcnat {
             Some(false) => None,
             Some(true) => wan,
-            None if is_private_v4(src) && !is_private_v4(dst) => wan,
+            None if is_private_v4(src) && is_public_unicast(dst) => wan,
             None => None,
         };
         let (osz, rsz) = self.per_packet();
         let mut flags = Flags::CONFIRMED;
         if repl > 0 {
             flags |= Flags::SEEN_REPLY;
+        }
+        let mut fasttrack = FastTrackCounts::default();
+        if self.kind == FlowKind::Fasttracked {
+            // The slow path counts the first packets each way; FastTrack the rest.
+            let (main_orig, main_repl) = (
+                orig.min(self.fasttrack_after),
+                repl.min(self.fasttrack_after),
+            );
+            fasttrack = FastTrackCounts {
+                orig_packets: orig - main_orig,
+                orig_bytes: (orig - main_orig).saturating_mul(osz),
+                repl_packets: repl - main_repl,
+                repl_bytes: (repl - main_repl).saturating_mul(rsz),
+            };
+            (orig, repl) = (main_orig, main_repl);
+            flags |= Flags::FASTTRACK;
         }
         if assured {
             flags |= Flags::ASSURED;
@@ -573,6 +747,9 @@ impl Flow {
             orig_rate,
             repl_rate,
             flags,
+            fasttrack,
+            mark: None,
+            kind: None,
         })
     }
 }

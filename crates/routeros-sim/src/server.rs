@@ -7,51 +7,27 @@
 //! child of the root token (cancelled by `shutdown`, or when the last handle is dropped). It
 //! deliberately holds no router logic: see `router` and `dispatch`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use routeros_proto::Limits;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::sync::CancellationToken;
 
-use crate::address_list::EntryView;
+use crate::address_list::{ListChange, ListRemoval, SimListEntry};
 use crate::clock::Clock;
-use crate::config::{AddressFormat, Family, Faults, QueryCompare, SimConfig};
-use crate::connection::{format_id, parse_id, SimConnection};
+use crate::config::{Faults, SimConfig};
+use crate::connection::{format_id, parse_id, RemovedConnection, RowStyle, SimConnection};
 use crate::error::SimError;
-use crate::query::Props;
-use crate::router::Router;
+use crate::kinds::Family;
+use crate::kinds::SimClock;
+use crate::router::{Router, RouterSetup};
+use crate::scenario::RouterSettings;
 use crate::session;
+use crate::shared::{Settings, Shared};
 use crate::tls;
-
-/// What the server reads from the configuration once.
-#[derive(Debug)]
-pub(crate) struct Settings {
-    pub(crate) users: Vec<(String, String)>,
-    pub(crate) address_format: AddressFormat,
-    pub(crate) query_compare: QueryCompare,
-    pub(crate) empty_replies: bool,
-    pub(crate) legacy_login: bool,
-    pub(crate) limits: Limits,
-    pub(crate) max_sessions: Option<usize>,
-}
-
-/// Counters, updated lock-free.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) logins: AtomicU64,
-    pub(crate) failed_logins: AtomicU64,
-    pub(crate) commands: AtomicU64,
-    pub(crate) sentences_sent: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) sessions_accepted: AtomicU64,
-    pub(crate) sessions_refused: AtomicU64,
-    pub(crate) sessions_active: AtomicU64,
-}
 
 /// A snapshot of the simulator's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +39,8 @@ pub struct SimStats {
     pub failed_logins: u64,
     /// Commands received (logins included).
     pub commands: u64,
+    /// Commands a `Faults::silent` fault left unanswered.
+    pub commands_ignored: u64,
     /// Sentences sent.
     pub sentences_sent: u64,
     /// Bytes sent.
@@ -75,64 +53,6 @@ pub struct SimStats {
     pub sessions_refused: u64,
     /// Sessions open now.
     pub sessions_active: u64,
-}
-
-/// State shared by the accept loop, the sessions and the handle.
-pub(crate) struct Shared {
-    pub(crate) settings: Settings,
-    pub(crate) clock: Clock,
-    router: Mutex<Router>,
-    faults: Mutex<Faults>,
-    pub(crate) stats: Counters,
-    root: CancellationToken,
-    generation: Mutex<CancellationToken>,
-}
-
-impl Shared {
-    pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
-        self.router.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn faults(&self) -> Faults {
-        *self.faults.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn session_token(&self) -> CancellationToken {
-        self.generation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .child_token()
-    }
-
-    fn drop_sessions(&self) {
-        let mut g = self
-            .generation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        g.cancel();
-        *g = self.root.child_token();
-    }
-}
-
-/// An address-list entry as seen from a test.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimListEntry {
-    /// `.id`, e.g. `*3`.
-    pub id: String,
-    /// The list.
-    pub list: String,
-    /// The (normalised) address.
-    pub address: String,
-    /// Time left before it expires, for dynamic entries.
-    pub timeout_remaining: Option<Duration>,
-    /// True when it has a timeout.
-    pub dynamic: bool,
-    /// The comment.
-    pub comment: Option<String>,
-    /// Disabled.
-    pub disabled: bool,
-    /// `creation-time` as printed.
-    pub creation_time: String,
 }
 
 /// The simulator.
@@ -153,7 +73,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: stop serving rather than leak tasks.
-        self.shared.root.cancel();
+        self.shared.root().cancel();
     }
 }
 
@@ -182,37 +102,54 @@ impl Sim {
         if cfg.users.is_empty() {
             return Err(SimError::Config("no users: nobody could log in".into()));
         }
-        let (flows, seeds, scenario_gen) = match cfg.scenario {
-            Some(s) => (s.flows, s.allowlist, s.generate),
-            None => (Vec::new(), Vec::new(), None),
+        let (flows, seeds, scenario_gen, scenario_router) = match cfg.scenario {
+            Some(s) => (s.flows, s.allowlist, s.generate, s.router),
+            None => (Vec::new(), Vec::new(), None, RouterSettings::default()),
         };
         let generate = cfg.generate.or(scenario_gen);
         if let Some(g) = &generate {
             g.validate().map_err(SimError::Config)?;
         }
         let tls = cfg.tls.as_ref().map(tls::load).transpose()?;
-        let router = Router::new(cfg.router_addresses, flows, generate, &seeds, cfg.version)
-            .map_err(SimError::Config)?;
+        let setup = RouterSetup {
+            addresses: cfg.router_addresses,
+            version: cfg.version,
+            ipv4_gateway: cfg.ipv4_gateway.or(scenario_router.ipv4_gateway),
+            ipv6_gateway: cfg
+                .ipv6_gateway
+                .or(scenario_router.ipv6_gateway)
+                .unwrap_or(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+            dns_servers: cfg
+                .dns_servers
+                .or(scenario_router.dns_servers)
+                .unwrap_or_else(|| vec![IpAddr::from([1, 1, 1, 1]), IpAddr::from([9, 9, 9, 9])]),
+            dynamic_dns_servers: cfg
+                .dynamic_dns_servers
+                .or(scenario_router.dynamic_dns_servers)
+                .unwrap_or_default(),
+        };
+        let router = Router::new(setup, flows, generate, &seeds).map_err(SimError::Config)?;
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
-        let root = CancellationToken::new();
-        let shared = Arc::new(Shared {
-            settings: Settings {
-                users: cfg.users,
-                address_format: cfg.address_format,
-                query_compare: cfg.query_compare,
-                empty_replies: cfg.empty_replies,
-                legacy_login: cfg.legacy_login,
-                limits: cfg.limits,
-                max_sessions: cfg.max_sessions,
+        let settings = Settings {
+            users: cfg.users,
+            row_style: RowStyle {
+                format: cfg.address_format,
+                fasttrack: cfg.fasttrack_counters,
             },
-            clock: Clock::new(cfg.clock),
-            router: Mutex::new(router),
-            faults: Mutex::new(cfg.faults),
-            stats: Counters::default(),
-            generation: Mutex::new(root.child_token()),
-            root,
-        });
+            query_compare: cfg.query_compare,
+            empty_replies: cfg.empty_replies,
+            legacy_login: cfg.legacy_login,
+            limits: cfg.limits,
+            max_sessions: cfg.max_sessions,
+            session_address: cfg.session_address.or(scenario_router.session_address),
+        };
+        let shared = Arc::new(Shared::new(
+            settings,
+            Clock::new(cfg.clock),
+            router,
+            cfg.faults,
+        ));
         let (acceptor, cert) = match tls {
             Some(m) => (
                 Some(m.acceptor),
@@ -236,15 +173,28 @@ impl Sim {
     }
 }
 
+/// How often a real-clock simulator catches up with time (expiring list entries, firewall
+/// rules reacting to traffic).
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut sessions = JoinSet::new();
+    // With the real clock time moves by itself: catch up with it now and then (a manual
+    // clock catches up in `advance`).
+    let real_clock = shared.clock.kind() == SimClock::Real;
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shared.root.cancelled() => break,
+            _ = shared.root().cancelled() => break,
+            _ = housekeeping.tick(), if real_clock => {
+                let now = shared.clock.now();
+                shared.router().housekeep(now);
+            }
             Some(res) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Err(e) = res {
                     if e.is_panic() {
@@ -262,7 +212,7 @@ async fn accept_loop(
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::select! {
-                        _ = shared.root.cancelled() => break,
+                        _ = shared.root().cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     }
                 }
@@ -317,9 +267,80 @@ impl SimHandle {
         self.shared().drop_sessions();
     }
 
-    /// Moves the simulator's clock forward (with `SimClock::Real`, adds to real time).
+    /// Moves the simulator's clock forward (with `SimClock::Real`, adds to real time), then
+    /// catches up with it: entries whose timeout ran out leave their lists (and observers of
+    /// `list_changes` hear of it) before this returns.
     pub fn advance(&self, d: Duration) {
         self.shared().clock.advance(d);
+        let now = self.shared().clock.now();
+        self.shared().router().housekeep(now);
+    }
+
+    /// Makes the connection table of `family` exactly `conns`, for an external source of
+    /// connections (a bridge from the kernel's conntrack, a replay of a recording) that calls
+    /// it whenever its view changes. A row whose 5-tuple (protocol, source and destination
+    /// address and port, see [`SimConnection::tuple`]) is in the table now keeps its `.id`;
+    /// other rows get fresh ids; rows not given are gone. From the first call on, the family's
+    /// generated and scenario rows stay gone: the source owns the table. Counters are taken
+    /// as given (they grow at the given rates until the next call). Returns the ids in the
+    /// order of `conns`; refuses (changing nothing) when a row is of the other family.
+    pub fn sync_connections(
+        &self,
+        family: Family,
+        conns: Vec<SimConnection>,
+    ) -> Result<Vec<String>, SimError> {
+        if let Some((i, c)) = conns.iter().enumerate().find(|(_, c)| c.family() != family) {
+            return Err(SimError::Config(format!(
+                "sync_connections({family:?}): row {i} ({} -> {}) is of the other family",
+                c.src, c.dst
+            )));
+        }
+        let now = self.shared().clock.now();
+        let ids = self.shared().router().conns.sync(family, conns, now);
+        Ok(ids.into_iter().map(format_id).collect())
+    }
+
+    /// A receiver of every connection a client removes through the API
+    /// (`/ip/firewall/connection/remove`, `/ipv6/...`), from now on, so the owner of an
+    /// external source can drop the same flow there. Removals by the handle, timeouts and
+    /// reboots are not reported. At most [`REMOVAL_BACKLOG`](crate::REMOVAL_BACKLOG) wait unread; a receiver further
+    /// behind gets `RecvError::Lagged`.
+    pub fn removed_connections(&self) -> broadcast::Receiver<RemovedConnection> {
+        self.shared().removals.subscribe()
+    }
+
+    /// A receiver of every address-list change from now on, in order: entries added (by a
+    /// client, the handle or a firewall rule), changed by `set`, removed (by a client, the
+    /// handle, a reboot, or expiry; expiry is noticed when the simulator next looks at its
+    /// lists: any command, handle call or `advance`, and at least once a second with the real
+    /// clock). At most [`LIST_CHANGE_BACKLOG`](crate::LIST_CHANGE_BACKLOG) wait unread; a receiver further behind gets
+    /// `RecvError::Lagged` and should re-read the lists with `address_lists`.
+    pub fn list_changes(&self) -> broadcast::Receiver<ListChange> {
+        self.shared().subscribe_list_changes()
+    }
+
+    /// Every live entry of every list of one family, in `.id` order.
+    pub fn address_lists(&self, family: Family) -> Vec<SimListEntry> {
+        let shared = self.shared();
+        let now = shared.clock.now();
+        let mut r = shared.router();
+        let lists = r.lists(family);
+        lists.purge(now);
+        lists
+            .entries()
+            .map(|e| SimListEntry::of(e, now, &shared.clock))
+            .collect()
+    }
+
+    /// Removes an address-list entry by `.id`; `false` when there is none.
+    pub fn remove_list_entry(&self, family: Family, id: &str) -> bool {
+        let now = self.shared().clock.now();
+        parse_id(id).is_some_and(|id| {
+            self.shared()
+                .router()
+                .lists(family)
+                .remove(id, ListRemoval::Handle, now)
+        })
     }
 
     /// Sim time since start.
@@ -362,25 +383,7 @@ impl SimHandle {
         lists
             .entries()
             .filter(|e| e.list == list)
-            .map(|e| {
-                let mut created = String::new();
-                EntryView {
-                    entry: e,
-                    now,
-                    clock: &shared.clock,
-                }
-                .value("creation-time", &mut created);
-                SimListEntry {
-                    id: format_id(e.id),
-                    list: e.list.clone(),
-                    address: e.address.clone(),
-                    timeout_remaining: e.expires_at.map(|at| at.saturating_sub(now)),
-                    dynamic: e.expires_at.is_some(),
-                    comment: e.comment.clone(),
-                    disabled: e.disabled,
-                    creation_time: created,
-                }
-            })
+            .map(|e| SimListEntry::of(e, now, &shared.clock))
             .collect()
     }
 
@@ -431,11 +434,7 @@ impl SimHandle {
 
     /// Replaces the injected faults (takes effect at the next sentence).
     pub fn set_faults(&self, faults: Faults) {
-        *self
-            .shared()
-            .faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = faults;
+        self.shared().set_faults(faults);
     }
 
     /// The counters.
@@ -446,6 +445,7 @@ impl SimHandle {
             logins: l(&c.logins),
             failed_logins: l(&c.failed_logins),
             commands: l(&c.commands),
+            commands_ignored: l(&c.commands_ignored),
             sentences_sent: l(&c.sentences_sent),
             bytes_sent: l(&c.bytes_sent),
             bytes_received: l(&c.bytes_received),
@@ -457,7 +457,7 @@ impl SimHandle {
 
     /// Stops accepting, closes every session and waits for every task to finish.
     pub async fn shutdown(self) {
-        self.shared().root.cancel();
+        self.shared().root().cancel();
         let task = self
             .inner
             .accept

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{execute, SessionState};
 use crate::request::Request;
-use crate::server::Shared;
+use crate::shared::{Shared, Via};
 use crate::writer::{End, ReplyWriter};
 
 /// Commands a client may have queued before the reader stops reading.
@@ -76,11 +76,13 @@ impl InFlight {
     }
 }
 
-/// Decrements the active-session count when a session ends, however it ends.
-struct ActiveGuard<'a>(&'a Shared);
+/// Decrements the active-session count and takes the session out of `/user/active` when it
+/// ends, however it ends.
+struct ActiveGuard<'a>(&'a Shared, u64);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
+        self.0.session_ended(self.1);
         self.0.stats.sessions_active.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -95,7 +97,9 @@ pub(crate) async fn serve(
     token: CancellationToken,
 ) {
     let active = shared.stats.sessions_active.fetch_add(1, Ordering::AcqRel) + 1;
-    let _guard = ActiveGuard(&shared);
+    let session_id = shared.new_session_id();
+    let _guard = ActiveGuard(&shared, session_id);
+    let via = if tls.is_some() { Via::ApiSsl } else { Via::Api };
     shared
         .stats
         .sessions_accepted
@@ -134,7 +138,8 @@ pub(crate) async fn serve(
         return;
     }
     tracing::debug!(%peer, "session started");
-    run(stream, shared.clone(), &token).await;
+    let st = SessionState::new(session_id, peer, via);
+    run(stream, st, shared.clone(), &token).await;
     tracing::debug!(%peer, "session ended");
 }
 
@@ -169,13 +174,18 @@ async fn drain(rd: &mut (impl AsyncRead + Unpin)) {
     }
 }
 
-async fn run(stream: Box<dyn Stream>, shared: Arc<Shared>, token: &CancellationToken) {
+async fn run(
+    stream: Box<dyn Stream>,
+    st: SessionState,
+    shared: Arc<Shared>,
+    token: &CancellationToken,
+) {
     let (rd, wr) = tokio::io::split(stream);
     let in_flight = Arc::new(InFlight::default());
     let (tx, rx) = mpsc::channel(QUEUE);
     let reader = read_loop(rd, tx, in_flight.clone(), shared.clone());
     let writer = ReplyWriter::new(Box::new(wr), shared.clone());
-    let exec = exec_loop(rx, writer, in_flight, shared);
+    let exec = exec_loop(rx, writer, st, in_flight, shared);
     tokio::pin!(reader);
     tokio::pin!(exec);
     let mut reader_done = false;
@@ -270,10 +280,10 @@ async fn read_loop(
 async fn exec_loop(
     mut rx: mpsc::Receiver<Inbound>,
     mut w: ReplyWriter,
+    mut st: SessionState,
     in_flight: Arc<InFlight>,
     shared: Arc<Shared>,
 ) -> End {
-    let mut st = SessionState::default();
     while let Some(item) = rx.recv().await {
         match item {
             Inbound::Fatal(reason) => return w.fatal(&reason).await,

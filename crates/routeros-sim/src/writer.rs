@@ -13,7 +13,7 @@ use routeros_proto::encode_length;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config::Faults;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Flush once this many bytes are buffered.
 const FLUSH_AT: usize = 64 * 1024;
@@ -106,7 +106,7 @@ impl ReplyWriter {
         }
     }
 
-    async fn inject(&mut self, faults: Faults) -> Result<(), End> {
+    async fn inject(&mut self, faults: &Faults) -> Result<(), End> {
         let due = |n: Option<u64>| n.is_some_and(|n| self.sent >= n);
         if due(faults.close_after_sentences) {
             tracing::info!(sent = self.sent, "fault: closing the session");
@@ -139,8 +139,8 @@ impl ReplyWriter {
         f: impl FnOnce(&mut Words<'_>),
     ) -> Result<(), End> {
         let faults = self.shared.faults();
-        if faults != Faults::default() {
-            self.inject(faults).await?;
+        if faults.counts_sentences() {
+            self.inject(&faults).await?;
         }
         let mut w = Words { buf: &mut self.buf };
         w.word(kind.as_bytes());

@@ -1,7 +1,7 @@
 //! The `rosguard sim` arguments and run function.
 
 use clap::{CommandFactory, Parser};
-use routeros_sim::{run_cli, AddressFormat, QueryCompare, SimArgs, SimTls};
+use routeros_sim::{run_cli, AddressFormat, FastTrackCounters, QueryCompare, SimArgs, SimTls};
 
 use crate::client::{Client, WAIT};
 
@@ -30,6 +30,12 @@ fn help_is_well_formed_and_flags_map_to_the_config() {
         "--tls-key",
         "--max-sessions",
         "--seed",
+        "--session-address",
+        "--ipv4-gateway",
+        "--ipv6-gateway",
+        "--dns-server",
+        "--dynamic-dns-server",
+        "--fasttrack-counters",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -55,6 +61,20 @@ fn help_is_well_formed_and_flags_map_to_the_config() {
         "3",
         "--seed",
         "9",
+        "--session-address",
+        "10.0.0.9",
+        "--ipv4-gateway",
+        "198.51.100.254",
+        "--ipv6-gateway",
+        "2001:db8::1",
+        "--dns-server",
+        "9.9.9.9",
+        "--dns-server",
+        "2620:fe::fe",
+        "--dynamic-dns-server",
+        "192.168.88.1",
+        "--fasttrack-counters",
+        "only-fasttracked",
     ])
     .unwrap();
     let cfg = cli.sim.to_config().unwrap();
@@ -69,6 +89,21 @@ fn help_is_well_formed_and_flags_map_to_the_config() {
     assert_eq!(cfg.max_sessions, Some(3));
     let g = cfg.generate.unwrap();
     assert_eq!((g.connections, g.anomaly_share, g.seed), (1000, 0.5, 9));
+    assert_eq!(cfg.session_address, Some("10.0.0.9".parse().unwrap()));
+    assert_eq!(cfg.fasttrack_counters, FastTrackCounters::OnlyFastTracked);
+    assert_eq!(cfg.ipv4_gateway, Some("198.51.100.254".parse().unwrap()));
+    assert_eq!(cfg.ipv6_gateway, Some("2001:db8::1".parse().unwrap()));
+    assert_eq!(
+        cfg.dns_servers,
+        Some(vec![
+            "9.9.9.9".parse().unwrap(),
+            "2620:fe::fe".parse().unwrap()
+        ])
+    );
+    assert_eq!(
+        cfg.dynamic_dns_servers,
+        Some(vec!["192.168.88.1".parse().unwrap()])
+    );
 
     let defaults = Cli::try_parse_from(["sim"])
         .unwrap()
@@ -77,6 +112,12 @@ fn help_is_well_formed_and_flags_map_to_the_config() {
         .unwrap();
     assert_eq!(defaults.users, [("admin".into(), String::new())]);
     assert!(defaults.empty_replies);
+    assert_eq!(
+        defaults.dns_servers, None,
+        "no flag: the scenario's or the default"
+    );
+    assert_eq!(defaults.session_address, None);
+    assert_eq!(defaults.fasttrack_counters, FastTrackCounters::Always);
     assert!(Cli::try_parse_from(["sim", "--user", "nocolon"]).is_err());
     assert!(Cli::try_parse_from(["sim", "--tls-cert", "x.pem"]).is_err());
     let bad = Cli::try_parse_from(["sim", "--connections", "5", "--anomaly-share", "1.5"]).unwrap();

@@ -30,6 +30,7 @@ async fn librouteros_can_use_the_simulator() {
 
     let sim = start(manual()).await;
     let sa = |s: &str| s.parse().unwrap();
+    let sa_ip = |s: &str| s.parse().unwrap();
     sim.add_connection(
         SimConnection::tcp(sa("192.168.88.50:54321"), sa("203.0.113.45:443")).packets(10, 1),
     );
@@ -39,13 +40,14 @@ async fn librouteros_can_use_the_simulator() {
     sim.add_connection(
         SimConnection::udp(sa("192.168.88.52:5353"), sa("9.9.9.9:53")).packets(1, 1),
     );
+    sim.add_connection(SimConnection::icmp(sa_ip("192.168.88.53"), sa_ip("8.8.8.8")).packets(3, 3));
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/librouteros_check.py");
     let port = sim.local_addr().port().to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(&script)
-            .args(["127.0.0.1", &port, "--min-flagged", "1"])
+            .args(["127.0.0.1", &port, "--min-flagged", "1", "--min-or", "2"])
             .output()
     })
     .await

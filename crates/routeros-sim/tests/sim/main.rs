@@ -6,13 +6,18 @@ mod client;
 mod commands;
 mod connections;
 mod faults;
+mod fields;
 mod filter;
 mod generator;
+mod imports;
 mod librouteros;
 mod lists;
 mod login;
+mod portscan;
 mod scenario;
+mod seam;
 mod sessions;
+mod system;
 
 use routeros_sim::{Sim, SimClock, SimConfig, SimHandle};
 

@@ -51,6 +51,20 @@ fn the_shipped_example_parses() {
     let s = Scenario::from_file(&path).unwrap();
     assert!(s.flows.len() >= 5);
     assert!(s.generate.is_some());
+    assert_eq!(
+        s.router.session_address,
+        Some("192.0.2.10".parse().unwrap())
+    );
+    // SCENARIO.md reproduces the example verbatim.
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("SCENARIO.md"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        doc.contains(&format!("```toml\n{text}```")),
+        "SCENARIO.md's copy of example.toml is out of date"
+    );
     let e = Scenario::from_file(std::path::Path::new("/nonexistent/x.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
 }

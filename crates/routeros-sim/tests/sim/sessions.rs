@@ -67,6 +67,22 @@ async fn api_ssl_with_a_generated_certificate() {
         .collect();
     assert_eq!(fp, expected.join(":"));
 
+    let mut c = tls_client(&sim).await;
+    c.login("admin", "").await;
+    assert_eq!(
+        c.rows(&["/system/resource/print"]).await[0].get_str("board-name"),
+        Some("CHR")
+    );
+    // A plain-TCP client gets nothing useful from a TLS port.
+    let mut plain = Client::connect(sim.local_addr()).await;
+    plain.send(&["/login", "=name=admin", "=password="]).await;
+    assert!(plain.try_read().await.is_err());
+    sim.shutdown().await;
+}
+
+/// A TLS client that trusts exactly the simulator's certificate.
+pub async fn tls_client(sim: &routeros_sim::SimHandle) -> Client {
+    let der = sim.tls_cert_der().expect("certificate");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der.into()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -84,15 +100,5 @@ async fn api_ssl_with_a_generated_certificate() {
         .await
         .unwrap()
         .expect("TLS handshake with the pinned certificate");
-    let mut c = Client::over(Box::new(tls));
-    c.login("admin", "").await;
-    assert_eq!(
-        c.rows(&["/system/resource/print"]).await[0].get_str("board-name"),
-        Some("CHR")
-    );
-    // A plain-TCP client gets nothing useful from a TLS port.
-    let mut plain = Client::connect(sim.local_addr()).await;
-    plain.send(&["/login", "=name=admin", "=password="]).await;
-    assert!(plain.try_read().await.is_err());
-    sim.shutdown().await;
+    Client::over(Box::new(tls))
 }
