@@ -8,7 +8,8 @@
 //! time budget: the caller passes that in.
 
 use anyhow::Result;
-use rosguard_core::detect::{server_filter, Rules};
+use rosguard_core::Detection;
+use rosguard_routeros::pushed_filter;
 use routeros_proto::Command;
 
 use crate::child::self_cpu;
@@ -19,9 +20,9 @@ use crate::{blocking, Ctx};
 
 /// The candidate filter rosguard pushes to the router, as query words for the replica.
 fn filter_words() -> Vec<String> {
-    let cmd = server_filter(
+    let cmd = pushed_filter(
         Command::new("/ip/firewall/connection/print"),
-        &Rules::default(),
+        &Detection::default(),
     );
     cmd.words()
         .map(|w| String::from_utf8_lossy(w).into_owned())
@@ -118,9 +119,17 @@ mod tests {
                 "?=protocol=udp",
                 "?#|",
                 "?>orig-packets=3",
+                "?>orig-fasttrack-packets=0",
+                "?#|",
                 "?#&",
                 "?<repl-packets=3",
-                "?#&"
+                "?#&",
+                "?=protocol=tcp",
+                "?=tcp-state=syn-sent",
+                "?#&",
+                "?=repl-packets=0",
+                "?#&",
+                "?#|"
             ]
         );
     }

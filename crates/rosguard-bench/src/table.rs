@@ -122,7 +122,7 @@ pub async fn run(
             let (py, log) = (py.clone(), dir.join("lr_print.log"));
             let bytes0 = sim.stats().bytes_sent;
             let cpu0 = self_cpu();
-            let proplist = rosguard_core::detect::PROPLIST;
+            let proplist = rosguard_routeros::CONNECTION_PROPLIST;
             let r = blocking(move || py.print_tables(port, proplist, &log)).await?;
             lr_sim.push((self_cpu() - cpu0).as_secs_f64() * 1000.0);
             lr_bytes.push((sim.stats().bytes_sent - bytes0) as f64);

@@ -15,7 +15,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use crate::decide::Decision;
-use crate::observation::{ObservePlan, Observation};
+use crate::observation::{Observation, ObservePlan};
 use crate::settings::Settings;
 
 /// What kind of failure a backend reports: whether the daemon must reconnect.

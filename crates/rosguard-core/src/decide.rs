@@ -21,10 +21,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::AddResult;
-use crate::detect::{asymmetric_miss, choose_target, is_scan_attempt, Evidence, Finding, Miss, Rule};
+use crate::detect::{
+    asymmetric_miss, choose_target, is_scan_attempt, Evidence, Finding, Miss, Rule,
+};
 use crate::history::{ActiveRecord, History};
 use crate::model::{AddrSet, Family, ListAddress, Networks};
-use crate::observation::{ObservePlan, Observation};
+use crate::observation::{Observation, ObservePlan};
 use crate::policy::{self, PolicyContext, Protected, Removal, SkipReason, MAX_COMMENT_BYTES};
 use crate::scan::ScanTracker;
 use crate::settings::Settings;
@@ -125,6 +127,8 @@ pub struct Skip {
 pub struct Lift {
     /// The address.
     pub address: IpAddr,
+    /// Re-blocking it is suppressed until then (`blocking.unblock_hold` from now).
+    pub until: Duration,
 }
 
 /// An entry of rosguard's (a `rosguard:` comment) found on the router without a record, for
@@ -270,7 +274,9 @@ impl GuardState {
 
     /// What the backend should read this cycle.
     pub fn plan(&self, s: &Settings, now: Duration) -> ObservePlan {
-        let refresh_protected = Protected::ALL.iter().any(|k| !self.protected.contains_key(k))
+        let refresh_protected = Protected::ALL
+            .iter()
+            .any(|k| !self.protected.contains_key(k))
             || self
                 .protected_at
                 .is_none_or(|t| now.saturating_sub(t) >= PROTECTED_REFRESH);
@@ -448,7 +454,8 @@ pub fn decide(
     let unblocked = match history.unblocked(now) {
         Ok(u) => Some(u),
         Err(e) => {
-            out.history_errors.push(format!("reading operator unblocks: {e}"));
+            out.history_errors
+                .push(format!("reading operator unblocks: {e}"));
             None
         }
     };
@@ -456,7 +463,8 @@ pub fn decide(
     st.dry_run_removals.retain(|_, until| *until > now);
     let mut ctx = context(obs, s, &st.protected, unblocked);
     if b.dry_run {
-        ctx.already_blocked.extend(st.dry_run_blocked.keys().copied());
+        ctx.already_blocked
+            .extend(st.dry_run_blocked.keys().copied());
     }
 
     // Detection.
@@ -501,9 +509,8 @@ pub fn decide(
     let usable = |ctx: &PolicyContext, ip: IpAddr| {
         ctx.never_block_reason(ip).is_none() && !ctx.already_blocked.contains(ip)
     };
-    let anything_new = restore_due
-        || !obs.shared.is_empty()
-        || confirmed.iter().any(|f| usable(&ctx, f.target));
+    let anything_new =
+        restore_due || !obs.shared.is_empty() || confirmed.iter().any(|f| usable(&ctx, f.target));
     if obs.truncated && anything_new {
         out.brake = Some(Brake {
             cap: Cap::CandidateLimit,
@@ -711,7 +718,11 @@ fn reconcile(
     let on_list = entry_set(&obs.block_list);
     // An entry the router was about to expire anyway is neither restored nor lifted.
     let grace = (s.cycle.loop_delay * 2).max(Duration::from_secs(10));
-    let boot = obs.uptime.map(|up| now.saturating_sub(up));
+    // The router reports its uptime in whole seconds and the store keeps whole seconds: a
+    // placement within this of the boot cannot be told from one before it, and is restored
+    // (fail closed: a block stays rather than goes).
+    const CLOCK_SLACK: Duration = Duration::from_secs(2);
+    let boot = obs.uptime.map(|up| now.saturating_sub(up) + CLOCK_SLACK);
     let mut recorded: HashSet<IpAddr> = HashSet::new();
     for a in active {
         recorded.insert(a.address.to_canonical());
@@ -719,7 +730,10 @@ fn reconcile(
             continue;
         }
         match boot {
-            Some(boot) if a.placed >= boot => out.lifts.push(Lift { address: a.address }),
+            Some(boot) if a.placed >= boot => out.lifts.push(Lift {
+                address: a.address,
+                until: now + s.blocking.unblock_hold,
+            }),
             _ => {
                 out.rebooted |= boot.is_some();
                 candidates.push(PlannedAdd {
@@ -740,7 +754,10 @@ fn reconcile(
             continue;
         };
         let canonical = address.to_canonical();
-        if recorded.contains(&canonical) || ctx.unblocked.contains_key(&canonical) || remaining.is_zero() {
+        if recorded.contains(&canonical)
+            || ctx.unblocked.contains_key(&canonical)
+            || remaining.is_zero()
+        {
             continue;
         }
         recorded.insert(canonical);

@@ -286,7 +286,10 @@ mod tests {
         };
         let ok = |p, port| is_asymmetric(&conn(p, "10.0.0.2", "1.1.1.1", port, 9, 0), &every);
         assert!(ok(Protocol::Tcp, Some(22)));
-        assert!(ok(Protocol::Icmp, None), "port-less only when every port is watched");
+        assert!(
+            ok(Protocol::Icmp, None),
+            "port-less only when every port is watched"
+        );
         assert!(ok(Protocol::Gre, None));
         assert!(!ok(Protocol::Udp, Some(53)));
     }
@@ -296,7 +299,14 @@ mod tests {
         let d = Detection::default();
         let off_port = conn(Protocol::Tcp, "10.0.0.2", "1.1.1.1", Some(22), 9, 0);
         assert!(is_candidate(&off_port, &d) && !is_asymmetric(&off_port, &d));
-        let mut syn = conn(Protocol::Tcp, "203.0.113.9", "192.168.88.5", Some(8080), 1, 0);
+        let mut syn = conn(
+            Protocol::Tcp,
+            "203.0.113.9",
+            "192.168.88.5",
+            Some(8080),
+            1,
+            0,
+        );
         assert!(!is_candidate(&syn, &d), "no tcp-state: not an attempt");
         syn.tcp_state = Some(TcpState::SynSent);
         assert!(is_candidate(&syn, &d) && is_scan_attempt(&syn, &d));
@@ -320,9 +330,8 @@ mod tests {
 
     #[test]
     fn block_target_rules() {
-        let inside = Networks::new(
-            ["192.168.88.0/24", "203.0.113.1/32"].map(|s| s.parse().unwrap()),
-        );
+        let inside =
+            Networks::new(["192.168.88.0/24", "203.0.113.1/32"].map(|s| s.parse().unwrap()));
         let pick = |t, src: &str, dst: &str| {
             let d = Detection {
                 block_target: t,
@@ -338,7 +347,10 @@ mod tests {
         assert_eq!(pick(Src, "192.168.88.5", "1.1.1.1"), "192.168.88.5");
         // outside -> inside: the remote end is the source
         assert_eq!(pick(Remote, "198.51.100.7", "203.0.113.1"), "198.51.100.7");
-        assert_eq!(pick(Remote, "198.51.100.7", "192.168.88.20"), "198.51.100.7");
+        assert_eq!(
+            pick(Remote, "198.51.100.7", "192.168.88.20"),
+            "198.51.100.7"
+        );
         // inside -> outside: the destination
         assert_eq!(pick(Remote, "192.168.88.5", "1.1.1.1"), "1.1.1.1");
         // both inside, neither inside: the destination

@@ -59,6 +59,9 @@ mod tests {
     #[test]
     fn parse_errors_quote_the_value_escaped() {
         let e = ParseError::new("address", "a\x1bb", "expected an address");
-        assert_eq!(e.to_string(), "invalid address \"a\\u{1b}b\": expected an address");
+        assert_eq!(
+            e.to_string(),
+            "invalid address \"a\\u{1b}b\": expected an address"
+        );
     }
 }

@@ -39,7 +39,8 @@ pub struct ActiveRecord {
 /// since the UNIX epoch.
 pub trait History {
     /// When `addr` was blocked on this router since `since` (real blocks only).
-    fn previous_blocks(&self, addr: IpAddr, since: Duration) -> Result<Vec<Duration>, HistoryError>;
+    fn previous_blocks(&self, addr: IpAddr, since: Duration)
+        -> Result<Vec<Duration>, HistoryError>;
     /// The blocks of this router's list that have not ended and were not lifted.
     fn active_blocks(&self, now: Duration) -> Result<Vec<ActiveRecord>, HistoryError>;
     /// Addresses an operator unblocked on this router, and until when re-blocking them is
@@ -85,7 +86,11 @@ impl MemoryHistory {
     /// An operator unblock: lifts the address's blocks and suppresses it until `until`.
     pub fn unblock(&mut self, addr: IpAddr, until: Duration) {
         let addr = addr.to_canonical();
-        for b in self.blocks.iter_mut().filter(|b| b.address.to_canonical() == addr) {
+        for b in self
+            .blocks
+            .iter_mut()
+            .filter(|b| b.address.to_canonical() == addr)
+        {
             b.lifted = true;
         }
         self.unblocks.insert(addr, until);
@@ -93,7 +98,7 @@ impl MemoryHistory {
 
     /// Records what a decision did, as the daemon's store does: new and shared blocks that
     /// took effect (or would have, in dry run), restores and adoptions as placements, hand
-    /// removals as lifts.
+    /// removals as lifts that hold like an operator's unblock.
     pub fn record(&mut self, d: &Decision, results: &[AddResult], now: Duration) {
         for (a, r) in d.adds.iter().zip(results) {
             let effective = matches!(r, AddResult::Added | AddResult::WouldAdd);
@@ -117,9 +122,7 @@ impl MemoryHistory {
             }
         }
         for l in &d.lifts {
-            for b in self.live_mut(l.address, now) {
-                b.lifted = true;
-            }
+            self.unblock(l.address, l.until);
         }
         for a in &d.adopted {
             self.blocks.push(MemoryBlock {
@@ -144,7 +147,11 @@ impl MemoryHistory {
 }
 
 impl History for MemoryHistory {
-    fn previous_blocks(&self, addr: IpAddr, since: Duration) -> Result<Vec<Duration>, HistoryError> {
+    fn previous_blocks(
+        &self,
+        addr: IpAddr,
+        since: Duration,
+    ) -> Result<Vec<Duration>, HistoryError> {
         let addr = addr.to_canonical();
         Ok(self
             .blocks
@@ -157,7 +164,11 @@ impl History for MemoryHistory {
     fn active_blocks(&self, now: Duration) -> Result<Vec<ActiveRecord>, HistoryError> {
         // The latest live block of each address, as the store's restore query.
         let mut latest: HashMap<IpAddr, &MemoryBlock> = HashMap::new();
-        for b in self.blocks.iter().filter(|b| !b.lifted && !b.dry_run && b.expires > now) {
+        for b in self
+            .blocks
+            .iter()
+            .filter(|b| !b.lifted && !b.dry_run && b.expires > now)
+        {
             let e = latest.entry(b.address.to_canonical()).or_insert(b);
             if b.expires > e.expires {
                 *e = b;

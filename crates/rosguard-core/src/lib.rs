@@ -34,7 +34,7 @@ pub use model::{
     AddrSet, ConnId, Connection, Endpoint, Family, ListAddress, ListEntry, Networks, Protocol,
     TcpState,
 };
-pub use observation::{ObservePlan, Observation, SharedCandidate};
+pub use observation::{Observation, ObservePlan, SharedCandidate};
 pub use policy::{PolicyContext, Protected, Removal, SkipReason};
 pub use settings::{BlockTarget, Blocking, CycleLimits, Detection, Settings};
 pub use state::{ConnKey, TrackerEntry};

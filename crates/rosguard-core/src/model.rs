@@ -184,7 +184,9 @@ impl<'de> Deserialize<'de> for Protocol {
         impl serde::de::Visitor<'_> for V {
             type Value = Protocol;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a protocol name (tcp, udp, icmp, gre) or a protocol number from 0 to 255")
+                f.write_str(
+                    "a protocol name (tcp, udp, icmp, gre) or a protocol number from 0 to 255",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Protocol, E> {
                 v.parse().map_err(E::custom)
@@ -708,7 +710,8 @@ impl AddrSet {
         let (a, b) = (lo.max(MAPPED_LO), hi.min(MAPPED_HI));
         if a <= b {
             // Both are within the mapped block: the low 32 bits are the IPv4 address.
-            self.v4.push(((a & 0xffff_ffff) as u32, (b & 0xffff_ffff) as u32));
+            self.v4
+                .push(((a & 0xffff_ffff) as u32, (b & 0xffff_ffff) as u32));
         }
     }
 
@@ -997,15 +1000,29 @@ mod tests {
         assert!(!set.contains(ip("192.168.1.1")));
         assert!(!set.contains(ip("10.0.0.4")));
         let wide = AddrSet::parse(["::/0"]).unwrap();
-        assert!(wide.contains(ip("203.0.113.1")), "::/0 covers the mapped block too");
+        assert!(
+            wide.contains(ip("203.0.113.1")),
+            "::/0 covers the mapped block too"
+        );
     }
 
     #[test]
     fn networks_find_the_most_specific_match() {
-        let n = Networks::new(["192.168.88.1/24", "192.168.0.0/16", "2001:db8::1/64"].map(|s| s.parse().unwrap()));
-        assert_eq!(n.containing(ip("192.168.88.7")), Some("192.168.88.0/24".parse().unwrap()));
-        assert_eq!(n.containing(ip("192.168.1.7")), Some("192.168.0.0/16".parse().unwrap()));
-        assert_eq!(n.containing(ip("::ffff:192.168.88.7")), Some("192.168.88.0/24".parse().unwrap()));
+        let n = Networks::new(
+            ["192.168.88.1/24", "192.168.0.0/16", "2001:db8::1/64"].map(|s| s.parse().unwrap()),
+        );
+        assert_eq!(
+            n.containing(ip("192.168.88.7")),
+            Some("192.168.88.0/24".parse().unwrap())
+        );
+        assert_eq!(
+            n.containing(ip("192.168.1.7")),
+            Some("192.168.0.0/16".parse().unwrap())
+        );
+        assert_eq!(
+            n.containing(ip("::ffff:192.168.88.7")),
+            Some("192.168.88.0/24".parse().unwrap())
+        );
         assert!(n.contains(ip("2001:db8::99")));
         assert!(!n.contains(ip("203.0.113.1")));
         assert!(Networks::default().is_empty());

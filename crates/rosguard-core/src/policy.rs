@@ -524,7 +524,10 @@ mod tests {
                 list: "rosguard_scan".into(),
             },
         };
-        assert_eq!(block_comment(&staged), "rosguard: router-psd list rosguard_scan");
+        assert_eq!(
+            block_comment(&staged),
+            "rosguard: router-psd list rosguard_scan"
+        );
         assert_eq!(truncate_to("aé", 2), "a");
     }
 
@@ -567,12 +570,24 @@ mod tests {
                 SkipReason::ConfigAllow,
                 SkipReason::Local,
                 SkipReason::Own,
-                SkipReason::Protected { what: Protected::Gateway },
-                SkipReason::Protected { what: Protected::Dns },
-                SkipReason::Protected { what: Protected::Session },
-                SkipReason::Lan { network: "192.168.88.0/24".parse().unwrap() },
-                SkipReason::Special { what: Special::Broadcast },
-                SkipReason::Unblocked { until: Duration::from_secs(99) },
+                SkipReason::Protected {
+                    what: Protected::Gateway
+                },
+                SkipReason::Protected {
+                    what: Protected::Dns
+                },
+                SkipReason::Protected {
+                    what: Protected::Session
+                },
+                SkipReason::Lan {
+                    network: "192.168.88.0/24".parse().unwrap()
+                },
+                SkipReason::Special {
+                    what: Special::Broadcast
+                },
+                SkipReason::Unblocked {
+                    until: Duration::from_secs(99)
+                },
             ]
         );
         assert!(reasons.iter().all(|r| r.is_safety()));
@@ -594,7 +609,9 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(
             p.skipped[0].1,
-            SkipReason::ProtectionUnknown { missing: Protected::Dns }
+            SkipReason::ProtectionUnknown {
+                missing: Protected::Dns
+            }
         );
         assert!(p.skipped[0].1.to_string().contains("/ip/dns"));
     }
@@ -611,7 +628,10 @@ mod tests {
         let targets: Vec<String> = p.blocks.iter().map(|b| b.target.to_string()).collect();
         assert_eq!(targets, ["203.0.113.45", "203.0.113.46"]);
         assert_eq!(removed_ids(&p), ["*1", "*2"]);
-        assert_eq!(p.remove_connections[0].summary, "tcp 10.0.0.2:54321 -> 203.0.113.45:443");
+        assert_eq!(
+            p.remove_connections[0].summary,
+            "tcp 10.0.0.2:54321 -> 203.0.113.45:443"
+        );
         assert_eq!(p.skipped.len(), 1);
         assert_eq!(p.skipped[0].1, SkipReason::DuplicateInCycle);
         assert_eq!(p.skipped[0].0.connection().unwrap().id.as_str(), "*3");
@@ -658,7 +678,12 @@ mod tests {
     fn cap_counts_findings_acted_on() {
         let fs: Vec<Finding> = (0..5)
             .map(|i| {
-                finding(&format!("*{i}"), Protocol::Tcp, "10.0.0.2", &format!("203.0.113.{i}"))
+                finding(
+                    &format!("*{i}"),
+                    Protocol::Tcp,
+                    "10.0.0.2",
+                    &format!("203.0.113.{i}"),
+                )
             })
             .collect();
         let p = plan(fs.clone(), &PolicyContext::default(), 3, true);
@@ -713,8 +738,15 @@ mod tests {
     fn pool() -> Vec<IpAddr> {
         let mut v: Vec<IpAddr> = (1..=10).map(|i| ip(&format!("10.0.0.{i}"))).collect();
         v.extend(
-            ["2001:db8::1", "2001:db8::2", "::ffff:10.0.0.3", "2001:db8::9", "0.0.0.0", "ff02::1"]
-                .map(ip),
+            [
+                "2001:db8::1",
+                "2001:db8::2",
+                "::ffff:10.0.0.3",
+                "2001:db8::9",
+                "0.0.0.0",
+                "ff02::1",
+            ]
+            .map(ip),
         );
         v
     }

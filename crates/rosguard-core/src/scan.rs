@@ -154,9 +154,16 @@ mod tests {
     fn many_unanswered_ports_make_a_scanner_few_do_not() {
         let d = Detection::default();
         let mut t = ScanTracker::new();
-        let few: Vec<Connection> = (1..20).map(|p| syn("203.0.113.9", "192.168.88.5", p)).collect();
-        assert!(t.observe(&few, &d, secs(100)).is_empty(), "19 ports: below 20");
-        let many: Vec<Connection> = (1..=20).map(|p| syn("203.0.113.9", "192.168.88.5", p)).collect();
+        let few: Vec<Connection> = (1..20)
+            .map(|p| syn("203.0.113.9", "192.168.88.5", p))
+            .collect();
+        assert!(
+            t.observe(&few, &d, secs(100)).is_empty(),
+            "19 ports: below 20"
+        );
+        let many: Vec<Connection> = (1..=20)
+            .map(|p| syn("203.0.113.9", "192.168.88.5", p))
+            .collect();
         let f = t.observe(&many, &d, secs(102));
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].target.to_string(), "203.0.113.9");
@@ -172,10 +179,17 @@ mod tests {
             r.map(|p| syn("203.0.113.9", "192.168.88.5", p)).collect()
         };
         assert!(t.observe(&part(1..11), &d, secs(10)).is_empty());
-        assert_eq!(t.observe(&part(11..21), &d, secs(40)).len(), 1, "10 + 10 within 60 s");
+        assert_eq!(
+            t.observe(&part(11..21), &d, secs(40)).len(),
+            1,
+            "10 + 10 within 60 s"
+        );
         let mut late = ScanTracker::new();
         assert!(late.observe(&part(1..11), &d, secs(10)).is_empty());
-        assert!(late.observe(&part(11..21), &d, secs(80)).is_empty(), "the first 10 expired");
+        assert!(
+            late.observe(&part(11..21), &d, secs(80)).is_empty(),
+            "the first 10 expired"
+        );
         // Many hosts on one port count too (a sweep).
         let sweep: Vec<Connection> = (1..=20)
             .map(|h| syn("198.51.100.7", &format!("192.168.88.{h}"), 22))
@@ -187,14 +201,24 @@ mod tests {
     fn answered_or_established_rows_and_repeats_do_not_count() {
         let d = Detection::default();
         let mut t = ScanTracker::new();
-        let mut rows: Vec<Connection> = (1..=30).map(|p| syn("203.0.113.9", "192.168.88.5", p)).collect();
+        let mut rows: Vec<Connection> = (1..=30)
+            .map(|p| syn("203.0.113.9", "192.168.88.5", p))
+            .collect();
         for r in rows.iter_mut().skip(11) {
             r.repl_packets = Some(1);
         }
         rows[0].tcp_state = Some(TcpState::Established);
-        assert!(t.observe(&rows, &d, secs(1)).is_empty(), "10 unanswered syn-sent only");
-        let same: Vec<Connection> = (0..40).map(|_| syn("203.0.113.9", "192.168.88.5", 443)).collect();
-        assert!(t.observe(&same, &d, secs(2)).is_empty(), "one port tried 40 times is one pair");
+        assert!(
+            t.observe(&rows, &d, secs(1)).is_empty(),
+            "10 unanswered syn-sent only"
+        );
+        let same: Vec<Connection> = (0..40)
+            .map(|_| syn("203.0.113.9", "192.168.88.5", 443))
+            .collect();
+        assert!(
+            t.observe(&same, &d, secs(2)).is_empty(),
+            "one port tried 40 times is one pair"
+        );
     }
 
     #[test]
@@ -209,9 +233,15 @@ mod tests {
             .collect();
         t.observe(&rows, &d, secs(1));
         assert!(t.tracked() <= ScanTracker::MAX_SOURCES);
-        let one: Vec<Connection> = (1..=500).map(|p| syn("203.0.113.9", "192.168.88.5", p)).collect();
+        let one: Vec<Connection> = (1..=500)
+            .map(|p| syn("203.0.113.9", "192.168.88.5", p))
+            .collect();
         t.observe(&one, &d, secs(2));
         let a = &t.sources[&"203.0.113.9".parse::<IpAddr>().unwrap()];
-        assert_eq!(a.tried.len(), d.scan.min_ports as usize, "pairs per source are capped");
+        assert_eq!(
+            a.tried.len(),
+            d.scan.min_ports as usize,
+            "pairs per source are capped"
+        );
     }
 }

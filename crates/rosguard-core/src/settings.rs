@@ -202,6 +202,10 @@ pub struct Blocking {
     pub block_lan_hosts: bool,
     /// Decide and report, change nothing on the router.
     pub dry_run: bool,
+    /// How long an operator's unblock holds: `rosguard unblock` without `--for`, and an entry
+    /// removed on the router by hand, are not blocked again before this has passed.
+    #[serde(with = "duration")]
+    pub unblock_hold: Duration,
     /// Each new block of an address blocked before multiplies the timeout by this (1 = off).
     pub escalation_factor: f64,
     /// The longest escalated timeout.
@@ -229,6 +233,7 @@ impl Default for Blocking {
             check_local_addr: true,
             block_lan_hosts: false,
             dry_run: false,
+            unblock_hold: Duration::from_secs(7 * 86_400),
             escalation_factor: 1.0,
             max_block_timeout: Duration::from_secs(28 * 86_400),
             forget_after: Duration::from_secs(30 * 86_400),
@@ -299,7 +304,10 @@ impl Detection {
     pub fn validate(&self, at: &str) -> Result<(), SettingError> {
         let key = |k: &str| format!("{at}.{k}");
         if self.monitored_ports.contains(&0) {
-            return Err(bad(&key("monitored_ports"), "0 is not a port; use numbers from 1 to 65535 (an empty list monitors every port)"));
+            return Err(bad(
+                &key("monitored_ports"),
+                "0 is not a port; use numbers from 1 to 65535 (an empty list monitors every port)",
+            ));
         }
         if self.protocols.is_empty() {
             return Err(bad(&key("protocols"), "the list is empty, so nothing would ever be flagged; name at least one, e.g. [\"tcp\", \"udp\"]"));
@@ -320,7 +328,10 @@ impl Detection {
         }
         let s = &self.scan;
         if s.min_ports < 2 {
-            return Err(bad(&key("scan.min_ports"), "must be at least 2 (one unanswered port is not a scan); e.g. 20"));
+            return Err(bad(
+                &key("scan.min_ports"),
+                "must be at least 2 (one unanswered port is not a scan); e.g. 20",
+            ));
         }
         if s.window < Duration::from_secs(1) {
             return Err(bad(&key("scan.window"), "is too short; use at least 1s"));
@@ -372,11 +383,17 @@ impl Blocking {
         {
             return Err(bad(
                 &key("escalation_factor"),
-                format!("{} must be between 1 (off) and 100, e.g. 2 doubles each repeat block", self.escalation_factor),
+                format!(
+                    "{} must be between 1 (off) and 100, e.g. 2 doubles each repeat block",
+                    self.escalation_factor
+                ),
             ));
         }
         if self.max_block_timeout < Duration::from_secs(1) {
-            return Err(bad(&key("max_block_timeout"), "is too short; use at least 1s"));
+            return Err(bad(
+                &key("max_block_timeout"),
+                "is too short; use at least 1s",
+            ));
         }
         if self.forget_after < Duration::from_secs(60) {
             return Err(bad(&key("forget_after"), "is too short; use at least 1m"));
@@ -384,7 +401,10 @@ impl Blocking {
         if !(self.panic_ratio > 0.0 && self.panic_ratio <= 1.0) {
             return Err(bad(
                 &key("panic_ratio"),
-                format!("{} must be above 0 and at most 1 (1 turns the brake off)", self.panic_ratio),
+                format!(
+                    "{} must be above 0 and at most 1 (1 turns the brake off)",
+                    self.panic_ratio
+                ),
             ));
         }
         Ok(())
@@ -427,9 +447,11 @@ pub mod duration {
         }
 
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom(format!("{v} is negative; use a number of seconds of 0 or more")))
+            u64::try_from(v).map(Duration::from_secs).map_err(|_| {
+                E::custom(format!(
+                    "{v} is negative; use a number of seconds of 0 or more"
+                ))
+            })
         }
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
@@ -493,22 +515,61 @@ mod tests {
             protocols: vec![],
             ..Detection::default()
         };
-        assert_eq!(d.validate("router \"x\".detection").unwrap_err().key, "router \"x\".detection.protocols");
+        assert_eq!(
+            d.validate("router \"x\".detection").unwrap_err().key,
+            "router \"x\".detection.protocols"
+        );
         for bad in [
-            Detection { monitored_ports: vec![0], ..Detection::default() },
-            Detection { min_observations: 0, ..Detection::default() },
-            Detection { window: Duration::ZERO, ..Detection::default() },
-            Detection { scan: Scan { min_ports: 1, ..Scan::default() }, ..Detection::default() },
-            Detection { scan: Scan { states: vec![TcpState::Other], ..Scan::default() }, ..Detection::default() },
+            Detection {
+                monitored_ports: vec![0],
+                ..Detection::default()
+            },
+            Detection {
+                min_observations: 0,
+                ..Detection::default()
+            },
+            Detection {
+                window: Duration::ZERO,
+                ..Detection::default()
+            },
+            Detection {
+                scan: Scan {
+                    min_ports: 1,
+                    ..Scan::default()
+                },
+                ..Detection::default()
+            },
+            Detection {
+                scan: Scan {
+                    states: vec![TcpState::Other],
+                    ..Scan::default()
+                },
+                ..Detection::default()
+            },
         ] {
             assert!(bad.validate("d").is_err(), "{bad:?}");
         }
         for bad in [
-            Blocking { panic_ratio: 0.0, ..Blocking::default() },
-            Blocking { escalation_factor: 0.5, ..Blocking::default() },
-            Blocking { block_timeout: Duration::ZERO, ..Blocking::default() },
-            Blocking { address_list: " ".into(), ..Blocking::default() },
-            Blocking { forget_after: Duration::from_secs(5), ..Blocking::default() },
+            Blocking {
+                panic_ratio: 0.0,
+                ..Blocking::default()
+            },
+            Blocking {
+                escalation_factor: 0.5,
+                ..Blocking::default()
+            },
+            Blocking {
+                block_timeout: Duration::ZERO,
+                ..Blocking::default()
+            },
+            Blocking {
+                address_list: " ".into(),
+                ..Blocking::default()
+            },
+            Blocking {
+                forget_after: Duration::from_secs(5),
+                ..Blocking::default()
+            },
         ] {
             assert!(bad.validate("b").is_err(), "{bad:?}");
         }
@@ -516,10 +577,19 @@ mod tests {
 
     #[test]
     fn allow_entries_refuse_host_bits() {
-        assert_eq!("192.168.88.0/24".parse::<AllowNet>().unwrap().to_string(), "192.168.88.0/24");
-        assert_eq!("10.0.0.5".parse::<AllowNet>().unwrap().to_string(), "10.0.0.5");
+        assert_eq!(
+            "192.168.88.0/24".parse::<AllowNet>().unwrap().to_string(),
+            "192.168.88.0/24"
+        );
+        assert_eq!(
+            "10.0.0.5".parse::<AllowNet>().unwrap().to_string(),
+            "10.0.0.5"
+        );
         let e = "192.168.88.5/24".parse::<AllowNet>().unwrap_err();
-        assert!(e.contains("192.168.88.0/24") && e.contains("192.168.88.5"), "{e}");
+        assert!(
+            e.contains("192.168.88.0/24") && e.contains("192.168.88.5"),
+            "{e}"
+        );
         assert!("nonsense".parse::<AllowNet>().is_err());
         assert!("2001:db8::1/32".parse::<AllowNet>().is_err());
     }

@@ -515,7 +515,9 @@ mod tests {
     }
 
     fn ids(v: &[Finding]) -> Vec<&str> {
-        v.iter().map(|f| f.connection().unwrap().id.as_str()).collect()
+        v.iter()
+            .map(|f| f.connection().unwrap().id.as_str())
+            .collect()
     }
 
     #[test]
@@ -696,21 +698,34 @@ mod tests {
         let port = |p: u64, i: u16| (p as u16) * 100 + i;
         let mut fed = 0;
         for p in 0..12u64 {
-            let mut findings: Vec<Finding> = (0..50).map(|i| f(port(p, i), &target(p, i))).collect();
+            let mut findings: Vec<Finding> =
+                (0..50).map(|i| f(port(p, i), &target(p, i))).collect();
             if p > 0 {
                 findings.extend((0..50).map(|i| f(port(p - 1, i), &target(p - 1, i))));
                 fed += 50;
             }
-            assert!(t.observe(findings, secs(p)).is_empty(), "N = 2 is never reached");
+            assert!(
+                t.observe(findings, secs(p)).is_empty(),
+                "N = 2 is never reached"
+            );
             let (streaks, targets) = t.tracked();
-            assert!(streaks <= cap && targets <= cap, "poll {p}: {streaks} {targets}");
+            assert!(
+                streaks <= cap && targets <= cap,
+                "poll {p}: {streaks} {targets}"
+            );
         }
         assert!(fed > cap, "more targets were fed ({fed}) than the cap");
-        assert!(t.tracked().1 >= cap / 2, "the target stage holds the recent targets");
+        assert!(
+            t.tracked().1 >= cap / 2,
+            "the target stage holds the recent targets"
+        );
         // A recent target is still remembered: a second connection makes it ready...
         let recent = target(10, 7);
         t.observe(vec![f(60_000, &recent)], secs(12));
-        assert_eq!(ids(&t.observe(vec![f(60_000, &recent)], secs(13))), ["*EA60"]);
+        assert_eq!(
+            ids(&t.observe(vec![f(60_000, &recent)], secs(13))),
+            ["*EA60"]
+        );
         // ... the oldest one was evicted: one more connection is not enough.
         let oldest = target(0, 7);
         t.observe(vec![f(60_001, &oldest)], secs(14));

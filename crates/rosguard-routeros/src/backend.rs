@@ -15,11 +15,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use rosguard_core::backend::{AddResult, Applied, Backend, BackendError, FailureKind, RemoveResult};
+use rosguard_core::backend::{
+    AddResult, Applied, Backend, BackendError, FailureKind, RemoveResult,
+};
 use rosguard_core::decide::Decision;
 use rosguard_core::detect::is_candidate;
 use rosguard_core::model::{Connection, Family, ListEntry};
-use rosguard_core::observation::{ObservePlan, Observation};
+use rosguard_core::observation::{Observation, ObservePlan};
 use rosguard_core::policy::Protected;
 use rosguard_core::settings::Settings;
 use routeros_client::{AddOutcome, Client, ClientConfig, Error as ClientError, RemoveOutcome};
@@ -136,11 +138,14 @@ impl RouterOsBackend {
 
     /// The live client, for admin commands.
     pub fn client(&self) -> Result<&Client, BackendError> {
-        self.client.as_ref().filter(|c| !c.is_closed()).ok_or_else(|| BackendError {
-            kind: FailureKind::ConnectionLost,
-            label: "closed".into(),
-            message: format!("router {}: not connected", self.config.router),
-        })
+        self.client
+            .as_ref()
+            .filter(|c| !c.is_closed())
+            .ok_or_else(|| BackendError {
+                kind: FailureKind::ConnectionLost,
+                label: "closed".into(),
+                message: format!("router {}: not connected", self.config.router),
+            })
     }
 
     fn families(&self) -> Vec<Family> {
@@ -214,7 +219,13 @@ impl RouterOsBackend {
     ) -> Result<AddResult, BackendError> {
         let client = self.client()?;
         match client
-            .address_list_add(Family::of(address), list, &address.to_string(), timeout, comment)
+            .address_list_add(
+                Family::of(address),
+                list,
+                &address.to_string(),
+                timeout,
+                comment,
+            )
             .await
         {
             Ok(AddOutcome::Added { .. }) => Ok(AddResult::Added),
@@ -228,7 +239,8 @@ impl RouterOsBackend {
     pub async fn remove_connections_of(&self, addr: IpAddr) -> Result<usize, BackendError> {
         let client = self.client()?;
         let family = Family::of(addr.to_canonical());
-        let cmd = Command::new(&family.path("firewall/connection/print")).proplist(CONNECTION_PROPLIST);
+        let cmd =
+            Command::new(&family.path("firewall/connection/print")).proplist(CONNECTION_PROPLIST);
         let mut rows = match client.connections(family, cmd).await {
             Ok(s) => s,
             Err(e) if family == Family::V6 && is_missing_path(&e) => return Ok(0),
@@ -268,7 +280,9 @@ impl RouterOsBackend {
                 Err(e) => return Err(backend_error(e, &format!("reading {}", f.path("address")))),
             };
             for row in &rows {
-                let Some(text) = row.get_str("address") else { continue };
+                let Some(text) = row.get_str("address") else {
+                    continue;
+                };
                 if let Ok(net) = text.parse::<IpNet>() {
                     out.push(net);
                 } else if let Ok(ip) = text.parse::<IpAddr>() {
@@ -334,7 +348,12 @@ impl RouterOsBackend {
                 Err(e) if family == Family::V6 && is_missing_path(&e) => {}
                 Err(e) => {
                     // The cycle says once that protection is incomplete; the detail is here.
-                    debug!(router = name, "cannot read {}: {}", kind.source(), one_line(&e));
+                    debug!(
+                        router = name,
+                        "cannot read {}: {}",
+                        kind.source(),
+                        one_line(&e)
+                    );
                     return Ok(None);
                 }
             }
@@ -347,7 +366,11 @@ impl RouterOsBackend {
             Ok(r) => Ok(r.get_str("uptime").and_then(|u| parse_duration(u).ok())),
             Err(e) if e.is_connection_lost() => Err(backend_error(e, "reading /system/resource")),
             Err(e) => {
-                debug!(router = self.config.router.as_str(), "no uptime: {}", one_line(&e));
+                debug!(
+                    router = self.config.router.as_str(),
+                    "no uptime: {}",
+                    one_line(&e)
+                );
                 Ok(None)
             }
         }
@@ -364,17 +387,28 @@ impl RouterOsBackend {
             // there, the brake's ratio comes out higher: it errs on the safe side.
             Ok(Some(n)) => return Ok(Some(n)),
             Ok(None) => debug!(router = name, "no total-entries in connection tracking"),
-            Err(e) if e.is_connection_lost() => return Err(backend_error(e, "reading connection tracking")),
-            Err(e) => debug!(router = name, "connection tracking unreadable ({})", one_line(&e)),
+            Err(e) if e.is_connection_lost() => {
+                return Err(backend_error(e, "reading connection tracking"))
+            }
+            Err(e) => debug!(
+                router = name,
+                "connection tracking unreadable ({})",
+                one_line(&e)
+            ),
         }
         if !count {
             return Ok(None);
         }
         let mut total = 0u64;
         for f in self.families() {
-            match client.count(Command::new(&f.path("firewall/connection/print"))).await {
+            match client
+                .count(Command::new(&f.path("firewall/connection/print")))
+                .await
+            {
                 Ok(n) => total += n,
-                Err(e) if e.is_connection_lost() => return Err(backend_error(e, "counting connections")),
+                Err(e) if e.is_connection_lost() => {
+                    return Err(backend_error(e, "counting connections"))
+                }
                 Err(e) if f == Family::V6 && is_missing_path(&e) => {}
                 Err(e) => {
                     debug!(router = name, "count-only failed: {}", one_line(&e));
@@ -386,7 +420,11 @@ impl RouterOsBackend {
     }
 
     /// Streams the connection tables into `obs`.
-    async fn connections(&mut self, settings: &Settings, obs: &mut Observation) -> Result<bool, BackendError> {
+    async fn connections(
+        &mut self,
+        settings: &Settings,
+        obs: &mut Observation,
+    ) -> Result<bool, BackendError> {
         let d = &settings.detection;
         // With detection off the rows are still read and counted, none is kept.
         let pushed = d.enabled && d.server_filter && !self.filter_broken;
@@ -394,7 +432,8 @@ impl RouterOsBackend {
         let name = self.config.router.clone();
         let mut misfiltered = 0u64;
         for family in self.families() {
-            let mut cmd = Command::new(&family.path("firewall/connection/print")).proplist(CONNECTION_PROPLIST);
+            let mut cmd = Command::new(&family.path("firewall/connection/print"))
+                .proplist(CONNECTION_PROPLIST);
             if pushed {
                 cmd = pushed_filter(cmd, d);
             }
@@ -478,7 +517,11 @@ impl Backend for RouterOsBackend {
         Ok(())
     }
 
-    async fn observe(&mut self, plan: &ObservePlan, settings: &Settings) -> Result<Observation, BackendError> {
+    async fn observe(
+        &mut self,
+        plan: &ObservePlan,
+        settings: &Settings,
+    ) -> Result<Observation, BackendError> {
         let b = &settings.blocking;
         let mut obs = Observation {
             addresses: self.addresses().await?,
@@ -521,7 +564,11 @@ impl Backend for RouterOsBackend {
         if d.dry_run {
             return Applied {
                 adds: d.adds.iter().map(|_| AddResult::WouldAdd).collect(),
-                removals: d.removals.iter().map(|_| RemoveResult::WouldRemove).collect(),
+                removals: d
+                    .removals
+                    .iter()
+                    .map(|_| RemoveResult::WouldRemove)
+                    .collect(),
                 lost: None,
             };
         }
@@ -544,30 +591,52 @@ impl Backend for RouterOsBackend {
         while next < d.adds.len() || !set.is_empty() {
             while next < d.adds.len() && set.len() < MAX_IN_FLIGHT && out.lost.is_none() {
                 let a = &d.adds[next];
-                let (c, list, addr, comment) = (client.clone(), list.to_owned(), a.address.to_string(), a.comment.clone());
+                let (c, list, addr, comment) = (
+                    client.clone(),
+                    list.to_owned(),
+                    a.address.to_string(),
+                    a.comment.clone(),
+                );
                 let (family, timeout, i) = (a.family, a.timeout, next);
-                set.spawn(async move { (i, c.address_list_add(family, &list, &addr, Some(timeout), &comment).await) });
+                set.spawn(async move {
+                    (
+                        i,
+                        c.address_list_add(family, &list, &addr, Some(timeout), &comment)
+                            .await,
+                    )
+                });
                 next += 1;
             }
             if out.lost.is_some() && set.is_empty() {
                 break;
             }
-            let Some(Ok((i, r))) = set.join_next().await else { continue };
+            let Some(Ok((i, r))) = set.join_next().await else {
+                continue;
+            };
             results[i] = Some(match r {
                 Ok(AddOutcome::Added { .. }) => AddResult::Added,
                 Ok(_) => AddResult::AlreadyPresent,
                 Err(e) if e.is_connection_lost() => {
-                    out.lost.get_or_insert(backend_error(e, "changing the block list"));
+                    out.lost
+                        .get_or_insert(backend_error(e, "changing the block list"));
                     AddResult::NotSent
                 }
                 Err(e) => {
                     let permission = is_permission(&e);
-                    let message = backend_error(e, &format!("adding {} to {list}", d.adds[i].address)).message;
-                    AddResult::Failed { message, permission }
+                    let message =
+                        backend_error(e, &format!("adding {} to {list}", d.adds[i].address))
+                            .message;
+                    AddResult::Failed {
+                        message,
+                        permission,
+                    }
                 }
             });
         }
-        out.adds = results.into_iter().map(|r| r.unwrap_or(AddResult::NotSent)).collect();
+        out.adds = results
+            .into_iter()
+            .map(|r| r.unwrap_or(AddResult::NotSent))
+            .collect();
         // Removals, only while the connection holds.
         let mut removals: Vec<Option<RemoveResult>> = vec![None; d.removals.len()];
         if out.lost.is_none() {
@@ -580,19 +649,27 @@ impl Backend for RouterOsBackend {
                     set.spawn(async move { (i, c.connection_remove(family, id.as_str()).await) });
                     next += 1;
                 }
-                let Some(Ok((i, r))) = set.join_next().await else { continue };
+                let Some(Ok((i, r))) = set.join_next().await else {
+                    continue;
+                };
                 removals[i] = Some(match r {
                     Ok(RemoveOutcome::Removed) => RemoveResult::Removed,
                     Ok(_) => RemoveResult::Gone,
                     Err(e) if e.is_connection_lost() => {
-                        out.lost.get_or_insert(backend_error(e, "removing connections"));
+                        out.lost
+                            .get_or_insert(backend_error(e, "removing connections"));
                         RemoveResult::NotSent
                     }
-                    Err(e) => RemoveResult::Failed { message: one_line(&e) },
+                    Err(e) => RemoveResult::Failed {
+                        message: one_line(&e),
+                    },
                 });
             }
         }
-        out.removals = removals.into_iter().map(|r| r.unwrap_or(RemoveResult::NotSent)).collect();
+        out.removals = removals
+            .into_iter()
+            .map(|r| r.unwrap_or(RemoveResult::NotSent))
+            .collect();
         out
     }
 

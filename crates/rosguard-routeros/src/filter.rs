@@ -220,7 +220,10 @@ mod tests {
     fn rows_the_filter_excludes_are_noticed() {
         let d = Detection::default();
         assert!(matches_pushed_filter(&row(4, 0), &d));
-        assert!(!matches_pushed_filter(&row(10, 10), &d), "a string-comparing router");
+        assert!(
+            !matches_pushed_filter(&row(10, 10), &d),
+            "a string-comparing router"
+        );
         assert!(!matches_pushed_filter(&row(2, 0), &d));
         let mut ft = row(2, 1);
         ft.orig_fasttrack_packets = Some(7);

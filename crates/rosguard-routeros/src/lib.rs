@@ -14,7 +14,9 @@ pub mod filter;
 pub mod fuzzing;
 pub mod rows;
 
-pub use backend::{backend_error, is_permission, one_line, RouterOsBackend, DEFAULT_MAX_CANDIDATES, MAX_IN_FLIGHT};
+pub use backend::{
+    backend_error, is_permission, one_line, RouterOsBackend, DEFAULT_MAX_CANDIDATES, MAX_IN_FLIGHT,
+};
 pub use error::RowError;
 pub use filter::{matches_pushed_filter, pushed_filter};
 pub use rows::{connection, list_entry, CONNECTION_PROPLIST, LIST_ENTRY_PROPLIST};

@@ -15,7 +15,13 @@ fn seed(name: &str) -> RowsSummary {
 
 #[test]
 fn rows_corpus_replays_and_each_seed_means_what_it_says() {
-    for name in ["combined_v4", "separate_v4", "icmp", "v6_bare", "v6_brackets"] {
+    for name in [
+        "combined_v4",
+        "separate_v4",
+        "icmp",
+        "v6_bare",
+        "v6_brackets",
+    ] {
         let s = seed(name);
         assert!(s.replies >= 1 && s.connections >= 1, "{name}: {s:?}");
     }
@@ -23,7 +29,10 @@ fn rows_corpus_replays_and_each_seed_means_what_it_says() {
     assert!(s.entries >= 1, "list_entries: {s:?}");
     for name in ["bad_counter", "missing_fields"] {
         let s = seed(name);
-        assert!(s.replies >= 1 && s.connections == 0 && s.refused >= 1, "{name}: {s:?}");
+        assert!(
+            s.replies >= 1 && s.connections == 0 && s.refused >= 1,
+            "{name}: {s:?}"
+        );
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/rows");
     let mut count = 0;
@@ -31,5 +40,9 @@ fn rows_corpus_replays_and_each_seed_means_what_it_says() {
         rows(&std::fs::read(entry.expect("corpus entry").path()).expect("corpus file"));
         count += 1;
     }
-    assert!(count >= 8, "expected the seed corpus in {}, found {count} files", dir.display());
+    assert!(
+        count >= 8,
+        "expected the seed corpus in {}, found {count} files",
+        dir.display()
+    );
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Params, Row, TransactionBehavior};
 
 use crate::rows::{
-    self, address_text, ActiveBlock, BlockRow, CycleRecord, RouterSeen, StatusRow, Strike, UnblockRow,
+    self, address_text, ActiveBlock, BlockRow, CycleRecord, RouterSeen, StatusRow, Strike,
+    UnblockRow,
 };
 use crate::schema::{checked_version, migrate, MIGRATIONS};
 use crate::state_dir::{create_private_dir, create_private_file};
@@ -582,7 +583,12 @@ fn record_cycle(conn: &mut Connection, cycle: &CycleRecord) -> rusqlite::Result<
                ORDER BY at_unix DESC, id DESC LIMIT 1)",
         )?;
         for (list, address) in &cycle.placed {
-            placed.execute(params![cycle.router, list, address_text(*address), cycle.at_unix])?;
+            placed.execute(params![
+                cycle.router,
+                list,
+                address_text(*address),
+                cycle.at_unix
+            ])?;
         }
         let mut lift = tx.prepare_cached(
             "UPDATE blocks SET lifted_unix = ?4, lift_reason = ?5 \

@@ -145,7 +145,10 @@ mod open {
                 found,
                 supported,
             } => {
-                assert_eq!((p.as_path(), *found, *supported), (path.as_path(), 99, SCHEMA));
+                assert_eq!(
+                    (p.as_path(), *found, *supported),
+                    (path.as_path(), 99, SCHEMA)
+                );
             }
             other => panic!("expected Migration, got {other:?}"),
         }
@@ -332,7 +335,11 @@ mod restore {
     fn restores_move_the_placement_and_hand_removals_lift() {
         let mut store = Store::open_in_memory().unwrap();
         store
-            .record_cycle(&cycle(ROUTER, 100, vec![block("192.0.2.1", 1000, 0), block("192.0.2.2", 1000, 0)]))
+            .record_cycle(&cycle(
+                ROUTER,
+                100,
+                vec![block("192.0.2.1", 1000, 0), block("192.0.2.2", 1000, 0)],
+            ))
             .unwrap();
         store
             .record_cycle(&CycleRecord {
@@ -347,11 +354,17 @@ mod restore {
             .unwrap();
         let active = store.active_blocks(ROUTER, 400).unwrap();
         assert_eq!(active.len(), 1);
-        assert_eq!((active[0].address, active[0].placed_unix), (ip("192.0.2.1"), 300));
+        assert_eq!(
+            (active[0].address, active[0].placed_unix),
+            (ip("192.0.2.1"), 300)
+        );
         let lifted = &store.blocks_for(ip("192.0.2.2")).unwrap()[0];
         assert_eq!(lifted.lifted_unix, Some(300));
         assert_eq!(lifted.lift_reason.as_deref(), Some("removed-on-router"));
-        assert_eq!(store.blocks_for(ip("192.0.2.1")).unwrap()[0].placed_unix, 300);
+        assert_eq!(
+            store.blocks_for(ip("192.0.2.1")).unwrap()[0].placed_unix,
+            300
+        );
     }
 
     #[test]
@@ -361,7 +374,14 @@ mod restore {
             .record_cycle(&cycle(ROUTER, 100, vec![block("192.0.2.1", 1000, 0)]))
             .unwrap();
         let n = store
-            .unblock(ROUTER, LIST, ip("192.0.2.1"), 150, 750, "unblock: false positive")
+            .unblock(
+                ROUTER,
+                LIST,
+                ip("192.0.2.1"),
+                150,
+                750,
+                "unblock: false positive",
+            )
             .unwrap();
         assert_eq!(n, 1);
         assert!(store.active_blocks(ROUTER, 200).unwrap().is_empty());
@@ -370,9 +390,14 @@ mod restore {
         assert_eq!((u[0].address, u[0].until_unix), (ip("192.0.2.1"), 750));
         assert!(store.unblocks(ROUTER, 750).unwrap().is_empty(), "ended");
         assert!(store.unblocks("branch", 200).unwrap().is_empty());
-        assert_eq!(store.unblocks_for(ip("192.0.2.1")).unwrap()[0].reason, "unblock: false positive");
+        assert_eq!(
+            store.unblocks_for(ip("192.0.2.1")).unwrap()[0].reason,
+            "unblock: false positive"
+        );
         // Unblocking again replaces the suppression.
-        store.unblock(ROUTER, LIST, ip("192.0.2.1"), 160, 900, "again").unwrap();
+        store
+            .unblock(ROUTER, LIST, ip("192.0.2.1"), 160, 900, "again")
+            .unwrap();
         assert_eq!(store.unblocks(ROUTER, 800).unwrap()[0].until_unix, 900);
         store.end_unblock(ROUTER, ip("192.0.2.1")).unwrap();
         assert!(store.unblocks(ROUTER, 200).unwrap().is_empty());
@@ -383,12 +408,25 @@ mod restore {
     #[test]
     fn statuses_are_replaced_per_key() {
         let mut store = Store::open_in_memory().unwrap();
-        store.set_status("", &serde_json::json!({"pid": 1}), 10).unwrap();
-        store.set_status("core", &serde_json::json!({"connected": true}), 11).unwrap();
-        store.set_status("", &serde_json::json!({"pid": 2}), 12).unwrap();
+        store
+            .set_status("", &serde_json::json!({"pid": 1}), 10)
+            .unwrap();
+        store
+            .set_status("core", &serde_json::json!({"connected": true}), 11)
+            .unwrap();
+        store
+            .set_status("", &serde_json::json!({"pid": 2}), 12)
+            .unwrap();
         let s = store.statuses().unwrap();
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].key.as_str(), s[0].json["pid"].as_i64(), s[0].updated_unix), ("", Some(2), 12));
+        assert_eq!(
+            (
+                s[0].key.as_str(),
+                s[0].json["pid"].as_i64(),
+                s[0].updated_unix
+            ),
+            ("", Some(2), 12)
+        );
         assert_eq!(s[1].json["connected"], serde_json::json!(true));
     }
 
@@ -1038,7 +1076,7 @@ mod read_only {
                 err,
                 StoreError::Outdated {
                     found: 0,
-                    supported: 1,
+                    supported: SCHEMA,
                     ..
                 }
             ),

@@ -115,7 +115,10 @@ impl Default for DaemonSettings {
 impl DaemonSettings {
     fn validate(&self) -> Result<()> {
         if self.loop_delay < Duration::from_millis(100) {
-            bail!("daemon.loop_delay: {} is below 100ms and would hammer the router; use e.g. \"2s\"", fmt_duration(self.loop_delay));
+            bail!(
+                "daemon.loop_delay: {} is below 100ms and would hammer the router; use e.g. \"2s\"",
+                fmt_duration(self.loop_delay)
+            );
         }
         if self.max_conn_per_cycle == 0 {
             bail!("daemon.max_conn_per_cycle: 0 must be at least 1 (the script's default is 50)");
@@ -303,6 +306,8 @@ fn humanize(message: &str) -> String {
     let Some((got, expected)) = rest.rsplit_once(", expected ") else {
         return message;
     };
+    // Some deserializers name the key again: "expected u64 in `min_orig_packets`".
+    let expected = expected.split(" in `").next().unwrap_or(expected);
     let expected = match expected {
         "u8" | "u16" | "u32" | "u64" | "usize" | "i64" | "i32" => "an integer (0 or more)",
         "f64" | "f32" => "a number",
@@ -564,7 +569,10 @@ fn section(root: &mut Table, key: &str) -> Result<Table> {
     match root.remove(key) {
         None => Ok(Table::new()),
         Some(Value::Table(t)) => Ok(t),
-        Some(other) => bail!("{key}: expected a table ([{key}]), got {}", other.type_str()),
+        Some(other) => bail!(
+            "{key}: expected a table ([{key}]), got {}",
+            other.type_str()
+        ),
     }
 }
 
@@ -577,7 +585,8 @@ impl Config {
 
     /// [`Config::from_toml`], reading the passwords or not.
     pub fn from_toml_with(text: &str, base: &Path, secrets: Secrets) -> Result<Config> {
-        let mut root: Table = toml::from_str(text).map_err(|e| anyhow!("{}", toml_error_line(text, &e)))?;
+        let mut root: Table =
+            toml::from_str(text).map_err(|e| anyhow!("{}", toml_error_line(text, &e)))?;
         let detection = section(&mut root, "detection")?;
         let blocking = section(&mut root, "blocking")?;
         let daemon_table = section(&mut root, "daemon")?;
@@ -683,7 +692,10 @@ impl Config {
                     name: &r.name,
                     address: &r.address,
                     username: &r.username,
-                    tls: r.tls.as_ref().map_or_else(|| "off".to_owned(), tls_mode_name),
+                    tls: r
+                        .tls
+                        .as_ref()
+                        .map_or_else(|| "off".to_owned(), tls_mode_name),
                     connect_timeout: r.connect_timeout,
                     command_timeout: r.command_timeout,
                     detection: &r.settings.detection,

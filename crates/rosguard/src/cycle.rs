@@ -17,6 +17,7 @@ use rosguard_core::settings::Settings;
 use rosguard_store::{CycleRecord, Lifted, NewBlock};
 use routeros_proto::format_duration;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::events::{BlockEvent, Event, Events};
@@ -46,9 +47,11 @@ pub struct Notes {
 pub fn load_state(env: &CycleEnv, router: &str, settings: &Settings, now: Duration) -> GuardState {
     let mut state = GuardState::new(settings);
     if GuardState::tracker_persists(settings) {
-        let strikes = env.store.lock().map_err(|_| ()).and_then(|s| s.load_strikes(router).map_err(|e| {
-            error!(router, "state store: {e}");
-        }));
+        let strikes = env.store.lock().map_err(|_| ()).and_then(|s| {
+            s.load_strikes(router).map_err(|e| {
+                error!(router, "state store: {e}");
+            })
+        });
         if let Ok(strikes) = strikes {
             state.import_tracker(strikes.iter().filter_map(strike_to_entry), settings, now);
         }
@@ -56,9 +59,64 @@ pub fn load_state(env: &CycleEnv, router: &str, settings: &Settings, now: Durati
     state
 }
 
-/// Runs one cycle. Errors are the backend's (connection lost, a read refused); a bad row or
-/// a refused single add is logged and the cycle goes on. What went through before a
-/// connection broke is recorded all the same.
+/// When a cycle must give up: a stop request and a deadline for the router's part (reads
+/// and writes). Once the writes are done, the record is always written: a cycle is abandoned
+/// before it changes anything, or recorded whole.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Cancelled on SIGTERM/SIGINT.
+    pub stop: CancellationToken,
+    /// `daemon.cycle_deadline` from the cycle's start.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            stop: CancellationToken::new(),
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+fn abandoned(router: &str, label: &str, message: String) -> BackendError {
+    let _ = router;
+    BackendError {
+        kind: rosguard_core::FailureKind::ConnectionLost,
+        label: label.into(),
+        message,
+    }
+}
+
+/// How long the writes of a cycle may go on after a stop request, so that a cycle that has
+/// started changing the router usually finishes (and is recorded) instead of being cut.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs `f` unless the stop (after `grace`) or the deadline comes first.
+async fn bounded<T>(
+    router: &str,
+    limits: &Limits,
+    until: tokio::time::Instant,
+    grace: Duration,
+    f: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    let stopped = async {
+        limits.stop.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = f => r,
+        _ = stopped => Err(abandoned(router, "stopped", format!("router {router}: stopping; the cycle in progress was abandoned"))),
+        _ = tokio::time::sleep_until(until) => Err(abandoned(router, "deadline", format!(
+            "router {router}: the cycle took longer than daemon.cycle_deadline = {} (the router kept sending or stopped answering); dropped the connection",
+            format_duration(limits.deadline)
+        ))),
+    }
+}
+
+/// Runs one cycle. Errors are the backend's (connection lost, a read refused), a stop, or
+/// the deadline; a bad row or a refused single add is logged and the cycle goes on. What went
+/// through before a connection broke is recorded all the same.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_cycle<B: Backend>(
     backend: &mut B,
@@ -69,10 +127,19 @@ pub async fn run_cycle<B: Backend>(
     notes: &mut Notes,
     shared: Vec<SharedCandidate>,
     now: Duration,
+    limits: &Limits,
 ) -> Result<CycleReport, BackendError> {
     let started = Instant::now();
+    let until = tokio::time::Instant::now() + limits.deadline;
     let plan = state.plan(settings, now);
-    let mut obs = backend.observe(&plan, settings).await?;
+    let mut obs = bounded(
+        router,
+        limits,
+        until,
+        Duration::ZERO,
+        backend.observe(&plan, settings),
+    )
+    .await?;
     obs.shared = shared;
     let decision = {
         let store = env.store.lock().map_err(|_| BackendError {
@@ -88,14 +155,27 @@ pub async fn run_cycle<B: Backend>(
         decide(&obs, state, settings, &history, now)
     };
     log_decision(router, settings, &obs, &decision, notes);
-    let applied = backend.apply(&decision, settings).await;
+    let applied = bounded(router, limits, until, STOP_GRACE, async {
+        Ok(backend.apply(&decision, settings).await)
+    })
+    .await?;
     state.settle(&decision, &applied.adds, now);
     log_applied(router, settings, &decision, &applied);
-    let mut report = CycleReport::new(router, &settings.blocking.address_list, &obs, &decision, &applied);
+    let mut report = CycleReport::new(
+        router,
+        &settings.blocking.address_list,
+        &obs,
+        &decision,
+        &applied,
+    );
     report.duration_ms = started.elapsed().as_millis() as u64;
-    persist(env, router, settings, state, notes, &decision, &applied, &report, now).await;
+    persist(
+        env, router, settings, state, notes, &decision, &applied, &report, now,
+    )
+    .await;
     emit(env, router, settings, &decision, &applied, now);
-    env.events.emit(Event::Cycle(std::sync::Arc::new(report.clone())));
+    env.events
+        .emit(Event::Cycle(std::sync::Arc::new(report.clone())));
     match applied.lost {
         Some(e) => Err(e),
         None => Ok(report),
@@ -112,10 +192,17 @@ fn log_decision(router: &str, s: &Settings, obs: &Observation, d: &Decision, not
     }
     if d.protection_missing != notes.protection_missing {
         if d.protection_missing.is_empty() {
-            warn!(router, "the router's gateways, DNS servers and sessions are known: blocking resumes");
+            warn!(
+                router,
+                "the router's gateways, DNS servers and sessions are known: blocking resumes"
+            );
         } else {
             let what: Vec<&str> = d.protection_missing.iter().map(|p| p.source()).collect();
-            warn!(router, "cannot read {}; blocking nothing until they are known, retrying every cycle", what.join(", "));
+            warn!(
+                router,
+                "cannot read {}; blocking nothing until they are known, retrying every cycle",
+                what.join(", ")
+            );
         }
         notes.protection_missing = d.protection_missing.clone();
     }
@@ -123,14 +210,29 @@ fn log_decision(router: &str, s: &Settings, obs: &Observation, d: &Decision, not
         error!(router, "state store: {e}");
     }
     let of_total = if obs.filtered {
-        format!(" (of {} in the tables; filtered on the router)", d.table_size)
+        format!(
+            " (of {} in the tables; filtered on the router)",
+            d.table_size
+        )
     } else {
         String::new()
     };
-    debug!(router, rows = obs.rows_read, candidates = obs.candidates.len(), "scanned {} rows{of_total}", obs.rows_read);
+    debug!(
+        router,
+        rows = obs.rows_read,
+        candidates = obs.candidates.len(),
+        "scanned {} rows{of_total}",
+        obs.rows_read
+    );
     let i = d.ignored;
     if i.port + i.protocol + i.counters > 0 {
-        debug!(router, "not flagged: {} rows for their port, {} for their protocol, {} within the thresholds", i.port, i.protocol, i.counters);
+        debug!(
+            router,
+            "not flagged: {} rows for their port, {} for their protocol, {} within the thresholds",
+            i.port,
+            i.protocol,
+            i.counters
+        );
     }
     let (min, max) = (s.detection.min_orig_packets, s.detection.max_repl_packets);
     for a in &d.adds {
@@ -147,7 +249,11 @@ fn log_decision(router: &str, s: &Settings, obs: &Observation, d: &Decision, not
         }
     }
     if d.deferred > 0 {
-        warn!(router, "{}", policy::deferred_message(d.deferred as usize, s.cycle.max_conn_per_cycle));
+        warn!(
+            router,
+            "{}",
+            policy::deferred_message(d.deferred as usize, s.cycle.max_conn_per_cycle)
+        );
     }
     for c in d.caps.iter().filter(|c| c.news) {
         error!(router, cap = c.cap.as_str(), "{}", c.message);
@@ -163,7 +269,10 @@ fn log_decision(router: &str, s: &Settings, obs: &Observation, d: &Decision, not
             warn!(router, address = %a.address, timeout = %format_duration(a.timeout), "DRY RUN: would add {} to {list} (timeout: {}) comment={:?}", a.address, format_duration(a.timeout), a.comment);
         }
         for r in &d.removals {
-            warn!(router, "DRY RUN: would remove {} connection {}", r.family, r.summary);
+            warn!(
+                router,
+                "DRY RUN: would remove {} connection {}", r.family, r.summary
+            );
         }
     }
 }
@@ -181,7 +290,9 @@ fn detected(router: &str, f: &Finding, min: u64, max: u64) {
             repl = c.repl_total().unwrap_or(0),
             "{line}"
         ),
-        Evidence::Staged { .. } => warn!(router, rule = f.rule.as_str(), address = %f.target, "{line}"),
+        Evidence::Staged { .. } => {
+            warn!(router, rule = f.rule.as_str(), address = %f.target, "{line}")
+        }
     }
 }
 
@@ -200,13 +311,18 @@ fn log_applied(router: &str, s: &Settings, d: &Decision, applied: &Applied) {
                 info!(router, address = %a.address, timeout = %t, "Added {} to {list} (timeout: {t}), shared by router {from}", a.address)
             }
             (AddResult::AlreadyPresent, _) => debug!(router, "{} is already in {list}", a.address),
-            (AddResult::Failed { message, .. }, _) => warn!(router, address = %a.address, "could not add {} to {list}: {message}", a.address),
+            (AddResult::Failed { message, .. }, _) => {
+                warn!(router, address = %a.address, "could not add {} to {list}: {message}", a.address)
+            }
             _ => {}
         }
     }
     for (rm, r) in d.removals.iter().zip(&applied.removals) {
         match r {
-            RemoveResult::Failed { message } => warn!(router, "could not remove connection {}: {message}", rm.summary),
+            RemoveResult::Failed { message } => warn!(
+                router,
+                "could not remove connection {}: {message}", rm.summary
+            ),
             RemoveResult::Removed => debug!(router, "removed connection {}", rm.summary),
             _ => {}
         }
@@ -269,12 +385,21 @@ fn counters(r: &CycleReport) -> Vec<(String, u64)> {
         (format!("{prefix}blocked"), r.new_blocks().count() as u64),
         (
             "restored".to_owned(),
-            r.blocks.iter().filter(|b| b.kind == AddKind::Restored && b.result == AddResult::Added).count() as u64,
+            r.blocks
+                .iter()
+                .filter(|b| b.kind == AddKind::Restored && b.result == AddResult::Added)
+                .count() as u64,
         ),
         ("failed_adds".to_owned(), r.failed_adds().0 as u64),
         ("deferred".to_owned(), r.deferred),
         ("capped".to_owned(), r.capped),
-        (format!("{prefix}connections_removed"), r.removals.iter().filter(|x| matches!(x.result, RemoveResult::Removed | RemoveResult::WouldRemove)).count() as u64),
+        (
+            format!("{prefix}connections_removed"),
+            r.removals
+                .iter()
+                .filter(|x| matches!(x.result, RemoveResult::Removed | RemoveResult::WouldRemove))
+                .count() as u64,
+        ),
         ("bad_rows".to_owned(), r.bad_rows),
         ("lifted_on_router".to_owned(), r.lifts.len() as u64),
         ("adopted".to_owned(), r.adopted.len() as u64),
@@ -349,8 +474,13 @@ async fn persist(
         placed,
         lifts,
         counters: counters(report),
-        strikes: GuardState::tracker_persists(s)
-            .then(|| state.export_tracker(now).iter().map(entry_to_strike).collect()),
+        strikes: GuardState::tracker_persists(s).then(|| {
+            state
+                .export_tracker(now)
+                .iter()
+                .map(entry_to_strike)
+                .collect()
+        }),
     };
     let prune_before = notes
         .last_prune
@@ -359,24 +489,48 @@ async fn persist(
     if prune_before.is_some() {
         notes.last_prune = Some(now);
     }
+    let holds: Vec<(IpAddr, i64)> = d.lifts.iter().map(|l| (l.address, secs(l.until))).collect();
     let store = env.store.clone();
     let name = router.to_owned();
+    let list = list.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let mut s = store.lock().map_err(|_| "the state store lock is poisoned".to_owned())?;
+        let mut s = store
+            .lock()
+            .map_err(|_| "the state store lock is poisoned".to_owned())?;
         if let Some(before) = prune_before {
             s.prune(before).map_err(|e| e.to_string())?;
         }
-        s.record_cycle(&record).map_err(|e| e.to_string())
+        s.record_cycle(&record).map_err(|e| e.to_string())?;
+        // A hand removal holds like an operator's unblock.
+        for (address, until) in holds {
+            s.unblock(
+                &name,
+                &list,
+                address,
+                record.at_unix,
+                until,
+                "removed on the router by hand",
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
     })
     .await;
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => error!(router = name.as_str(), "state store: {e}"),
-        Err(e) => error!(router = name.as_str(), "state store task failed: {e}"),
+        Ok(Err(e)) => error!(router, "state store: {e}"),
+        Err(e) => error!(router, "state store task failed: {e}"),
     }
 }
 
-fn emit(env: &CycleEnv, router: &str, s: &Settings, d: &Decision, applied: &Applied, now: Duration) {
+fn emit(
+    env: &CycleEnv,
+    router: &str,
+    s: &Settings,
+    d: &Decision,
+    applied: &Applied,
+    now: Duration,
+) {
     for (a, r) in d.adds.iter().zip(&applied.adds) {
         if !r.took_effect() {
             continue;

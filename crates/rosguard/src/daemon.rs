@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::config::{Config, RouterConfig};
-use crate::cycle::{load_state, run_cycle, CycleEnv, Notes};
+use crate::cycle::{load_state, run_cycle, CycleEnv, Limits, Notes};
 use crate::events::{Event, Link};
 use crate::state::{secs, unix_now};
 
@@ -181,7 +181,9 @@ impl Inbox {
         let mut out = Vec::new();
         loop {
             match self.rx.try_recv() {
-                Ok(Event::Block(b)) if on && b.router != me && !b.dry_run && b.kind == AddKind::New => {
+                Ok(Event::Block(b))
+                    if on && b.router != me && !b.dry_run && b.kind == AddKind::New =>
+                {
                     out.push(SharedCandidate {
                         from_router: b.router,
                         address: b.address,
@@ -235,7 +237,10 @@ async fn run_router<B: Backend>(
     let link_down = |health: &mut Health, e: &BackendError, what: &str| {
         let new = Health::Down(e.label.clone());
         if *health != new {
-            error!(router = router_name, "{what}: {e}; retrying with backoff (up to 60s)");
+            error!(
+                router = router_name,
+                "{what}: {e}; retrying with backoff (up to 60s)"
+            );
         } else {
             debug!(router = router_name, "{what} again: {e}");
         }
@@ -248,7 +253,11 @@ async fn run_router<B: Backend>(
             },
         });
     };
-    let status = |connected: bool, last_error: Option<&str>, report: Option<&crate::report::CycleReport>, budget: Option<u32>, cfg: &RouterConfig| {
+    let status = |connected: bool,
+                  last_error: Option<&str>,
+                  report: Option<&crate::report::CycleReport>,
+                  budget: Option<u32>,
+                  cfg: &RouterConfig| {
         json!({
             "connected": connected,
             "address": cfg.address,
@@ -274,7 +283,12 @@ async fn run_router<B: Backend>(
         };
         if let Err(e) = connected {
             link_down(&mut health, &e, "cannot connect");
-            write_status(&env, router_name, status(false, Some(&e.message), None, None, &router)).await;
+            write_status(
+                &env,
+                router_name,
+                status(false, Some(&e.message), None, None, &router),
+            )
+            .await;
             if wait_or_stop(backoff.next_delay(), &shutdown).await {
                 return;
             }
@@ -283,16 +297,15 @@ async fn run_router<B: Backend>(
         if health != Health::Up {
             warn!(
                 router = router_name,
-                "connected to {} as {}",
-                router.address,
-                router.username
+                "connected to {} as {}", router.address, router.username
             );
         }
         env.events.emit(Event::Link {
             router: name.clone(),
             link: Link::Up,
         });
-        let state = state.get_or_insert_with(|| load_state(&env, router_name, &router.settings, unix_now()));
+        let state = state
+            .get_or_insert_with(|| load_state(&env, router_name, &router.settings, unix_now()));
         state.connected();
         // The last cycle error logged on this connection, so a persistent one is logged once.
         let mut last_cycle_error: Option<String> = None;
@@ -310,7 +323,11 @@ async fn run_router<B: Backend>(
                 seen_settings = Some(router.settings.clone());
             }
             let shared = inbox.drain(router_name, cfg.daemon.share_blocks);
-            let cycle = run_cycle(
+            let limits = Limits {
+                stop: shutdown.clone(),
+                deadline: cfg.daemon.cycle_deadline,
+            };
+            let result = run_cycle(
                 &mut backend,
                 router_name,
                 &router.settings,
@@ -319,25 +336,16 @@ async fn run_router<B: Backend>(
                 &mut notes,
                 shared,
                 unix_now(),
-            );
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    warn!(router = router_name, "stopping: the cycle in progress is abandoned");
-                    close(&mut backend).await;
-                    return;
+                &limits,
+            )
+            .await;
+            if shutdown.is_cancelled() {
+                if result.is_err() {
+                    warn!(router = router_name, "stopping: the cycle in progress was abandoned (what it added is adopted from the router at the next start)");
                 }
-                r = tokio::time::timeout(cfg.daemon.cycle_deadline, cycle) => r,
-            };
-            let result = result.unwrap_or_else(|_| {
-                Err(BackendError {
-                    kind: rosguard_core::FailureKind::ConnectionLost,
-                    label: "deadline".into(),
-                    message: format!(
-                        "router {router_name}: the cycle took longer than daemon.cycle_deadline = {} (the router kept sending or stopped answering); dropped the connection",
-                        routeros_proto::format_duration(cfg.daemon.cycle_deadline)
-                    ),
-                })
-            });
+                close(&mut backend).await;
+                return;
+            }
             match result {
                 Ok(report) => {
                     if matches!(health, Health::Down(_)) {
@@ -349,11 +357,21 @@ async fn run_router<B: Backend>(
                     backoff.reset();
                     last_cycle_error = None;
                     let budget = state.hourly_budget(unix_now());
-                    write_status(&env, router_name, status(true, None, Some(&report), budget, router)).await;
+                    write_status(
+                        &env,
+                        router_name,
+                        status(true, None, Some(&report), budget, router),
+                    )
+                    .await;
                 }
                 Err(e) if e.is_connection_lost() => {
                     link_down(&mut health, &e, "lost the connection");
-                    write_status(&env, router_name, status(false, Some(&e.message), None, None, router)).await;
+                    write_status(
+                        &env,
+                        router_name,
+                        status(false, Some(&e.message), None, None, router),
+                    )
+                    .await;
                     break;
                 }
                 Err(e) => {
@@ -366,7 +384,12 @@ async fn run_router<B: Backend>(
                         router: name.clone(),
                         error: e.message.clone(),
                     });
-                    write_status(&env, router_name, status(true, Some(&e.message), None, None, router)).await;
+                    write_status(
+                        &env,
+                        router_name,
+                        status(true, Some(&e.message), None, None, router),
+                    )
+                    .await;
                     last_cycle_error = Some(e.message);
                 }
             }

@@ -167,7 +167,11 @@ where
         let mut f = Fields::default();
         event.record(&mut f);
         if self.timestamps {
-            write!(w, "{} ", humantime::format_rfc3339_seconds(std::time::SystemTime::now()))?;
+            write!(
+                w,
+                "{} ",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            )?;
         }
         write!(w, "{} {PREFIX} ", event.metadata().level())?;
         if let Some(r) = &f.router {

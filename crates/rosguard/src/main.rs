@@ -20,7 +20,12 @@ use tokio_util::sync::CancellationToken;
 /// floods) and port scans in a MikroTik router's connection table and blocks them through an
 /// address-list, over the RouterOS API.
 #[derive(Debug, Parser)]
-#[command(name = "rosguard", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "rosguard",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -109,9 +114,10 @@ enum Cmd {
         router: RouterArg,
         /// The address to unblock (IPv4 or IPv6).
         address: String,
-        /// How long rosguard must not block it again (RouterOS duration: 12h, 1w, ...).
-        #[arg(long = "for", value_name = "DURATION", default_value = "1w", value_parser = duration_arg)]
-        hold: Duration,
+        /// How long rosguard must not block it again (RouterOS duration: 12h, 1w, ...);
+        /// default: blocking.unblock_hold (1w).
+        #[arg(long = "for", value_name = "DURATION", value_parser = duration_arg)]
+        hold: Option<Duration>,
         /// Why (shown by `rosguard why`).
         #[arg(long)]
         comment: Option<String>,
@@ -226,14 +232,21 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// The log level of the one-shot admin commands: their output is the report.
 const QUIET: LogLevel = LogLevel::Warning;
 
 /// A one-shot command that talks to routers: config (with passwords), logging, a runtime.
-fn with_routers<F, Fut>(path: &Path, level: Option<LogLevel>, format: LogFormat, job: F) -> Result<ExitCode>
+fn with_routers<F, Fut>(
+    path: &Path,
+    level: Option<LogLevel>,
+    format: LogFormat,
+    job: F,
+) -> Result<ExitCode>
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = Result<ExitCode>>,
@@ -264,7 +277,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     r.address,
                     r.username,
                     if r.tls.is_some() { ", TLS" } else { "" },
-                    if r.settings.blocking.dry_run { ", dry run" } else { "" }
+                    if r.settings.blocking.dry_run {
+                        ", dry run"
+                    } else {
+                        ""
+                    }
                 );
             }
             outln!("  state: {}", state_for(&cfg).display());
@@ -281,7 +298,12 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let dir = state_for(&cfg);
             runtime()?.block_on(run_daemon(config.config, router.router, cfg, log, dir))
         }
-        Cmd::Once { config, router, dry_run, json } => with_routers(&config.config, None, format, |cfg| async move {
+        Cmd::Once {
+            config,
+            router,
+            dry_run,
+            json,
+        } => with_routers(&config.config, None, format, |cfg| async move {
             let dir = state_for(&cfg);
             // A real cycle is a writer like the daemon: not while one runs on this state.
             let _lock = if dry_run { None } else { state::lock(&dir)? };
@@ -291,37 +313,84 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             };
             admin::once(&cfg, router.router.as_deref(), dry_run, json, &env).await
         }),
-        Cmd::List { config, router, json } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+        Cmd::List {
+            config,
+            router,
+            json,
+        } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
             admin::list(&cfg, router.router.as_deref(), json).await
         }),
-        Cmd::Unblock { config, router, address, hold, comment } => {
-            with_routers(&config.config, Some(QUIET), format, |cfg| async move {
-                let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
-                admin::unblock(&cfg, router.router.as_deref(), &address, hold, comment.as_deref(), &store).await
-            })
-        }
-        Cmd::Block { config, router, address, timeout, comment, force } => {
-            with_routers(&config.config, Some(QUIET), format, |cfg| async move {
-                let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
-                let args = admin::BlockArgs { timeout, comment, force };
-                admin::block(&cfg, router.router.as_deref(), &address, &args, &store).await
-            })
-        }
-        Cmd::Allow { config, router, address, comment } => {
-            with_routers(&config.config, Some(QUIET), format, |cfg| async move {
-                let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
-                admin::allow(&cfg, router.router.as_deref(), &address, comment.as_deref(), &store).await
-            })
-        }
-        Cmd::Clear { config, router, all } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+        Cmd::Unblock {
+            config,
+            router,
+            address,
+            hold,
+            comment,
+        } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+            let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
+            admin::unblock(
+                &cfg,
+                router.router.as_deref(),
+                &address,
+                hold,
+                comment.as_deref(),
+                &store,
+            )
+            .await
+        }),
+        Cmd::Block {
+            config,
+            router,
+            address,
+            timeout,
+            comment,
+            force,
+        } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+            let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
+            let args = admin::BlockArgs {
+                timeout,
+                comment,
+                force,
+            };
+            admin::block(&cfg, router.router.as_deref(), &address, &args, &store).await
+        }),
+        Cmd::Allow {
+            config,
+            router,
+            address,
+            comment,
+        } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+            let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
+            admin::allow(
+                &cfg,
+                router.router.as_deref(),
+                &address,
+                comment.as_deref(),
+                &store,
+            )
+            .await
+        }),
+        Cmd::Clear {
+            config,
+            router,
+            all,
+        } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
             let store = Arc::new(Mutex::new(state::open_writer(&state_for(&cfg))?));
             admin::clear(&cfg, router.router.as_deref(), all, &store).await
         }),
-        Cmd::Stats { config, router, json } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+        Cmd::Stats {
+            config,
+            router,
+            json,
+        } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
             let store = state::open_reader(&state_for(&cfg)).ok();
             admin::stats(&cfg, router.router.as_deref(), json, store.as_ref()).await
         }),
-        Cmd::Why { config, address, json } => {
+        Cmd::Why {
+            config,
+            address,
+            json,
+        } => {
             let cfg = read_config_with(&config.config, Secrets::Skip)?;
             logging::init(QUIET, format)?;
             let store = state::open_reader(&state_for(&cfg))?;
@@ -333,7 +402,12 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let store = state::open_reader(&state_for(&cfg)).ok();
             admin::status(&cfg, store.as_ref(), json)
         }
-        Cmd::Firewall { config, router, install, remove } => {
+        Cmd::Firewall {
+            config,
+            router,
+            install,
+            remove,
+        } => {
             let action = if install {
                 admin::FirewallAction::Install
             } else if remove {
@@ -345,7 +419,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 // Printing needs no router and no password.
                 let cfg = read_config_with(&config.config, Secrets::Skip)?;
                 logging::init(QUIET, format)?;
-                return runtime()?.block_on(admin::firewall(&cfg, router.router.as_deref(), action));
+                return runtime()?.block_on(admin::firewall(
+                    &cfg,
+                    router.router.as_deref(),
+                    action,
+                ));
             }
             with_routers(&config.config, Some(QUIET), format, |cfg| async move {
                 admin::firewall(&cfg, router.router.as_deref(), action).await
@@ -366,7 +444,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The keys a reload cannot apply to a running daemon.
-fn restart_only_changes(running: &rosguard::config::DaemonSettings, new: &Config) -> Vec<&'static str> {
+fn restart_only_changes(
+    running: &rosguard::config::DaemonSettings,
+    new: &Config,
+) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if running.state_dir != new.daemon.state_dir {
         keys.push("state_dir");
@@ -407,7 +488,13 @@ async fn shutdown_signal() {
 }
 
 /// `rosguard run`: the daemon, with SIGHUP reload and prompt shutdown.
-async fn run_daemon(path: PathBuf, only: Option<String>, cfg: Config, log: logging::LogHandle, dir: PathBuf) -> Result<ExitCode> {
+async fn run_daemon(
+    path: PathBuf,
+    only: Option<String>,
+    cfg: Config,
+    log: logging::LogHandle,
+    dir: PathBuf,
+) -> Result<ExitCode> {
     // A config without routers is refused at start and at every reload alike.
     let narrow = |mut c: Config| -> Result<Config> {
         c.select(only.as_deref())?;
@@ -443,9 +530,17 @@ async fn run_daemon(path: PathBuf, only: Option<String>, cfg: Config, log: loggi
     if let Some(addr) = cfg.daemon.metrics_listen {
         let listener = metrics::bind(addr).await?;
         let m = Arc::new(metrics::Metrics::default());
-        side_tasks.push(tokio::spawn(m.clone().follow(events.subscribe(), shutdown.clone())));
+        side_tasks.push(tokio::spawn(
+            m.clone().follow(events.subscribe(), shutdown.clone()),
+        ));
         tracing::info!("serving /metrics and /health on http://{addr}");
-        side_tasks.push(tokio::spawn(metrics::serve(listener, m, health.clone(), cfg.daemon.metrics_max_connections, shutdown.clone())));
+        side_tasks.push(tokio::spawn(metrics::serve(
+            listener,
+            m,
+            health.clone(),
+            cfg.daemon.metrics_max_connections,
+            shutdown.clone(),
+        )));
     }
     let running = cfg.daemon.clone();
     let env = CycleEnv { store, events };

@@ -90,27 +90,67 @@ impl Default for Metrics {
         let cycle_seconds = Family::<RouterLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.005, 2.0, 14))) as fn() -> Histogram,
         );
-        registry.register("cycle_duration_seconds", "Duration of one cycle", cycle_seconds.clone());
+        registry.register(
+            "cycle_duration_seconds",
+            "Duration of one cycle",
+            cycle_seconds.clone(),
+        );
         let scanned = Family::<RouterLabel, Counter>::default();
-        registry.register("rows_scanned", "Connection-table rows read", scanned.clone());
+        registry.register(
+            "rows_scanned",
+            "Connection-table rows read",
+            scanned.clone(),
+        );
         let flagged = Family::<RouterLabel, Counter>::default();
-        registry.register("flagged", "Findings: asymmetric connections, scanners, staged addresses", flagged.clone());
+        registry.register(
+            "flagged",
+            "Findings: asymmetric connections, scanners, staged addresses",
+            flagged.clone(),
+        );
         let blocked = Family::<RouterLabel, Counter>::default();
-        registry.register("blocked", "Addresses added to the block list (new and shared)", blocked.clone());
+        registry.register(
+            "blocked",
+            "Addresses added to the block list (new and shared)",
+            blocked.clone(),
+        );
         let dry_run_blocked = Family::<RouterLabel, Counter>::default();
-        registry.register("dry_run_blocks", "Addresses a dry run would have added", dry_run_blocked.clone());
+        registry.register(
+            "dry_run_blocks",
+            "Addresses a dry run would have added",
+            dry_run_blocked.clone(),
+        );
         let restored = Family::<RouterLabel, Counter>::default();
-        registry.register("restored", "Blocks put back after the router lost them", restored.clone());
+        registry.register(
+            "restored",
+            "Blocks put back after the router lost them",
+            restored.clone(),
+        );
         let skipped = Family::<ReasonLabel, Counter>::default();
-        registry.register("skipped", "Findings not acted on, by reason", skipped.clone());
+        registry.register(
+            "skipped",
+            "Findings not acted on, by reason",
+            skipped.clone(),
+        );
         let errors = Family::<KindLabel, Counter>::default();
         registry.register("errors", "Errors, by kind", errors.clone());
         let caps_hit = Family::<KindLabel, Counter>::default();
-        registry.register("caps_hit", "Cycles in which a safety cap or brake held blocks back, by cap", caps_hit.clone());
+        registry.register(
+            "caps_hit",
+            "Cycles in which a safety cap or brake held blocks back, by cap",
+            caps_hit.clone(),
+        );
         let connected = Family::<RouterLabel, Gauge>::default();
-        registry.register("connected", "1 while the API connection is up", connected.clone());
+        registry.register(
+            "connected",
+            "1 while the API connection is up",
+            connected.clone(),
+        );
         let list_size = Family::<RouterLabel, Gauge>::default();
-        registry.register("list_size", "Entries in the block list at the last cycle", list_size.clone());
+        registry.register(
+            "list_size",
+            "Entries in the block list at the last cycle",
+            list_size.clone(),
+        );
         Self {
             registry,
             cycles,
@@ -131,7 +171,9 @@ impl Default for Metrics {
 }
 
 fn router(r: &str) -> RouterLabel {
-    RouterLabel { router: r.to_owned() }
+    RouterLabel {
+        router: r.to_owned(),
+    }
 }
 
 impl Metrics {
@@ -140,7 +182,9 @@ impl Metrics {
         match e {
             Event::Cycle(r) => self.cycle(r),
             Event::Link { router: name, link } => {
-                self.connected.get_or_create(&router(name)).set(i64::from(*link == Link::Up));
+                self.connected
+                    .get_or_create(&router(name))
+                    .set(i64::from(*link == Link::Up));
                 if let Link::Down { label, .. } = link {
                     self.error(name, label);
                 }
@@ -151,7 +195,11 @@ impl Metrics {
     }
 
     /// Keeps the metrics from `events` until the stream ends or `shutdown`.
-    pub async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<Event>, shutdown: CancellationToken) {
+    pub async fn follow(
+        self: Arc<Self>,
+        mut events: broadcast::Receiver<Event>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let e = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -160,7 +208,9 @@ impl Metrics {
             match e {
                 Ok(e) => self.apply(&e),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!("metrics missed {n} events (the daemon was faster than the metrics task)")
+                    tracing::warn!(
+                        "metrics missed {n} events (the daemon was faster than the metrics task)"
+                    )
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
@@ -170,7 +220,9 @@ impl Metrics {
     fn cycle(&self, r: &CycleReport) {
         let l = router(&r.router);
         self.cycles.get_or_create(&l).inc();
-        self.cycle_seconds.get_or_create(&l).observe(r.duration_ms as f64 / 1000.0);
+        self.cycle_seconds
+            .get_or_create(&l)
+            .observe(r.duration_ms as f64 / 1000.0);
         self.scanned.get_or_create(&l).inc_by(r.scanned);
         self.flagged.get_or_create(&l).inc_by(r.flagged);
         let new = r.new_blocks().count() as u64;
@@ -193,10 +245,14 @@ impl Metrics {
             self.skipped.get_or_create(&reason(s.reason.kind())).inc();
         }
         if r.capped > 0 {
-            self.skipped.get_or_create(&reason("capped")).inc_by(r.capped);
+            self.skipped
+                .get_or_create(&reason("capped"))
+                .inc_by(r.capped);
         }
         if r.deferred > 0 {
-            self.skipped.get_or_create(&reason("over_cycle_cap")).inc_by(r.deferred);
+            self.skipped
+                .get_or_create(&reason("over_cycle_cap"))
+                .inc_by(r.deferred);
         }
         for cap in &r.caps_hit {
             self.caps_hit
@@ -240,7 +296,11 @@ impl Metrics {
     /// Routers (of `expected`) that have not completed a cycle within `max_age`.
     pub fn stale_routers(&self, expected: &[String], max_age: Duration) -> Vec<String> {
         let now = Instant::now();
-        let m = self.last_cycle.lock().map(|m| m.clone()).unwrap_or_default();
+        let m = self
+            .last_cycle
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         expected
             .iter()
             .filter(|r| m.get(*r).is_none_or(|t| now.duration_since(*t) > max_age))
@@ -288,10 +348,17 @@ async fn read_head<R: AsyncReadExt + Unpin>(stream: &mut R) -> Option<Vec<u8>> {
             }
         }
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, read).await.ok().flatten()
+    tokio::time::timeout(REQUEST_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
 }
 
-fn respond(request: &[u8], metrics: &Metrics, health: &Mutex<HealthSpec>) -> (&'static str, &'static str, String) {
+fn respond(
+    request: &[u8],
+    metrics: &Metrics,
+    health: &Mutex<HealthSpec>,
+) -> (&'static str, &'static str, String) {
     let request = String::from_utf8_lossy(request);
     let mut words = request.split_whitespace();
     let (method, path) = (words.next(), words.next().unwrap_or(""));
@@ -308,15 +375,31 @@ fn respond(request: &[u8], metrics: &Metrics, health: &Mutex<HealthSpec>) -> (&'
             });
             let stale = metrics.stale_routers(&spec.routers, spec.max_age);
             if spec.routers.is_empty() {
-                ("503 Service Unavailable", "text/plain", "no routers configured\n".to_owned())
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "no routers configured\n".to_owned(),
+                )
             } else if stale.is_empty() {
                 ("200 OK", "text/plain", "ok\n".to_owned())
             } else {
-                ("503 Service Unavailable", "text/plain", format!("no recent cycle: {}\n", stale.join(", ")))
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("no recent cycle: {}\n", stale.join(", ")),
+                )
             }
         }
-        (Some("GET"), _) => ("404 Not Found", "text/plain", "try /metrics or /health\n".to_owned()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
+        (Some("GET"), _) => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics or /health\n".to_owned(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_owned(),
+        ),
     }
 }
 
@@ -383,7 +466,9 @@ pub async fn serve(
 /// Binds the metrics listener, with an error that says what to change.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("daemon.metrics_listen: cannot listen on {addr}: {e}; pick a free address:port")
+        anyhow::anyhow!(
+            "daemon.metrics_listen: cannot listen on {addr}: {e}; pick a free address:port"
+        )
     })
 }
 
@@ -397,21 +482,36 @@ mod tests {
         let reader = tokio::spawn(async move { read_head(&mut server).await });
         client.write_all(b"GET /met").await.unwrap();
         tokio::task::yield_now().await;
-        client.write_all(b"rics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        client
+            .write_all(b"rics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let head = reader.await.unwrap().expect("a whole head");
         assert!(head.starts_with(b"GET /metrics HTTP/1.1\r\n"));
         let m = Metrics::default();
-        let h = Mutex::new(HealthSpec { routers: vec!["r".into()], max_age: Duration::from_secs(1) });
+        let h = Mutex::new(HealthSpec {
+            routers: vec!["r".into()],
+            max_age: Duration::from_secs(1),
+        });
         assert_eq!(respond(&head, &m, &h).0, "200 OK");
-        assert_eq!(respond(b"GET /health HTTP/1.1\r\n\r\n", &m, &h).0, "503 Service Unavailable");
-        assert_eq!(respond(b"POST /metrics HTTP/1.1\r\n\r\n", &m, &h).0, "405 Method Not Allowed");
+        assert_eq!(
+            respond(b"GET /health HTTP/1.1\r\n\r\n", &m, &h).0,
+            "503 Service Unavailable"
+        );
+        assert_eq!(
+            respond(b"POST /metrics HTTP/1.1\r\n\r\n", &m, &h).0,
+            "405 Method Not Allowed"
+        );
     }
 
     #[tokio::test]
     async fn an_endless_request_head_is_cut_off() {
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
         let reader = tokio::spawn(async move { read_head(&mut server).await });
-        client.write_all(&vec![b'a'; MAX_REQUEST + 2048]).await.unwrap();
+        client
+            .write_all(&vec![b'a'; MAX_REQUEST + 2048])
+            .await
+            .unwrap();
         assert_eq!(reader.await.unwrap(), None);
     }
 

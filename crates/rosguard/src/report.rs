@@ -93,7 +93,13 @@ pub struct CycleReport {
 
 impl CycleReport {
     /// Joins a decision with what the backend did.
-    pub fn new(router: &str, list: &str, obs: &Observation, d: &Decision, applied: &Applied) -> Self {
+    pub fn new(
+        router: &str,
+        list: &str,
+        obs: &Observation,
+        d: &Decision,
+        applied: &Applied,
+    ) -> Self {
         Self {
             router: router.to_owned(),
             dry_run: d.dry_run,
@@ -166,6 +172,9 @@ impl CycleReport {
                 _ => None,
             })
             .collect();
-        (failed.len(), !failed.is_empty() && failed.iter().all(|p| *p))
+        (
+            failed.len(),
+            !failed.is_empty() && failed.iter().all(|p| *p),
+        )
     }
 }

@@ -115,7 +115,11 @@ fn history_error(e: rosguard_store::StoreError) -> HistoryError {
 }
 
 impl History for StoreHistory<'_> {
-    fn previous_blocks(&self, addr: IpAddr, since: Duration) -> Result<Vec<Duration>, HistoryError> {
+    fn previous_blocks(
+        &self,
+        addr: IpAddr,
+        since: Duration,
+    ) -> Result<Vec<Duration>, HistoryError> {
         Ok(self
             .store
             .previous_blocks(self.router, addr, secs(since))
@@ -195,7 +199,9 @@ mod tests {
 
     #[test]
     fn tracker_facts_round_trip_through_store_rows() {
-        let key = "ipv6 17 [2001:db8::1]:5353 [2001:db8::2]:443".parse().unwrap();
+        let key = "ipv6 17 [2001:db8::1]:5353 [2001:db8::2]:443"
+            .parse()
+            .unwrap();
         let at = Duration::from_secs(1_800_000_000);
         for e in [
             TrackerEntry::Streak { key, polls: 2, at },

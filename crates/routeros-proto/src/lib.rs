@@ -18,8 +18,8 @@ mod reply;
 mod sentence;
 
 pub use command::{Command, QueryOps};
-pub use routeros_types::{format_duration, parse_duration, DurationError, Family};
 pub use error::ProtoError;
 pub use length::{decode_length, encode_length, encoded_length_len, MAX_WORD_LEN};
 pub use reply::{Attr, Reply, ReplyKind};
+pub use routeros_types::{format_duration, parse_duration, DurationError, Family};
 pub use sentence::{decode_sentence, encode_sentence, Limits, Sentence};

@@ -32,7 +32,10 @@ fn decode_corpus_replays_and_each_seed_means_what_it_says() {
         "trap_unknown",
     ] {
         let (sentences, replies) = seed(name);
-        assert!(sentences >= 1 && replies >= 1, "{name}: {sentences} sentences, {replies} replies");
+        assert!(
+            sentences >= 1 && replies >= 1,
+            "{name}: {sentences} sentences, {replies} replies"
+        );
     }
     for name in ["control_byte", "hostile_prefix", "truncated"] {
         assert_eq!(seed(name).0, 0, "{name} must not decode");
@@ -41,7 +44,10 @@ fn decode_corpus_replays_and_each_seed_means_what_it_says() {
     // word is no reply word. An unknown reply word likewise decodes and is refused.
     for name in ["long_form_terminator", "unknown_reply"] {
         let (sentences, replies) = seed(name);
-        assert!(sentences >= 1 && replies < sentences, "{name}: {sentences} sentences, {replies} replies");
+        assert!(
+            sentences >= 1 && replies < sentences,
+            "{name}: {sentences} sentences, {replies} replies"
+        );
     }
     let mut count = 0;
     for entry in std::fs::read_dir(dir()).unwrap_or_else(|e| panic!("{}: {e}", dir().display())) {
@@ -49,5 +55,9 @@ fn decode_corpus_replays_and_each_seed_means_what_it_says() {
         routeros_proto::fuzzing::decode_round_trip(&std::fs::read(&path).expect("corpus file"));
         count += 1;
     }
-    assert!(count >= 10, "expected the seed corpus in {}, found {count} files", dir().display());
+    assert!(
+        count >= 10,
+        "expected the seed corpus in {}, found {count} files",
+        dir().display()
+    );
 }

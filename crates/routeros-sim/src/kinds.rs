@@ -5,8 +5,6 @@
 //! This is the crate's leaf module: it imports nothing of the crate, so any module may use it
 //! without creating an import cycle. It deliberately holds no behaviour beyond naming values.
 
-use std::net::IpAddr;
-
 /// How connection rows show ports; both occur in the field (`routeros-api.md` section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AddressFormat {
@@ -28,24 +26,8 @@ pub enum QueryCompare {
     String,
 }
 
-/// The address family of a table or list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    /// `/ip/...`
-    V4,
-    /// `/ipv6/...`
-    V6,
-}
-
-impl Family {
-    /// The family of an address.
-    pub fn of(addr: IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
+/// The address family of a table or list: the one type every layer of rosguard shares.
+pub use routeros_proto::Family;
 
 /// The simulator's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn paths_and_names() {
-        assert_eq!(Family::V4.path("/firewall/connection/print"), "/ip/firewall/connection/print");
+        assert_eq!(
+            Family::V4.path("/firewall/connection/print"),
+            "/ip/firewall/connection/print"
+        );
         assert_eq!(Family::V6.path("address/print"), "/ipv6/address/print");
         assert_eq!(Family::of("2001:db8::1".parse().unwrap()), Family::V6);
         assert_eq!(Family::of("192.0.2.1".parse().unwrap()), Family::V4);

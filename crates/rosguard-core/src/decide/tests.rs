@@ -127,7 +127,8 @@ impl Rig {
                     self.results.clone().unwrap_or(AddResult::Added)
                 };
                 if r == AddResult::Added {
-                    self.list.push((entry(a.address, &a.comment), now + a.timeout));
+                    self.list
+                        .push((entry(a.address, &a.comment), now + a.timeout));
                 }
                 r
             })
@@ -189,13 +190,22 @@ fn reasons(d: &Decision) -> Vec<(String, &'static str)> {
 #[test]
 fn the_scripts_defaults_block_at_first_sight() {
     let mut r = Rig::new(Settings::default());
-    let d = r.cycle(vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")], at(0));
+    let d = r.cycle(
+        vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")],
+        at(0),
+    );
     assert_eq!(new_blocks(&d), ["203.0.113.45"]);
     assert_eq!(d.adds[0].timeout, Duration::from_secs(86_400));
     assert_eq!(d.removals.len(), 1, "the TCP connection goes too");
-    assert_eq!(d.removals[0].summary, "tcp 192.168.88.50:50000 -> 203.0.113.45:443");
+    assert_eq!(
+        d.removals[0].summary,
+        "tcp 192.168.88.50:50000 -> 203.0.113.45:443"
+    );
     // Next cycle: already blocked, and the connection is still removed if it came back.
-    let d = r.cycle(vec![frozen(2, "192.168.88.50:50001", "203.0.113.45:443")], at(2));
+    let d = r.cycle(
+        vec![frozen(2, "192.168.88.50:50001", "203.0.113.45:443")],
+        at(2),
+    );
     assert!(d.adds.is_empty());
     assert_eq!(d.removals.len(), 1);
 }
@@ -214,10 +224,20 @@ fn observations_and_windows_confirm_before_blocking() {
     let a = || frozen(1, "192.168.88.50:50000", "203.0.113.45:443");
     let b = || frozen(2, "192.168.88.50:50001", "203.0.113.45:443");
     assert!(r.cycle(vec![a()], at(0)).adds.is_empty(), "seen once");
-    assert!(r.cycle(vec![a()], at(2)).adds.is_empty(), "one connection confirmed, N = 2");
-    assert!(r.cycle(vec![b()], at(4)).adds.is_empty(), "the second seen once");
+    assert!(
+        r.cycle(vec![a()], at(2)).adds.is_empty(),
+        "one connection confirmed, N = 2"
+    );
+    assert!(
+        r.cycle(vec![b()], at(4)).adds.is_empty(),
+        "the second seen once"
+    );
     let d = r.cycle(vec![b()], at(6));
-    assert_eq!(new_blocks(&d), ["203.0.113.45"], "two confirmed within the window");
+    assert_eq!(
+        new_blocks(&d),
+        ["203.0.113.45"],
+        "two confirmed within the window"
+    );
     // Outside the window the first no longer counts.
     let mut late = Rig::new(r.s.clone());
     late.cycle(vec![a()], at(0));
@@ -237,11 +257,20 @@ fn escalation_grows_the_timeout_of_repeat_offenders() {
         ..Settings::default()
     });
     let row = || frozen(1, "192.168.88.50:50000", "203.0.113.45:443");
-    assert_eq!(r.cycle(vec![row()], at(0)).adds[0].timeout, Duration::from_secs(3600));
+    assert_eq!(
+        r.cycle(vec![row()], at(0)).adds[0].timeout,
+        Duration::from_secs(3600)
+    );
     let d = r.cycle(vec![row()], at(3601));
-    assert_eq!((d.adds[0].timeout, d.adds[0].level), (Duration::from_secs(7200), 1));
+    assert_eq!(
+        (d.adds[0].timeout, d.adds[0].level),
+        (Duration::from_secs(7200), 1)
+    );
     let d = r.cycle(vec![row()], at(3601 + 7201));
-    assert_eq!((d.adds[0].timeout, d.adds[0].level), (Duration::from_secs(14_400), 2));
+    assert_eq!(
+        (d.adds[0].timeout, d.adds[0].level),
+        (Duration::from_secs(14_400), 2)
+    );
 }
 
 #[test]
@@ -260,7 +289,13 @@ fn the_hourly_cap_counts_new_and_shared_blocks_that_took_effect() {
     });
     let rows = |n: u32, base: u32| -> Vec<Connection> {
         (0..n)
-            .map(|i| frozen(base + i, "192.168.88.50:50000", &format!("203.0.113.{}:443", base + i)))
+            .map(|i| {
+                frozen(
+                    base + i,
+                    "192.168.88.50:50000",
+                    &format!("203.0.113.{}:443", base + i),
+                )
+            })
             .collect()
     };
     let d = r.cycle(rows(3, 10), at(0));
@@ -293,7 +328,12 @@ fn the_hourly_cap_counts_new_and_shared_blocks_that_took_effect() {
     o.shared.push(shared(at(3620 + 600)));
     let d = r.cycle_with(o, at(3620));
     assert_eq!(d.adds.len(), 1);
-    assert_eq!(d.adds[0].kind, AddKind::Shared { from: "edge".into() });
+    assert_eq!(
+        d.adds[0].kind,
+        AddKind::Shared {
+            from: "edge".into()
+        }
+    );
     assert_eq!(d.adds[0].timeout, Duration::from_secs(600));
     assert_eq!(d.adds[0].comment, "rosguard: x (shared from edge)");
     // Restores do not use the hourly budget: fill it, reboot, everything comes back.
@@ -303,7 +343,11 @@ fn the_hourly_cap_counts_new_and_shared_blocks_that_took_effect() {
     r.reboot(at(3700));
     r.st.connected();
     let d = r.cycle(vec![], at(3702));
-    let restored = d.adds.iter().filter(|a| a.kind == AddKind::Restored).count();
+    let restored = d
+        .adds
+        .iter()
+        .filter(|a| a.kind == AddKind::Restored)
+        .count();
     assert_eq!(restored, 6, "{:?}", d.adds);
     assert!(d.rebooted && d.capped == 0);
 }
@@ -323,7 +367,11 @@ fn the_list_cap_holds_new_restored_and_shared_blocks() {
     let d = r.cycle(rows, at(0));
     assert_eq!(d.adds.len(), 2);
     assert_eq!(d.caps[0].cap, Cap::MaxListSize);
-    assert_eq!(d.removals.len(), 2, "the capped target keeps its connection");
+    assert_eq!(
+        d.removals.len(),
+        2,
+        "the capped target keeps its connection"
+    );
     assert_eq!(r.on_list(at(0)).len(), 2);
 }
 
@@ -338,7 +386,10 @@ fn the_panic_brake_blocks_nothing_when_most_of_the_table_is_one_sided() {
     o.rows_read = 30;
     let d = r.cycle_with(o, at(0));
     assert!(d.adds.is_empty() && d.removals.is_empty());
-    assert_eq!(d.brake.map(|b| (b.cap, b.flagged, b.table_size)), Some((Cap::PanicBrake, 30, 40)));
+    assert_eq!(
+        d.brake.map(|b| (b.cap, b.flagged, b.table_size)),
+        Some((Cap::PanicBrake, 30, 40))
+    );
     assert_eq!(d.capped, 30);
     // With the table's real size (the filter on the router returned only candidates) it is
     // a small share and blocking goes on.
@@ -353,7 +404,10 @@ fn the_panic_brake_blocks_nothing_when_most_of_the_table_is_one_sided() {
 #[test]
 fn an_incomplete_picture_blocks_nothing() {
     let mut r = Rig::new(Settings::default());
-    let mut o = r.obs(vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")], at(0));
+    let mut o = r.obs(
+        vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")],
+        at(0),
+    );
     o.truncated = true;
     let d = r.cycle_with(o, at(0));
     assert!(d.adds.is_empty());
@@ -364,48 +418,85 @@ fn an_incomplete_picture_blocks_nothing() {
 #[test]
 fn blocks_are_restored_after_a_reboot_with_the_time_that_remains() {
     let mut r = Rig::new(Settings::default());
-    r.cycle(vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")], at(0));
+    r.cycle(
+        vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")],
+        at(0),
+    );
     r.reboot(at(3600));
     r.st.connected();
     let d = r.cycle(vec![], at(3600 + 30));
     assert!(d.rebooted);
     assert_eq!(d.adds.len(), 1);
     assert_eq!(d.adds[0].kind, AddKind::Restored);
-    assert_eq!(d.adds[0].timeout, Duration::from_secs(86_400 - 3630), "the remainder, not 1d");
+    assert_eq!(
+        d.adds[0].timeout,
+        Duration::from_secs(86_400 - 3630),
+        "the remainder, not 1d"
+    );
     assert_eq!(r.on_list(at(3631)), ["203.0.113.45"]);
 }
 
 #[test]
 fn a_hand_removal_is_honoured_as_a_lift() {
     let mut r = Rig::new(Settings::default());
-    r.cycle(vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")], at(0));
+    r.cycle(
+        vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")],
+        at(0),
+    );
     // The operator removes the entry on the router; no reboot (uptime goes on).
     r.list.clear();
     r.st.connected();
     let d = r.cycle(vec![], at(600));
     assert!(d.adds.is_empty(), "{:?}", d.adds);
-    assert_eq!(d.lifts, [Lift { address: ip("203.0.113.45") }]);
+    assert_eq!(
+        d.lifts,
+        [Lift {
+            address: ip("203.0.113.45"),
+            until: at(600) + Duration::from_secs(7 * 86_400)
+        }]
+    );
+    // Honoured like an unblock: still flagged, it is not blocked again while the hold lasts.
+    let d = r.cycle(
+        vec![frozen(2, "192.168.88.50:50001", "203.0.113.45:443")],
+        at(700),
+    );
+    assert!(d.adds.is_empty());
+    assert_eq!(reasons(&d), [("203.0.113.45".into(), "unblocked")]);
     // Lifted for good: a reboot later does not bring it back.
     r.reboot(at(900));
     r.st.connected();
     assert!(r.cycle(vec![], at(901)).adds.is_empty());
     // A reboot after a restore: the restored placement is what counts.
     let mut r = Rig::new(Settings::default());
-    r.cycle(vec![frozen(1, "192.168.88.50:50000", "203.0.113.46:443")], at(0));
+    r.cycle(
+        vec![frozen(1, "192.168.88.50:50000", "203.0.113.46:443")],
+        at(0),
+    );
     r.reboot(at(100));
     r.st.connected();
-    assert_eq!(r.cycle(vec![], at(101)).adds.len(), 1, "restored after the reboot");
+    assert_eq!(
+        r.cycle(vec![], at(110)).adds.len(),
+        1,
+        "restored after the reboot"
+    );
     r.list.clear();
     r.st.connected();
     let d = r.cycle(vec![], at(200));
-    assert!(d.adds.is_empty() && d.lifts.len() == 1, "removed by hand after the restore");
+    assert!(
+        d.adds.is_empty() && d.lifts.len() == 1,
+        "removed by hand after the restore"
+    );
 }
 
 #[test]
 fn rosguard_entries_without_a_record_are_adopted() {
     let mut r = Rig::new(Settings::default());
-    r.list.push((entry(ip("203.0.113.77"), "rosguard: tcp a -> b orig=9 repl=1"), at(500)));
-    r.list.push((entry(ip("203.0.113.78"), "added by hand"), at(500)));
+    r.list.push((
+        entry(ip("203.0.113.77"), "rosguard: tcp a -> b orig=9 repl=1"),
+        at(500),
+    ));
+    r.list
+        .push((entry(ip("203.0.113.78"), "added by hand"), at(500)));
     let d = r.cycle(vec![], at(0));
     assert_eq!(d.adopted.len(), 1);
     assert_eq!(d.adopted[0].address, ip("203.0.113.77"));
@@ -435,16 +526,25 @@ fn nothing_is_blocked_until_the_protected_addresses_are_known() {
     // The gateway sits in the router's WAN network, which is protected anyway.
     assert_eq!(
         reasons(&d),
-        [("198.51.100.1".into(), "lan"), ("203.0.113.45".into(), "protection-unknown")]
+        [
+            ("198.51.100.1".into(), "lan"),
+            ("203.0.113.45".into(), "protection-unknown")
+        ]
     );
-    assert!(r.st.plan(&r.s, at(2)).refresh_protected, "retried every cycle");
+    assert!(
+        r.st.plan(&r.s, at(2)).refresh_protected,
+        "retried every cycle"
+    );
     r.protected = true;
     let d = r.cycle(rows(), at(2));
     assert_eq!(new_blocks(&d), ["203.0.113.45"]);
     assert_eq!(reasons(&d), [("198.51.100.1".into(), "lan")]);
     // Once known, a failed refresh keeps the last known set.
     r.protected = false;
-    let d = r.cycle(vec![frozen(3, "192.168.88.50:50002", "9.9.9.9:443")], at(400));
+    let d = r.cycle(
+        vec![frozen(3, "192.168.88.50:50002", "9.9.9.9:443")],
+        at(400),
+    );
     assert_eq!(reasons(&d), [("9.9.9.9".into(), "protected")]);
     assert!(d.protection_missing.is_empty());
 }
@@ -490,10 +590,18 @@ fn lan_hosts_special_and_own_addresses_are_never_blocked() {
     assert!(d.skipped[0].reason.to_string().contains("192.168.88.0/24"));
     assert_eq!(d.skipped[7].reason, SkipReason::Own);
     let special = d.skipped[2].reason;
-    assert_eq!(special, SkipReason::Special { what: Special::Multicast });
+    assert_eq!(
+        special,
+        SkipReason::Special {
+            what: Special::Multicast
+        }
+    );
     // The default target, "remote", blocks the outsider instead.
     let mut r = Rig::new(Settings::default());
-    let d = r.cycle(vec![udp(1, "203.0.113.66:40000", "192.168.88.20:443")], at(0));
+    let d = r.cycle(
+        vec![udp(1, "203.0.113.66:40000", "192.168.88.20:443")],
+        at(0),
+    );
     assert_eq!(new_blocks(&d), ["203.0.113.66"]);
     // A deliberate LAN quarantine is possible when the config says so.
     let mut r = Rig::new(Settings {
@@ -507,7 +615,10 @@ fn lan_hosts_special_and_own_addresses_are_never_blocked() {
         },
         ..Settings::default()
     });
-    let d = r.cycle(vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")], at(0));
+    let d = r.cycle(
+        vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")],
+        at(0),
+    );
     assert_eq!(new_blocks(&d), ["192.168.88.50"]);
 }
 
@@ -535,9 +646,15 @@ fn allow_lists_spare_addresses() {
     assert!(d.adds.is_empty());
     assert_eq!(
         reasons(&d),
-        [("203.0.113.5".into(), "config-allow"), ("1.1.1.1".into(), "router-allowlist")]
+        [
+            ("203.0.113.5".into(), "config-allow"),
+            ("1.1.1.1".into(), "router-allowlist")
+        ]
     );
-    assert!(d.removals.is_empty(), "a protected target's connection stays");
+    assert!(
+        d.removals.is_empty(),
+        "a protected target's connection stays"
+    );
 }
 
 #[test]
@@ -549,9 +666,18 @@ fn an_operator_unblock_suppresses_reblocking_until_it_ends() {
     r.h.unblock(ip("203.0.113.45"), at(3600));
     let d = r.cycle(vec![row()], at(10));
     assert!(d.adds.is_empty());
-    assert_eq!(d.skipped[0].reason, SkipReason::Unblocked { until: at(3600) });
-    assert!(d.lifts.is_empty(), "an unblocked record is not a hand removal either");
-    assert_eq!(new_blocks(&r.cycle(vec![row()], at(3601))), ["203.0.113.45"]);
+    assert_eq!(
+        d.skipped[0].reason,
+        SkipReason::Unblocked { until: at(3600) }
+    );
+    assert!(
+        d.lifts.is_empty(),
+        "an unblocked record is not a hand removal either"
+    );
+    assert_eq!(
+        new_blocks(&r.cycle(vec![row()], at(3601))),
+        ["203.0.113.45"]
+    );
 }
 
 #[test]
@@ -571,7 +697,10 @@ fn dry_run_decides_counts_and_reports_each_action_once() {
     assert!(r.on_list(at(0)).is_empty(), "nothing changed on the router");
     for t in [2, 4, 6] {
         let d = r.cycle(rows(), at(t));
-        assert!(d.adds.is_empty() && d.removals.is_empty(), "reported once: {d:?}");
+        assert!(
+            d.adds.is_empty() && d.removals.is_empty(),
+            "reported once: {d:?}"
+        );
     }
     // After the would-be timeout it is news again.
     assert_eq!(r.cycle(rows(), at(86_401)).adds.len(), 1);
@@ -586,15 +715,30 @@ fn inbound_scanners_are_blocked_and_lan_scanners_spared() {
         tcp_state: Some(TcpState::SynSent),
         ..tcp(u32::from(i), src, &format!("{dst}:{i}"), 1, 0)
     };
-    let mut rows: Vec<Connection> = (1..=40).map(|p| syn(p, "203.0.113.9:40000", "192.168.88.20")).collect();
+    let mut rows: Vec<Connection> = (1..=40)
+        .map(|p| syn(p, "203.0.113.9:40000", "192.168.88.20"))
+        .collect();
     rows.extend((1..=40).map(|p| syn(1000 + p, "192.168.88.30:40000", "203.0.113.200")));
     let d = r.cycle(rows, at(0));
     assert_eq!(new_blocks(&d), ["203.0.113.9"]);
     assert_eq!(d.adds[0].finding.as_ref().unwrap().rule, Rule::PortScan);
-    assert!(d.adds[0].comment.starts_with("rosguard: port-scan 203.0.113.9 tried 20"), "{}", d.adds[0].comment);
-    assert!(d.removals.is_empty(), "a scan's half-open rows are left to time out");
+    assert!(
+        d.adds[0]
+            .comment
+            .starts_with("rosguard: port-scan 203.0.113.9 tried 20"),
+        "{}",
+        d.adds[0].comment
+    );
+    assert!(
+        d.removals.is_empty(),
+        "a scan's half-open rows are left to time out"
+    );
     assert_eq!(reasons(&d), [("192.168.88.30".into(), "lan")]);
-    assert_eq!(d.ignored, Ignored::default(), "attempts are not counted as ignored rows");
+    assert_eq!(
+        d.ignored,
+        Ignored::default(),
+        "attempts are not counted as ignored rows"
+    );
 }
 
 #[test]
@@ -605,11 +749,21 @@ fn the_routers_staging_list_goes_through_the_same_checks() {
         list: "rosguard_scan".into(),
         ..entry(ip(a), "")
     };
-    o.staging = vec![staged("203.0.113.10"), staged("192.168.88.40"), staged("9.9.9.9")];
+    o.staging = vec![
+        staged("203.0.113.10"),
+        staged("192.168.88.40"),
+        staged("9.9.9.9"),
+    ];
     let d = r.cycle_with(o, at(0));
     assert_eq!(new_blocks(&d), ["203.0.113.10"]);
     assert_eq!(d.adds[0].comment, "rosguard: router-psd list rosguard_scan");
-    assert_eq!(reasons(&d), [("192.168.88.40".into(), "lan"), ("9.9.9.9".into(), "protected")]);
+    assert_eq!(
+        reasons(&d),
+        [
+            ("192.168.88.40".into(), "lan"),
+            ("9.9.9.9".into(), "protected")
+        ]
+    );
 }
 
 #[test]
@@ -626,7 +780,10 @@ fn ignored_rows_are_counted_and_detection_can_be_off() {
         ],
         at(0),
     );
-    assert_eq!((d.ignored.port, d.ignored.protocol, d.ignored.counters), (1, 1, 1));
+    assert_eq!(
+        (d.ignored.port, d.ignored.protocol, d.ignored.counters),
+        (1, 1, 1)
+    );
     assert_eq!(d.flagged, 0);
     let mut off = Rig::new(Settings {
         detection: Detection {
@@ -635,7 +792,10 @@ fn ignored_rows_are_counted_and_detection_can_be_off() {
         },
         ..Settings::default()
     });
-    let d = off.cycle(vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")], at(0));
+    let d = off.cycle(
+        vec![frozen(1, "192.168.88.50:50000", "203.0.113.45:443")],
+        at(0),
+    );
     assert!(d.detection_off && d.flagged == 0 && d.adds.is_empty());
 }
 
@@ -660,7 +820,11 @@ fn a_reload_keeps_what_the_tracker_learnt_and_the_hourly_count() {
     reloaded.blocking.block_timeout = Duration::from_secs(60);
     r.st.reconfigure(&reloaded);
     r.s = reloaded;
-    assert_eq!(r.cycle(vec![row()], at(4)).adds.len(), 1, "the streak survived the reload");
+    assert_eq!(
+        r.cycle(vec![row()], at(4)).adds.len(),
+        1,
+        "the streak survived the reload"
+    );
     assert_eq!(r.st.hourly_budget(at(4)), Some(1), "the count survived too");
 }
 
@@ -669,14 +833,20 @@ fn a_reload_keeps_what_the_tracker_learnt_and_the_hourly_count() {
 /// Addresses the sequences draw from: some protected in every way there is.
 fn pool() -> Vec<&'static str> {
     vec![
-        "203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "198.51.100.1", // gateway
-        "9.9.9.9",        // DNS
-        "192.168.88.10",  // own
-        "192.168.88.20",  // LAN
-        "1.1.1.1",        // router allowlist
-        "8.8.8.8",        // config allow
-        "224.0.0.251",    // special
-        "2001:db8::5", "2001:db8::6", "fd00:88::7", // LAN (v6)
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.3",
+        "203.0.113.4",
+        "198.51.100.1",  // gateway
+        "9.9.9.9",       // DNS
+        "192.168.88.10", // own
+        "192.168.88.20", // LAN
+        "1.1.1.1",       // router allowlist
+        "8.8.8.8",       // config allow
+        "224.0.0.251",   // special
+        "2001:db8::5",
+        "2001:db8::6",
+        "fd00:88::7", // LAN (v6)
     ]
 }
 
@@ -684,8 +854,14 @@ fn protected_in_rig(a: IpAddr) -> bool {
     let t = a.to_canonical().to_string();
     matches!(
         t.as_str(),
-        "198.51.100.1" | "9.9.9.9" | "192.168.88.10" | "192.168.88.20" | "1.1.1.1" | "8.8.8.8"
-            | "224.0.0.251" | "fd00:88::7"
+        "198.51.100.1"
+            | "9.9.9.9"
+            | "192.168.88.10"
+            | "192.168.88.20"
+            | "1.1.1.1"
+            | "8.8.8.8"
+            | "224.0.0.251"
+            | "fd00:88::7"
     ) || t.starts_with("192.168.88.")
         || t.starts_with("198.51.100.")
 }

@@ -71,8 +71,14 @@ pub fn firewall_rules(list: &str, target: BlockTarget, staging: &str) -> Vec<Fil
         comment: format!("{RULE_SIGNATURE} {chain} drop {matcher}={list}"),
     };
     let mut rules = match target {
-        BlockTarget::Dst => vec![drop("forward", "dst-address-list"), drop("output", "dst-address-list")],
-        BlockTarget::Src => vec![drop("forward", "src-address-list"), drop("input", "src-address-list")],
+        BlockTarget::Dst => vec![
+            drop("forward", "dst-address-list"),
+            drop("output", "dst-address-list"),
+        ],
+        BlockTarget::Src => vec![
+            drop("forward", "src-address-list"),
+            drop("input", "src-address-list"),
+        ],
         BlockTarget::Remote => vec![
             drop("forward", "src-address-list"),
             drop("forward", "dst-address-list"),
@@ -99,16 +105,28 @@ pub fn firewall_rules(list: &str, target: BlockTarget, staging: &str) -> Vec<Fil
 }
 
 fn rules_for(s: &Settings) -> Vec<FilterRule> {
-    firewall_rules(&s.blocking.address_list, s.detection.block_target, &s.detection.scan.staging_list)
+    firewall_rules(
+        &s.blocking.address_list,
+        s.detection.block_target,
+        &s.detection.scan.staging_list,
+    )
 }
 
 /// `rosguard firewall [--install | --remove]`.
-pub async fn firewall(cfg: &Config, only: Option<&str>, action: FirewallAction) -> Result<ExitCode> {
+pub async fn firewall(
+    cfg: &Config,
+    only: Option<&str>,
+    action: FirewallAction,
+) -> Result<ExitCode> {
     let mut failed = false;
     for router in cfg.select(only)? {
         let rules = rules_for(&router.settings);
         if action == FirewallAction::Print {
-            outln!("# router {}: rules that make {} block", router.name, router.settings.blocking.address_list);
+            outln!(
+                "# router {}: rules that make {} block",
+                router.name,
+                router.settings.blocking.address_list
+            );
             for fam in ["ip", "ipv6"] {
                 for r in &rules {
                     outln!("{}", r.cli(fam));
@@ -125,12 +143,28 @@ pub async fn firewall(cfg: &Config, only: Option<&str>, action: FirewallAction) 
                 let print = || Command::new(&path("print")).proplist(&[".id", "comment"]);
                 let existing = match client.call(print()).await {
                     Ok(r) => r.rows,
-                    Err(e) if fam == Family::V6 && e.trap_message().is_some_and(|m| m.starts_with("no such command")) => continue,
-                    Err(e) => return Err(rosguard_routeros::backend_error(e, "reading the firewall filter rules")),
+                    Err(e)
+                        if fam == Family::V6
+                            && e.trap_message()
+                                .is_some_and(|m| m.starts_with("no such command")) =>
+                    {
+                        continue
+                    }
+                    Err(e) => {
+                        return Err(rosguard_routeros::backend_error(
+                            e,
+                            "reading the firewall filter rules",
+                        ))
+                    }
                 };
                 let ours: Vec<(String, String)> = existing
                     .iter()
-                    .filter_map(|r| Some((r.get_str(".id")?.to_owned(), r.get_str("comment")?.to_owned())))
+                    .filter_map(|r| {
+                        Some((
+                            r.get_str(".id")?.to_owned(),
+                            r.get_str("comment")?.to_owned(),
+                        ))
+                    })
                     .filter(|(_, c)| c.starts_with(RULE_SIGNATURE))
                     .collect();
                 let family = if fam == Family::V4 { "IPv4" } else { "IPv6" };
@@ -146,11 +180,18 @@ pub async fn firewall(cfg: &Config, only: Option<&str>, action: FirewallAction) 
                             let first = client
                                 .call(Command::new(&path("print")).proplist(&[".id"]))
                                 .await
-                                .map_err(|e| rosguard_routeros::backend_error(e, "reading the firewall filter rules"))?
+                                .map_err(|e| {
+                                    rosguard_routeros::backend_error(
+                                        e,
+                                        "reading the firewall filter rules",
+                                    )
+                                })?
                                 .rows
                                 .first()
                                 .and_then(|row| row.get_str(".id").map(str::to_owned));
-                            let mut cmd = Command::new(&path("add")).attr("chain", r.chain).attr("action", r.action);
+                            let mut cmd = Command::new(&path("add"))
+                                .attr("chain", r.chain)
+                                .attr("action", r.action);
                             for (k, v) in &r.attrs {
                                 cmd = cmd.attr(k, v);
                             }
@@ -158,22 +199,34 @@ pub async fn firewall(cfg: &Config, only: Option<&str>, action: FirewallAction) 
                             if let Some(first) = first {
                                 cmd = cmd.attr("place-before", first);
                             }
-                            client
-                                .call(cmd)
-                                .await
-                                .map_err(|e| rosguard_routeros::backend_error(e, "adding a firewall filter rule"))?;
+                            client.call(cmd).await.map_err(|e| {
+                                rosguard_routeros::backend_error(e, "adding a firewall filter rule")
+                            })?;
                             added += 1;
                         }
-                        lines.push(format!("router {} {family}: {added} rules added, {} already installed", router.name, rules.len() - added));
+                        lines.push(format!(
+                            "router {} {family}: {added} rules added, {} already installed",
+                            router.name,
+                            rules.len() - added
+                        ));
                     }
                     FirewallAction::Remove => {
                         for (id, _) in &ours {
                             client
                                 .call(Command::new(&path("remove")).attr(".id", id))
                                 .await
-                                .map_err(|e| rosguard_routeros::backend_error(e, "removing a firewall filter rule"))?;
+                                .map_err(|e| {
+                                    rosguard_routeros::backend_error(
+                                        e,
+                                        "removing a firewall filter rule",
+                                    )
+                                })?;
                         }
-                        lines.push(format!("router {} {family}: {} rules removed", router.name, ours.len()));
+                        lines.push(format!(
+                            "router {} {family}: {} rules removed",
+                            router.name,
+                            ours.len()
+                        ));
                     }
                     FirewallAction::Print => unreachable!("handled above"),
                 }

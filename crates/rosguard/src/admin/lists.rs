@@ -80,7 +80,11 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> Result<ExitCo
                     router_failed(&mut failed, &router.name, &e);
                 }
                 failed = true;
-                out.push(RouterList { router: router.name.clone(), entries: None, error: Some(e.message) });
+                out.push(RouterList {
+                    router: router.name.clone(),
+                    entries: None,
+                    error: Some(e.message),
+                });
             }
         }
     }
@@ -88,9 +92,17 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> Result<ExitCo
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(exit(failed));
     }
-    let rows: Vec<&ListRow> = out.iter().flat_map(|r| r.entries.iter().flatten()).collect();
+    let rows: Vec<&ListRow> = out
+        .iter()
+        .flat_map(|r| r.entries.iter().flatten())
+        .collect();
     if !rows.is_empty() {
-        outln!("{:<10} {:<40} {:<14} COMMENT", "ROUTER", "ADDRESS", "TIMEOUT");
+        outln!(
+            "{:<10} {:<40} {:<14} COMMENT",
+            "ROUTER",
+            "ADDRESS",
+            "TIMEOUT"
+        );
         for r in &rows {
             outln!(
                 "{:<10} {:<40} {:<14} {}",
@@ -115,7 +127,10 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> Result<ExitCo
 fn entries_of(entries: &[ListEntry], ip: IpAddr) -> Vec<ListEntry> {
     entries
         .iter()
-        .filter(|e| e.host().is_some_and(|h| h.to_canonical() == ip.to_canonical()))
+        .filter(|e| {
+            e.host()
+                .is_some_and(|h| h.to_canonical() == ip.to_canonical())
+        })
         .cloned()
         .collect()
 }
@@ -127,7 +142,7 @@ pub async fn unblock(
     cfg: &Config,
     only: Option<&str>,
     address: &str,
-    hold: Duration,
+    hold: Option<Duration>,
     comment: Option<&str>,
     store: &SharedStore,
 ) -> Result<ExitCode> {
@@ -139,15 +154,27 @@ pub async fn unblock(
         None => "unblock".to_owned(),
     };
     {
-        let mut s = store.lock().map_err(|_| anyhow!("the state store lock is poisoned"))?;
+        let mut s = store
+            .lock()
+            .map_err(|_| anyhow!("the state store lock is poisoned"))?;
         for r in &routers {
-            s.unblock(&r.name, &r.settings.blocking.address_list, ip, secs(now), secs(now + hold), &reason)?;
+            let hold = hold.unwrap_or(r.settings.blocking.unblock_hold);
+            s.unblock(
+                &r.name,
+                &r.settings.blocking.address_list,
+                ip,
+                secs(now),
+                secs(now + hold),
+                &reason,
+            )?;
         }
     }
-    let until = format_unix(secs(now + hold));
     let mut failed = false;
     for router in routers {
         let list = &router.settings.blocking.address_list;
+        let until = format_unix(secs(
+            now + hold.unwrap_or(router.settings.blocking.unblock_hold),
+        ));
         let result = async {
             let mut b = connect(router, cfg.daemon.max_candidates).await?;
             let doomed = entries_of(&b.list(list).await?, ip);
@@ -173,14 +200,23 @@ pub async fn unblock(
 }
 
 /// `rosguard clear [--all]`.
-pub async fn clear(cfg: &Config, only: Option<&str>, all: bool, store: &SharedStore) -> Result<ExitCode> {
+pub async fn clear(
+    cfg: &Config,
+    only: Option<&str>,
+    all: bool,
+    store: &SharedStore,
+) -> Result<ExitCode> {
     let mut failed = false;
     for router in cfg.select(only)? {
         let list = &router.settings.blocking.address_list;
         let result = async {
             let mut b = connect(router, cfg.daemon.max_candidates).await?;
             let entries = b.list(list).await?;
-            let doomed: Vec<ListEntry> = entries.iter().filter(|e| all || e.is_rosguard()).cloned().collect();
+            let doomed: Vec<ListEntry> = entries
+                .iter()
+                .filter(|e| all || e.is_rosguard())
+                .cloned()
+                .collect();
             let removed = b.remove_entries(&doomed).await?;
             b.close().await;
             Ok::<_, rosguard_core::BackendError>((removed, entries.len() - doomed.len()))
@@ -196,7 +232,9 @@ pub async fn clear(cfg: &Config, only: Option<&str>, all: bool, store: &SharedSt
                     "router {}: removed {removed} entries from {list}{}",
                     router.name,
                     if kept > 0 {
-                        format!(" ({kept} entries not added by rosguard kept; --all removes them too)")
+                        format!(
+                            " ({kept} entries not added by rosguard kept; --all removes them too)"
+                        )
                     } else {
                         String::new()
                     }
@@ -218,7 +256,13 @@ pub struct BlockArgs {
 
 /// `rosguard block ADDR`: a manual block through the same safety checks as rosguard's own
 /// (`--force` overrides them), recorded with its reason for `why`.
-pub async fn block(cfg: &Config, only: Option<&str>, address: &str, args: &BlockArgs, store: &SharedStore) -> Result<ExitCode> {
+pub async fn block(
+    cfg: &Config,
+    only: Option<&str>,
+    address: &str,
+    args: &BlockArgs,
+    store: &SharedStore,
+) -> Result<ExitCode> {
     let ip = parse_address(address)?;
     let mut failed = false;
     for router in cfg.select(only)? {
@@ -230,34 +274,62 @@ pub async fn block(cfg: &Config, only: Option<&str>, address: &str, args: &Block
     Ok(exit(failed))
 }
 
-async fn block_one(cfg: &Config, router: &RouterConfig, ip: IpAddr, args: &BlockArgs, store: &SharedStore) -> Result<String> {
+async fn block_one(
+    cfg: &Config,
+    router: &RouterConfig,
+    ip: IpAddr,
+    args: &BlockArgs,
+    store: &SharedStore,
+) -> Result<String> {
     let s = &router.settings;
     let list = &s.blocking.address_list;
     let mut b = connect(router, cfg.daemon.max_candidates).await?;
     // The router's context, without reading its connection table.
-    let plan = ObservePlan { refresh_protected: true, read_uptime: false, context_only: true };
+    let plan = ObservePlan {
+        refresh_protected: true,
+        read_uptime: false,
+        context_only: true,
+    };
     let obs = b.observe(&plan, s).await?;
     let now = unix_now();
     let reason = {
-        let st = store.lock().map_err(|_| anyhow!("the state store lock is poisoned"))?;
-        let unblocked = rosguard_core::History::unblocked(&StoreHistory { store: &st, router: &router.name, list }, now).ok();
+        let st = store
+            .lock()
+            .map_err(|_| anyhow!("the state store lock is poisoned"))?;
+        let unblocked = rosguard_core::History::unblocked(
+            &StoreHistory {
+                store: &st,
+                router: &router.name,
+                list,
+            },
+            now,
+        )
+        .ok();
         context(&obs, s, &protected_of(&obs), unblocked).never_block_reason(ip)
     };
     if let Some(reason) = reason {
         if !args.force {
             bail!("refusing to block {ip}: {reason}; --force overrides the safety checks");
         }
-        tracing::warn!(router = router.name.as_str(), "blocking {ip} although it is protected ({reason}): --force");
+        tracing::warn!(
+            router = router.name.as_str(),
+            "blocking {ip} although it is protected ({reason}): --force"
+        );
     }
     let timeout = args.timeout.unwrap_or(s.blocking.block_timeout);
     let comment = format!(
         "{ENTRY_SIGNATURE} manual block{}",
-        args.comment.as_deref().map(|c| format!(": {}", printable(c))).unwrap_or_default()
+        args.comment
+            .as_deref()
+            .map(|c| format!(": {}", printable(c)))
+            .unwrap_or_default()
     );
     let comment = truncate_to(&comment, rosguard_core::policy::MAX_COMMENT_BYTES).to_owned();
     let result = b.add_entry(list, ip, Some(timeout), &comment).await?;
     b.close().await;
-    let mut st = store.lock().map_err(|_| anyhow!("the state store lock is poisoned"))?;
+    let mut st = store
+        .lock()
+        .map_err(|_| anyhow!("the state store lock is poisoned"))?;
     st.end_unblock(&router.name, ip)?;
     if result == AddResult::Added {
         st.record_cycle(&CycleRecord {
@@ -275,7 +347,10 @@ async fn block_one(cfg: &Config, router: &RouterConfig, ip: IpAddr, args: &Block
             counters: vec![("manual_blocks".into(), 1)],
             ..CycleRecord::default()
         })?;
-        Ok(format!("blocked {ip} in {list} for {}", format_duration(timeout)))
+        Ok(format!(
+            "blocked {ip} in {list} for {}",
+            format_duration(timeout)
+        ))
     } else {
         Ok(format!("{ip} is already in {list}"))
     }
@@ -286,7 +361,13 @@ async fn block_one(cfg: &Config, router: &RouterConfig, ip: IpAddr, args: &Block
 const ALLOW_HOLD: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// `rosguard allow ADDR`: adds it to the router's allowlist (static) and lifts any block.
-pub async fn allow(cfg: &Config, only: Option<&str>, address: &str, comment: Option<&str>, store: &SharedStore) -> Result<ExitCode> {
+pub async fn allow(
+    cfg: &Config,
+    only: Option<&str>,
+    address: &str,
+    comment: Option<&str>,
+    store: &SharedStore,
+) -> Result<ExitCode> {
     let ip = parse_address(address)?;
     let routers = cfg.select(only)?;
     let now = unix_now();
@@ -295,18 +376,38 @@ pub async fn allow(cfg: &Config, only: Option<&str>, address: &str, comment: Opt
         None => "allow".to_owned(),
     };
     {
-        let mut s = store.lock().map_err(|_| anyhow!("the state store lock is poisoned"))?;
+        let mut s = store
+            .lock()
+            .map_err(|_| anyhow!("the state store lock is poisoned"))?;
         for r in &routers {
-            s.unblock(&r.name, &r.settings.blocking.address_list, ip, secs(now), secs(now + ALLOW_HOLD), &reason)?;
+            s.unblock(
+                &r.name,
+                &r.settings.blocking.address_list,
+                ip,
+                secs(now),
+                secs(now + ALLOW_HOLD),
+                &reason,
+            )?;
         }
     }
-    let entry_comment = truncate_to(&format!("rosguard allow{}", comment.map(|c| format!(": {}", printable(c))).unwrap_or_default()), 255).to_owned();
+    let entry_comment = truncate_to(
+        &format!(
+            "rosguard allow{}",
+            comment
+                .map(|c| format!(": {}", printable(c)))
+                .unwrap_or_default()
+        ),
+        255,
+    )
+    .to_owned();
     let mut failed = false;
     for router in routers {
         let bl = &router.settings.blocking;
         let result = async {
             let mut b = connect(router, cfg.daemon.max_candidates).await?;
-            let added = b.add_entry(&bl.allowlist_name, ip, None, &entry_comment).await?;
+            let added = b
+                .add_entry(&bl.allowlist_name, ip, None, &entry_comment)
+                .await?;
             let doomed = entries_of(&b.list(&bl.address_list).await?, ip);
             let removed = b.remove_entries(&doomed).await?;
             b.close().await;
@@ -317,9 +418,17 @@ pub async fn allow(cfg: &Config, only: Option<&str>, address: &str, comment: Opt
             Ok((added, removed)) => outln!(
                 "router {}: {ip} {} {}{}",
                 router.name,
-                if added == AddResult::Added { "added to" } else { "already in" },
+                if added == AddResult::Added {
+                    "added to"
+                } else {
+                    "already in"
+                },
                 bl.allowlist_name,
-                if removed > 0 { format!("; removed from {}", bl.address_list) } else { String::new() }
+                if removed > 0 {
+                    format!("; removed from {}", bl.address_list)
+                } else {
+                    String::new()
+                }
             ),
             Err(e) => router_failed(&mut failed, &router.name, &e),
         }

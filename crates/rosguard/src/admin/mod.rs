@@ -30,7 +30,10 @@ use crate::config::RouterConfig;
 use crate::output::printable;
 
 /// Connects to one router.
-pub async fn connect(router: &RouterConfig, max_candidates: usize) -> Result<RouterOsBackend, BackendError> {
+pub async fn connect(
+    router: &RouterConfig,
+    max_candidates: usize,
+) -> Result<RouterOsBackend, BackendError> {
     let mut b = RouterOsBackend::new(router.client_config(), max_candidates);
     b.connect().await?;
     Ok(b)

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{connect, exit};
 use crate::config::Config;
-use crate::cycle::{load_state, run_cycle, CycleEnv, Notes};
+use crate::cycle::{load_state, run_cycle, CycleEnv, Limits, Notes};
 use crate::outln;
 use crate::output::printable;
 use crate::report::CycleReport;
@@ -27,7 +27,13 @@ struct Outcome {
 }
 
 /// `rosguard once`.
-pub async fn once(cfg: &Config, only: Option<&str>, dry_run: bool, json: bool, env: &CycleEnv) -> Result<ExitCode> {
+pub async fn once(
+    cfg: &Config,
+    only: Option<&str>,
+    dry_run: bool,
+    json: bool,
+    env: &CycleEnv,
+) -> Result<ExitCode> {
     let mut out = Vec::new();
     let mut failed = false;
     for router in cfg.select(only)? {
@@ -38,7 +44,22 @@ pub async fn once(cfg: &Config, only: Option<&str>, dry_run: bool, json: bool, e
             let now = unix_now();
             let mut state = load_state(env, &router.name, &settings, now);
             let mut notes = Notes::default();
-            let report = run_cycle(&mut backend, &router.name, &settings, &mut state, env, &mut notes, Vec::new(), now).await;
+            let limits = Limits {
+                deadline: cfg.daemon.cycle_deadline,
+                ..Limits::default()
+            };
+            let report = run_cycle(
+                &mut backend,
+                &router.name,
+                &settings,
+                &mut state,
+                env,
+                &mut notes,
+                Vec::new(),
+                now,
+                &limits,
+            )
+            .await;
             backend.close().await;
             report
         }
@@ -49,7 +70,11 @@ pub async fn once(cfg: &Config, only: Option<&str>, dry_run: bool, json: bool, e
                     failed = true;
                     eprintln!("error: router {}: the router refused all {n} adds for lack of permission: give the rosguard user a group with the read,write,api policies (write is needed to change address-lists)", router.name);
                 }
-                out.push(Outcome { router: router.name.clone(), report: Some(r), error: None });
+                out.push(Outcome {
+                    router: router.name.clone(),
+                    report: Some(r),
+                    error: None,
+                });
             }
             Err(e) => {
                 failed = true;
@@ -57,7 +82,11 @@ pub async fn once(cfg: &Config, only: Option<&str>, dry_run: bool, json: bool, e
                 if !json {
                     eprintln!("error: {text}");
                 }
-                out.push(Outcome { router: router.name.clone(), report: None, error: Some(text) });
+                out.push(Outcome {
+                    router: router.name.clone(),
+                    report: None,
+                    error: Some(text),
+                });
             }
         }
     }
@@ -77,14 +106,21 @@ pub async fn once(cfg: &Config, only: Option<&str>, dry_run: bool, json: bool, e
 
 /// Prints a cycle report for humans.
 pub fn print_report(r: &CycleReport) {
-    let mode = if r.dry_run { " (dry run: nothing was changed)" } else { "" };
+    let mode = if r.dry_run {
+        " (dry run: nothing was changed)"
+    } else {
+        ""
+    };
     outln!("router {}{mode}", r.router);
     if r.detection_off {
         outln!("  detection is off (detection.enabled = false): nothing was looked at");
         return;
     }
     let of = if r.filtered_on_router {
-        format!(" of {} in the tables (filtered on the router)", r.table_size)
+        format!(
+            " of {} in the tables (filtered on the router)",
+            r.table_size
+        )
     } else {
         String::new()
     };
@@ -98,14 +134,24 @@ pub fn print_report(r: &CycleReport) {
     for b in &r.blocks {
         let verb = match (&b.result, &b.kind) {
             (AddResult::Added, AddKind::New) => "blocked".to_owned(),
-            (AddResult::Added, AddKind::Restored) => "restored (lost from the router, still due)".to_owned(),
-            (AddResult::Added, AddKind::Shared { from }) => format!("blocked (shared by router {from})"),
+            (AddResult::Added, AddKind::Restored) => {
+                "restored (lost from the router, still due)".to_owned()
+            }
+            (AddResult::Added, AddKind::Shared { from }) => {
+                format!("blocked (shared by router {from})")
+            }
             (AddResult::WouldAdd, _) => "would block".to_owned(),
             (AddResult::AlreadyPresent, _) => "already blocked".to_owned(),
             (AddResult::NotSent, _) => "NOT SENT (connection lost) to block".to_owned(),
             (AddResult::Failed { .. }, _) => "FAILED to block".to_owned(),
         };
-        outln!("  {verb} {} in {} for {}: {}", b.address, b.list, format_duration(b.timeout), printable(&b.comment));
+        outln!(
+            "  {verb} {} in {} for {}: {}",
+            b.address,
+            b.list,
+            format_duration(b.timeout),
+            printable(&b.comment)
+        );
         if let AddResult::Failed { message, .. } = &b.result {
             outln!("    {}", printable(message));
         }
@@ -121,24 +167,43 @@ pub fn print_report(r: &CycleReport) {
         outln!("  {verb} connection {}", rm.connection);
     }
     for s in &r.skipped {
-        outln!("  spared {} ({}): {}", s.address, printable(&s.what), s.reason);
+        outln!(
+            "  spared {} ({}): {}",
+            s.address,
+            printable(&s.what),
+            s.reason
+        );
     }
     for l in &r.lifts {
-        outln!("  {} was removed on the router by hand: recorded as lifted, not restored", l.address);
+        outln!(
+            "  {} was removed on the router by hand: recorded as lifted, not restored",
+            l.address
+        );
     }
     for a in &r.adopted {
-        outln!("  adopted {} (a rosguard entry without a record, {} left)", a.address, format_duration(a.remaining));
+        outln!(
+            "  adopted {} (a rosguard entry without a record, {} left)",
+            a.address,
+            format_duration(a.remaining)
+        );
     }
     if !r.protection_missing.is_empty() {
         let what: Vec<&str> = r.protection_missing.iter().map(|p| p.source()).collect();
         outln!("  blocking nothing: cannot read {}", what.join(", "));
     }
     if r.deferred > 0 {
-        outln!("  {} flagged connections left for the next cycle (max_conn_per_cycle)", r.deferred);
+        outln!(
+            "  {} flagged connections left for the next cycle (max_conn_per_cycle)",
+            r.deferred
+        );
     }
     if r.capped > 0 {
         let caps: Vec<&str> = r.caps_hit.iter().map(|c| c.as_str()).collect();
-        outln!("  {} blocks held back by a safety cap ({})", r.capped, caps.join(", "));
+        outln!(
+            "  {} blocks held back by a safety cap ({})",
+            r.capped,
+            caps.join(", ")
+        );
     }
     if r.flagged == 0 {
         outln!("  nothing suspicious");

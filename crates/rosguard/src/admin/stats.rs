@@ -40,7 +40,12 @@ struct RouterStats {
 }
 
 /// `rosguard stats`. `store` is `None` when there is no state yet.
-pub async fn stats(cfg: &Config, only: Option<&str>, json: bool, store: Option<&Store>) -> Result<ExitCode> {
+pub async fn stats(
+    cfg: &Config,
+    only: Option<&str>,
+    json: bool,
+    store: Option<&Store>,
+) -> Result<ExitCode> {
     let mut all = Vec::new();
     let mut failed = false;
     for router in cfg.select(only)? {
@@ -57,24 +62,35 @@ pub async fn stats(cfg: &Config, only: Option<&str>, json: bool, store: Option<&
         let result = async {
             let mut b = connect(router, cfg.daemon.max_candidates).await?;
             let client = b.client()?.clone();
-            let res = client.system_resource().await.map_err(|e| rosguard_routeros::backend_error(e, "reading /system/resource"))?;
+            let res = client
+                .system_resource()
+                .await
+                .map_err(|e| rosguard_routeros::backend_error(e, "reading /system/resource"))?;
             s.version = res.get_str("version").map(str::to_owned);
             s.board = res.get_str("board-name").map(str::to_owned);
             s.uptime = res.get_str("uptime").map(str::to_owned);
             s.cpu_load = res.get_str("cpu-load").map(str::to_owned);
             for f in Family::BOTH {
-                let n = client.count(Command::new(&f.path("firewall/connection/print"))).await;
+                let n = client
+                    .count(Command::new(&f.path("firewall/connection/print")))
+                    .await;
                 match (f, n) {
                     (Family::V4, Ok(n)) => s.connections_v4 = Some(n),
                     (Family::V6, Ok(n)) => s.connections_v6 = Some(n),
-                    (Family::V4, Err(e)) => return Err(rosguard_routeros::backend_error(e, "counting connections")),
+                    (Family::V4, Err(e)) => {
+                        return Err(rosguard_routeros::backend_error(e, "counting connections"))
+                    }
                     (Family::V6, Err(_)) => {}
                 }
             }
             let blocked = b.list(&router.settings.blocking.address_list).await?;
             s.block_entries = Some(blocked.len());
             s.block_entries_rosguard = Some(blocked.iter().filter(|e| e.is_rosguard()).count());
-            s.allowlist_entries = Some(b.list(&router.settings.blocking.allowlist_name).await?.len());
+            s.allowlist_entries = Some(
+                b.list(&router.settings.blocking.allowlist_name)
+                    .await?
+                    .len(),
+            );
             b.close().await;
             Ok::<(), rosguard_core::BackendError>(())
         }
@@ -98,11 +114,18 @@ pub async fn stats(cfg: &Config, only: Option<&str>, json: bool, store: Option<&
         match &s.error {
             Some(e) => outln!("  UNREACHABLE: {}", printable(e)),
             None => {
-                outln!("  RouterOS {} on {}, up {}, cpu {}%", opt(&s.version), opt(&s.board), opt(&s.uptime), opt(&s.cpu_load));
+                outln!(
+                    "  RouterOS {} on {}, up {}, cpu {}%",
+                    opt(&s.version),
+                    opt(&s.board),
+                    opt(&s.uptime),
+                    opt(&s.cpu_load)
+                );
                 outln!(
                     "  connections: {} IPv4, {}",
                     s.connections_v4.unwrap_or(0),
-                    s.connections_v6.map_or("no IPv6 table".to_string(), |n| format!("{n} IPv6"))
+                    s.connections_v6
+                        .map_or("no IPv6 table".to_string(), |n| format!("{n} IPv6"))
                 );
                 outln!(
                     "  {}: {} entries ({} by rosguard); allowlist: {} entries",
@@ -116,8 +139,16 @@ pub async fn stats(cfg: &Config, only: Option<&str>, json: bool, store: Option<&
         if s.history.is_empty() {
             outln!("  no history in the state store yet");
         } else {
-            let (dry, real): (Vec<_>, Vec<_>) = s.history.iter().partition(|(k, _)| k.starts_with("dry_run_"));
-            let line = |v: &[(&String, &u64)]| v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+            let (dry, real): (Vec<_>, Vec<_>) = s
+                .history
+                .iter()
+                .partition(|(k, _)| k.starts_with("dry_run_"));
+            let line = |v: &[(&String, &u64)]| {
+                v.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             outln!("  since the state began: {}", line(&real));
             if !dry.is_empty() {
                 outln!("  dry-run decisions (not applied): {}", line(&dry));
@@ -195,7 +226,16 @@ pub fn status(cfg: &Config, store: Option<&Store>, json: bool) -> Result<ExitCod
             (_, Some(e)) => format!("in backoff: {}", printable(e)),
             _ => "not connected".to_owned(),
         };
-        outln!("router {} ({}): {state}{}", r.name, printable(j["address"].as_str().unwrap_or("?")), if stale { " (stale: no news for a while)" } else { "" });
+        outln!(
+            "router {} ({}): {state}{}",
+            r.name,
+            printable(j["address"].as_str().unwrap_or("?")),
+            if stale {
+                " (stale: no news for a while)"
+            } else {
+                ""
+            }
+        );
         if let Some(t) = j["last_cycle_unix"].as_i64() {
             outln!("  last cycle: {}", format_unix(t));
         }
@@ -203,10 +243,17 @@ pub fn status(cfg: &Config, store: Option<&Store>, json: bool) -> Result<ExitCod
             outln!("  block list: {n} of max_list_size {}", j["max_list_size"]);
         }
         if let Some(n) = j["blocks_last_hour"].as_u64() {
-            outln!("  blocks in the last hour: {n} of max_blocks_per_hour {}", j["max_blocks_per_hour"]);
+            outln!(
+                "  blocks in the last hour: {n} of max_blocks_per_hour {}",
+                j["max_blocks_per_hour"]
+            );
         }
         if let Some(caps) = j["caps_hit"].as_array().filter(|c| !c.is_empty()) {
-            let caps: Vec<String> = caps.iter().filter_map(|c| c.as_str()).map(printable).collect();
+            let caps: Vec<String> = caps
+                .iter()
+                .filter_map(|c| c.as_str())
+                .map(printable)
+                .collect();
             outln!("  caps hit in the last cycle: {}", caps.join(", "));
         }
         if j["dry_run"].as_bool() == Some(true) {

@@ -22,13 +22,19 @@ pub fn why(store: &Store, address: &str, json: bool) -> Result<ExitCode> {
     if json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "blocks": rows, "unblocks": unblocks }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "blocks": rows, "unblocks": unblocks })
+            )?
         );
         return Ok(ExitCode::SUCCESS);
     }
     let now = secs(unix_now());
     for u in &unblocks {
-        let state = if u.until_unix > now { "not blocked again before" } else { "suppression ended" };
+        let state = if u.until_unix > now {
+            "not blocked again before"
+        } else {
+            "suppression ended"
+        };
         outln!(
             "{ip}: unblocked on router {} at {} ({}); {state} {}",
             u.router,
@@ -39,7 +45,10 @@ pub fn why(store: &Store, address: &str, json: bool) -> Result<ExitCode> {
     }
     if rows.is_empty() {
         if unblocks.is_empty() {
-            outln!("rosguard has no record of blocking {ip} (state: {})", store.path().display());
+            outln!(
+                "rosguard has no record of blocking {ip} (state: {})",
+                store.path().display()
+            );
             return Ok(ExitCode::FAILURE);
         }
         return Ok(ExitCode::SUCCESS);
@@ -47,10 +56,18 @@ pub fn why(store: &Store, address: &str, json: bool) -> Result<ExitCode> {
     let real = rows.iter().filter(|r| !r.dry_run).count();
     outln!(
         "{ip}: {real} block(s){}, newest first",
-        if real < rows.len() { " and dry-run decisions" } else { "" }
+        if real < rows.len() {
+            " and dry-run decisions"
+        } else {
+            ""
+        }
     );
     for r in &rows {
-        let verb = if r.dry_run { "would have been blocked (dry run)" } else { "was blocked" };
+        let verb = if r.dry_run {
+            "would have been blocked (dry run)"
+        } else {
+            "was blocked"
+        };
         outln!(
             "\n{}: {verb} on router {} in {} for {}{}",
             format_unix(r.at_unix),
@@ -66,16 +83,26 @@ pub fn why(store: &Store, address: &str, json: bool) -> Result<ExitCode> {
         explain(&r.evidence);
         outln!("  comment: {}", printable(&r.comment));
         if r.placed_unix > r.at_unix {
-            outln!("  restored on the router at {} (it had lost the entry)", format_unix(r.placed_unix));
+            outln!(
+                "  restored on the router at {} (it had lost the entry)",
+                format_unix(r.placed_unix)
+            );
         }
         match (r.lifted_unix, r.lift_reason.as_deref()) {
             (Some(t), Some("removed-on-router")) => {
-                outln!("  removed from the router by hand at about {}: honoured, not restored", format_unix(t))
+                outln!(
+                    "  removed from the router by hand at about {}: honoured, not restored",
+                    format_unix(t)
+                )
             }
-            (Some(t), Some(reason)) => outln!("  lifted at {} ({})", format_unix(t), printable(reason)),
+            (Some(t), Some(reason)) => {
+                outln!("  lifted at {} ({})", format_unix(t), printable(reason))
+            }
             (Some(t), None) => outln!("  lifted by hand at {}", format_unix(t)),
             (None, _) if r.dry_run => {}
-            (None, _) if r.expires_unix > now => outln!("  in force until {}", format_unix(r.expires_unix)),
+            (None, _) if r.expires_unix > now => {
+                outln!("  in force until {}", format_unix(r.expires_unix))
+            }
             (None, _) => outln!("  expired at {}", format_unix(r.expires_unix)),
         }
     }
@@ -85,10 +112,19 @@ pub fn why(store: &Store, address: &str, json: bool) -> Result<ExitCode> {
 /// The evidence in one line (or two).
 fn explain(ev: &serde_json::Value) {
     let text = |v: Option<&serde_json::Value>| {
-        printable(&v.map(|v| v.to_string().trim_matches('"').to_owned()).unwrap_or_else(|| "?".into()))
+        printable(
+            &v.map(|v| v.to_string().trim_matches('"').to_owned())
+                .unwrap_or_else(|| "?".into()),
+        )
     };
     if ev.get("manual").and_then(|v| v.as_bool()) == Some(true) {
-        outln!("  because an operator blocked it by hand (rosguard block){}", ev.get("comment").and_then(|c| c.as_str()).map(|c| format!(": {}", printable(c))).unwrap_or_default());
+        outln!(
+            "  because an operator blocked it by hand (rosguard block){}",
+            ev.get("comment")
+                .and_then(|c| c.as_str())
+                .map(|c| format!(": {}", printable(c)))
+                .unwrap_or_default()
+        );
         if let Some(f) = ev.get("forced").and_then(|f| f.as_str()) {
             outln!("  with --force, although {}", printable(f));
         }
@@ -99,14 +135,22 @@ fn explain(ev: &serde_json::Value) {
         return;
     }
     if let Some(from) = ev.get("shared_from").and_then(|v| v.as_str()) {
-        outln!("  because router {} blocked it and share_blocks is on", printable(from));
+        outln!(
+            "  because router {} blocked it and share_blocks is on",
+            printable(from)
+        );
         return;
     }
     if let Some(list) = ev.get("staged_in").and_then(|v| v.as_str()) {
-        outln!("  because the router's psd rule staged it in {} (a port scan the router saw)", printable(list));
+        outln!(
+            "  because the router's psd rule staged it in {} (a port scan the router saw)",
+            printable(list)
+        );
         return;
     }
-    let Some(conn) = ev.get("connection") else { return };
+    let Some(conn) = ev.get("connection") else {
+        return;
+    };
     let cfg = ev.get("config");
     let cfgv = |k: &str| text(cfg.and_then(|c| c.get(k)));
     let state = conn

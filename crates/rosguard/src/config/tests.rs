@@ -76,7 +76,11 @@ window = "5m"
         ))
     })
     .unwrap();
-    assert_eq!(c.daemon.loop_delay, Duration::from_secs(5), "a bare number is seconds");
+    assert_eq!(
+        c.daemon.loop_delay,
+        Duration::from_secs(5),
+        "a bare number is seconds"
+    );
     assert_eq!(c.daemon.max_conn_per_cycle, 20);
     let r = &c.routers[0];
     let (d, b) = (&r.settings.detection, &r.settings.blocking);
@@ -87,10 +91,18 @@ window = "5m"
     assert_eq!(d.protocols.len(), 4);
     assert_eq!(d.block_target, BlockTarget::Dst);
     assert!(!d.server_filter);
-    assert_eq!((d.scan.min_ports, d.scan.window), (30, Duration::from_secs(300)), "nested tables merge key by key");
+    assert_eq!(
+        (d.scan.min_ports, d.scan.window),
+        (30, Duration::from_secs(300)),
+        "nested tables merge key by key"
+    );
     assert_eq!(b.address_list, "bad");
     assert_eq!(b.allow.len(), 3);
-    assert_eq!(b.block_timeout, Duration::from_secs(3600), "router override wins");
+    assert_eq!(
+        b.block_timeout,
+        Duration::from_secs(3600),
+        "router override wins"
+    );
     assert!(b.dry_run, "global value inherited");
     assert_eq!(r.settings.cycle.max_conn_per_cycle, 20);
 }
@@ -99,18 +111,34 @@ window = "5m"
 fn unknown_keys_are_errors_that_name_the_key() {
     let e = err("[detection]\nmin_orig_packet = 3\n");
     assert!(e.contains("min_orig_packet"), "{e}");
-    assert!(e.contains("min_orig_packets"), "suggests the right key: {e}");
+    assert!(
+        e.contains("min_orig_packets"),
+        "suggests the right key: {e}"
+    );
     assert!(err("[nonsense]\n").contains("nonsense"));
-    let e = with_password(|| err(&format!("{ROUTER}\n[router.blocking]\nblok_timeout = \"1d\"\n")));
-    assert!(e.contains("router \"core\".blocking") && e.contains("blok_timeout"), "{e}");
+    let e = with_password(|| {
+        err(&format!(
+            "{ROUTER}\n[router.blocking]\nblok_timeout = \"1d\"\n"
+        ))
+    });
+    assert!(
+        e.contains("router \"core\".blocking") && e.contains("blok_timeout"),
+        "{e}"
+    );
 }
 
 #[test]
 fn type_errors_name_the_key_not_only_the_line() {
     let e = err("[detection]\nmin_orig_packets = \"three\"\n");
-    assert_eq!(e, "detection.min_orig_packets: expected an integer (0 or more), got \"three\"");
+    assert_eq!(
+        e,
+        "detection.min_orig_packets: expected an integer (0 or more), got \"three\""
+    );
     let e = err("[blocking]\ndry_run = 1\n");
-    assert!(e.starts_with("blocking.dry_run: expected true or false"), "{e}");
+    assert!(
+        e.starts_with("blocking.dry_run: expected true or false"),
+        "{e}"
+    );
     let e = err("[detection]\nmonitored_ports = [443, \"https\"]\n");
     assert!(e.starts_with("detection.monitored_ports"), "{e}");
 }
@@ -118,19 +146,46 @@ fn type_errors_name_the_key_not_only_the_line() {
 #[test]
 fn bad_values_name_the_key_and_the_fix() {
     let cases = [
-        ("[blocking]\nblock_timeout = \"1x\"", "blocking.block_timeout"),
+        (
+            "[blocking]\nblock_timeout = \"1x\"",
+            "blocking.block_timeout",
+        ),
         ("[blocking]\nallow = [\"10.0.0.300\"]", "blocking.allow"),
-        ("[blocking]\nallow = [\"192.168.88.5/24\"]", "blocking.allow"),
-        ("[blocking]\nallowlist_name = \"tls_block\"", "blocking.address_list"),
-        ("[detection]\nmonitored_ports = [70000]", "detection.monitored_ports"),
-        ("[detection]\nmonitored_ports = [0]", "detection.monitored_ports"),
+        (
+            "[blocking]\nallow = [\"192.168.88.5/24\"]",
+            "blocking.allow",
+        ),
+        (
+            "[blocking]\nallowlist_name = \"tls_block\"",
+            "blocking.address_list",
+        ),
+        (
+            "[detection]\nmonitored_ports = [70000]",
+            "detection.monitored_ports",
+        ),
+        (
+            "[detection]\nmonitored_ports = [0]",
+            "detection.monitored_ports",
+        ),
         ("[detection]\nprotocols = [\"tcpp\"]", "detection.protocols"),
         ("[detection]\nprotocols = []", "detection.protocols"),
-        ("[detection]\nblock_target = \"both\"", "detection.block_target"),
-        ("[detection]\nmin_orig_packets = -1", "detection.min_orig_packets"),
-        ("[detection.scan]\nstates = [\"syn-snet\"]", "detection.scan.states"),
+        (
+            "[detection]\nblock_target = \"both\"",
+            "detection.block_target",
+        ),
+        (
+            "[detection]\nmin_orig_packets = -1",
+            "detection.min_orig_packets",
+        ),
+        (
+            "[detection.scan]\nstates = [\"syn-snet\"]",
+            "detection.scan.states",
+        ),
         ("[daemon]\nloop_delay = \"10ms\"", "daemon.loop_delay"),
-        ("[daemon]\nmax_conn_per_cycle = 0", "daemon.max_conn_per_cycle"),
+        (
+            "[daemon]\nmax_conn_per_cycle = 0",
+            "daemon.max_conn_per_cycle",
+        ),
         ("[daemon]\nlog_level = \"verbose\"", "daemon.log_level"),
         ("[daemon]\ncycle_deadline = 0", "daemon.cycle_deadline"),
     ];
@@ -139,7 +194,10 @@ fn bad_values_name_the_key_and_the_fix() {
         assert!(e.contains(key), "{text}: {e}");
     }
     let e = err("[blocking]\nallow = [\"192.168.88.5/24\"]");
-    assert!(e.contains("192.168.88.0/24"), "names the network meant: {e}");
+    assert!(
+        e.contains("192.168.88.0/24"),
+        "names the network meant: {e}"
+    );
 }
 
 #[test]
@@ -147,13 +205,22 @@ fn router_errors_name_the_router() {
     let e = err("[[router]]\nname = \"edge\"\nusername = \"u\"\npassword_env = \"X\"\n");
     assert!(e.contains("edge") && e.contains("address"), "{e}");
     let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\n");
-    assert!(e.contains("password_env") && e.contains("password_file"), "{e}");
+    assert!(
+        e.contains("password_env") && e.contains("password_file"),
+        "{e}"
+    );
     let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\npassword_env = \"ROSGUARD_SURELY_UNSET_VAR\"\n");
-    assert!(e.contains("ROSGUARD_SURELY_UNSET_VAR") && e.contains("not set"), "{e}");
+    assert!(
+        e.contains("ROSGUARD_SURELY_UNSET_VAR") && e.contains("not set"),
+        "{e}"
+    );
     let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\npassword_env = \"X\"\ntls = true\n");
     assert!(e.contains("ca_file") && e.contains("fingerprint"), "{e}");
     let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\\u001b[2J\"\npassword_env = \"X\"\n");
-    assert!(e.contains("router \"edge\".username") && e.contains("control"), "{e}");
+    assert!(
+        e.contains("router \"edge\".username") && e.contains("control"),
+        "{e}"
+    );
     let e = err("[[router]]\nname = \"edge\"\naddress = \"1.2.3.4\"\nusername = \"u\"\npassword_env = \"X\"\ntls_server_name = \"r\"\n");
     assert!(e.contains("tls_server_name"), "{e}");
     let e = with_password(|| err(&format!("{ROUTER}{ROUTER}")));
@@ -171,7 +238,10 @@ fn password_file_is_read_and_never_printed() {
     assert!(!c.effective_toml().unwrap().contains("hunter2"));
     assert!(matches!(c.routers[0].tls, Some(TlsConfig::Insecure)));
     let missing = Config::from_toml(&text.replace("\"pw\"", "\"nope\""), dir.path()).unwrap_err();
-    assert!(format!("{missing:#}").contains("password_file"), "{missing:#}");
+    assert!(
+        format!("{missing:#}").contains("password_file"),
+        "{missing:#}"
+    );
 }
 
 #[test]
@@ -310,18 +380,36 @@ fn fingerprints_accept_colons() {
     let fp = "AB:".repeat(31) + "AB";
     let text = format!("[[router]]\nname = \"r\"\naddress = \"10.0.0.1\"\nusername = \"u\"\npassword_env = \"ROSGUARD_TEST_PASSWORD_SET\"\ntls = true\nfingerprint = \"{fp}\"\n");
     let c = with_password(|| load(&text)).unwrap();
-    assert_eq!(c.routers[0].address, "10.0.0.1:8729", "API-SSL port by default with tls");
+    assert_eq!(
+        c.routers[0].address, "10.0.0.1:8729",
+        "API-SSL port by default with tls"
+    );
     assert!(matches!(c.routers[0].tls, Some(TlsConfig::Fingerprint(b)) if b == [0xAB; 32]));
     assert!(with_password(|| load(&text.replace(&fp, "abcd"))).is_err());
 }
 
 #[test]
 fn addresses_are_normalised() {
-    assert_eq!(normalise_address("10.0.0.1", 8728).as_deref(), Some("10.0.0.1:8728"));
-    assert_eq!(normalise_address("router.lan", 8728).as_deref(), Some("router.lan:8728"));
-    assert_eq!(normalise_address("router.lan:9000", 8728).as_deref(), Some("router.lan:9000"));
-    assert_eq!(normalise_address("2001:db8::1", 8729).as_deref(), Some("[2001:db8::1]:8729"));
-    assert_eq!(normalise_address("[2001:db8::1]:8728", 8729).as_deref(), Some("[2001:db8::1]:8728"));
+    assert_eq!(
+        normalise_address("10.0.0.1", 8728).as_deref(),
+        Some("10.0.0.1:8728")
+    );
+    assert_eq!(
+        normalise_address("router.lan", 8728).as_deref(),
+        Some("router.lan:8728")
+    );
+    assert_eq!(
+        normalise_address("router.lan:9000", 8728).as_deref(),
+        Some("router.lan:9000")
+    );
+    assert_eq!(
+        normalise_address("2001:db8::1", 8729).as_deref(),
+        Some("[2001:db8::1]:8729")
+    );
+    assert_eq!(
+        normalise_address("[2001:db8::1]:8728", 8729).as_deref(),
+        Some("[2001:db8::1]:8728")
+    );
     assert_eq!(normalise_address("host:0", 8728), None);
     assert_eq!(normalise_address("a b", 8728), None);
 }
@@ -351,7 +439,8 @@ fn merge_replaces_values_and_merges_tables() {
 fn the_shipped_example_parses_with_the_defaults_it_documents() {
     std::env::set_var("ROSGUARD_PASSWORD", "example");
     let text = include_str!("../../../../dist/rosguard.example.toml");
-    let c = Config::from_toml(text, Path::new("/")).unwrap();
+    // The password file it names is the admin's to create: not read here.
+    let c = Config::from_toml_with(text, Path::new("/"), Secrets::Skip).unwrap();
     let r = &c.routers[0];
     assert_eq!(r.settings.detection, Detection::default());
     assert_eq!(r.settings.blocking, Blocking::default());
@@ -362,5 +451,8 @@ fn the_shipped_example_parses_with_the_defaults_it_documents() {
         },
         DaemonSettings::default()
     );
-    assert_eq!(c.daemon.state_dir.as_deref(), Some(Path::new(DEFAULT_STATE_DIR)));
+    assert_eq!(
+        c.daemon.state_dir.as_deref(),
+        Some(Path::new(DEFAULT_STATE_DIR))
+    );
 }

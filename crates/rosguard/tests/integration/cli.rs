@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use routeros_sim::{Family, SimConfig, SimHandle};
+use routeros_sim::{Family, SimConfig, SimConnection, SimHandle};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -104,8 +104,12 @@ async fn once_blocks_and_reports_and_dry_run_only_reports() {
     let (ok, out, _) = run(&s, &["once", "--json"]).await;
     assert!(ok);
     let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(reports[0]["blocks"][0]["address"], "203.0.113.45");
-    assert_eq!(reports[0]["blocks"][0]["outcome"], "added");
+    assert_eq!(reports[0]["router"], "core");
+    assert_eq!(reports[0]["report"]["blocks"][0]["address"], "203.0.113.45");
+    assert_eq!(
+        reports[0]["report"]["blocks"][0]["result"]["outcome"],
+        "added"
+    );
     assert_eq!(list_addresses(&sim, "tls_block"), ["203.0.113.45"]);
 
     // The history explains it.
@@ -168,39 +172,73 @@ async fn once_fails_clearly_when_it_cannot_connect_or_log_in() {
 #[tokio::test]
 async fn list_unblock_and_clear() {
     let sim = sim().await;
-    sim.add_list_entry(
-        Family::V4,
-        "tls_block",
-        "198.51.100.9",
-        None,
-        Some("by hand"),
-    );
+    sim.add_list_entry(Family::V4, "tls_block", "198.18.7.9", None, Some("by hand"));
     sim.add_connection(frozen_tls("192.168.88.50:1000", "203.0.113.45:443"));
-    sim.add_connection(frozen_tls("[fd00:88::50]:1001", "[2001:db8::45]:443"));
+    // A UDP flow stays flagged after its block: it would bring the address back.
+    sim.add_connection(
+        SimConnection::udp(sa("[fd00:88::50]:1001"), sa("[2001:db8::45]:443")).packets(30, 0),
+    );
     let s = setup(&sim, "");
     assert!(run(&s, &["once"]).await.0);
     let (ok, out, _) = run(&s, &["list", "--json"]).await;
     assert!(ok);
-    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut addrs: Vec<String> = rows
+    let routers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut addrs: Vec<String> = routers[0]["entries"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["address"].as_str().unwrap().to_owned())
         .collect();
     addrs.sort();
-    assert_eq!(addrs, ["198.51.100.9", "2001:db8::45", "203.0.113.45"]);
+    assert_eq!(addrs, ["198.18.7.9", "2001:db8::45", "203.0.113.45"]);
     let (ok, out, _) = run(&s, &["list"]).await;
     assert!(
         ok && out.contains("1d") && out.contains("rosguard: tcp"),
         "{out}"
     );
 
-    let (ok, out, _) = run(&s, &["unblock", "2001:db8::45"]).await;
+    let (ok, out, _) = run(
+        &s,
+        &[
+            "unblock",
+            "2001:db8::45",
+            "--for",
+            "2h",
+            "--comment",
+            "our CDN",
+        ],
+    )
+    .await;
     assert!(ok, "{out}");
+    assert!(
+        out.contains("removed 2001:db8::45") && out.contains("removed 1 of its connections"),
+        "{out}"
+    );
     assert!(sim.address_list(Family::V6, "tls_block").is_empty());
-    let (ok, _, _) = run(&s, &["unblock", "2001:db8::45"]).await;
-    assert!(!ok, "unblocking what is not there fails");
+    assert!(
+        !table(&sim)
+            .await
+            .iter()
+            .any(|(_, d)| d.contains("2001:db8::45")),
+        "its flows are gone"
+    );
+    // The flow comes back (the client retries): the unblock still holds.
+    sim.add_connection(
+        SimConnection::udp(sa("[fd00:88::50]:1002"), sa("[2001:db8::45]:443")).packets(30, 0),
+    );
+    assert!(run(&s, &["once"]).await.0);
+    assert!(
+        sim.address_list(Family::V6, "tls_block").is_empty(),
+        "an unblock sticks"
+    );
+    let (ok, out, _) = run(&s, &["why", "2001:db8::45"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("unblocked on router core")
+            && out.contains("our CDN")
+            && out.contains("not blocked again before"),
+        "{out}"
+    );
 
     let (ok, out, _) = run(&s, &["clear"]).await;
     assert!(ok);
@@ -208,55 +246,93 @@ async fn list_unblock_and_clear() {
         out.contains("1 entries not added by rosguard kept"),
         "{out}"
     );
-    assert_eq!(list_addresses(&sim, "tls_block"), ["198.51.100.9"]);
+    assert_eq!(list_addresses(&sim, "tls_block"), ["198.18.7.9"]);
+    // Cleared entries are lifted in the history: a cycle does not restore them.
+    assert!(run(&s, &["once"]).await.0);
+    assert_eq!(list_addresses(&sim, "tls_block"), ["198.18.7.9"]);
     assert!(run(&s, &["clear", "--all"]).await.0);
     assert!(list_addresses(&sim, "tls_block").is_empty());
 }
 
 #[tokio::test]
-async fn firewall_prints_installs_idempotently_and_removes() {
+async fn firewall_prints_installs_idempotently_at_the_top_and_removes() {
     let sim = sim().await;
     let s = setup(&sim, "");
     let (ok, out, _) = run(&s, &["firewall"]).await;
     assert!(ok);
+    for rule in [
+        "chain=forward action=drop src-address-list=tls_block",
+        "chain=forward action=drop dst-address-list=tls_block",
+        "chain=input action=drop src-address-list=tls_block",
+        "chain=output action=drop dst-address-list=tls_block",
+        "chain=input action=add-src-to-address-list protocol=tcp psd=21,3s,3,1 address-list=rosguard_scan",
+    ] {
+        assert!(out.contains(rule), "{rule}: {out}");
+    }
+    let before = sim.filter_rules_of(Family::V4).len();
     assert!(
-        out.contains("chain=forward action=drop dst-address-list=tls_block"),
-        "{out}"
-    );
-    assert!(
-        !out.contains("src-address-list"),
-        "dst is blocked by destination: {out}"
+        before > 0,
+        "the simulator starts with RouterOS's default rules"
     );
     assert!(run(&s, &["firewall", "--install"]).await.0);
-    // Only rosguard's rules (the simulator starts with RouterOS's default configuration).
-    let ours = |f: Family| -> Vec<Vec<(String, String)>> {
-        sim.filter_rules_of(f)
-            .into_iter()
-            .filter(|r| {
-                r.iter()
-                    .any(|(k, v)| k == "comment" && v.starts_with("rosguard-firewall:"))
-            })
-            .collect()
+    let is_ours = |r: &Vec<(String, String)>| {
+        r.iter()
+            .any(|(k, v)| k == "comment" && v.starts_with("rosguard-firewall:"))
     };
-    let count = || ours(Family::V4).len() + ours(Family::V6).len();
-    let rules = ours(Family::V4);
-    assert_eq!(rules.len(), 2, "forward and output: {rules:?}");
+    let rules = sim.filter_rules_of(Family::V4);
+    assert_eq!(rules.len(), before + 6);
     assert!(
-        rules
-            .iter()
-            .all(|r| r.contains(&("dst-address-list".into(), "tls_block".into()))),
-        "{rules:?}"
+        rules[..6].iter().all(is_ours),
+        "ours come first, before any accept rule: {rules:?}"
     );
-    assert_eq!(count(), 4, "IPv4 and IPv6");
+    let comments: Vec<&str> = rules[..6]
+        .iter()
+        .map(|r| r.iter().find(|(k, _)| k == "comment").unwrap().1.as_str())
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            "rosguard-firewall: forward drop src-address-list=tls_block",
+            "rosguard-firewall: forward drop dst-address-list=tls_block",
+            "rosguard-firewall: input drop src-address-list=tls_block",
+            "rosguard-firewall: output drop dst-address-list=tls_block",
+            "rosguard-firewall: input psd to rosguard_scan",
+            "rosguard-firewall: forward psd to rosguard_scan",
+        ],
+        "in the order printed"
+    );
+    let count = || {
+        sim.filter_rules_of(Family::V4)
+            .iter()
+            .filter(|r| is_ours(r))
+            .count()
+            + sim
+                .filter_rules_of(Family::V6)
+                .iter()
+                .filter(|r| is_ours(r))
+                .count()
+    };
+    assert_eq!(count(), 12, "IPv4 and IPv6");
     assert!(run(&s, &["firewall", "--install"]).await.0);
-    assert_eq!(count(), 4, "installing twice adds nothing");
+    assert_eq!(count(), 12, "installing twice adds nothing");
     assert!(run(&s, &["firewall", "--remove"]).await.0);
     assert_eq!(count(), 0);
+    assert_eq!(
+        sim.filter_rules_of(Family::V4).len(),
+        before,
+        "the router's own rules stay"
+    );
 
-    write_config(&s.config, &sim, "[detection]\nblock_target = \"src\"");
+    write_config(
+        &s.config,
+        &sim,
+        "[detection]\nblock_target = \"dst\"\n[detection.scan]\nstaging_list = \"\"",
+    );
     let (_, out, _) = run(&s, &["firewall"]).await;
     assert!(
-        out.contains("src-address-list=tls_block") && !out.contains("dst-address-list"),
+        out.contains("dst-address-list=tls_block")
+            && !out.contains("src-address-list")
+            && !out.contains("psd"),
         "{out}"
     );
 }
@@ -294,8 +370,13 @@ async fn sighup_reloads_the_config_and_sigterm_stops() {
     until(&mut lines, "connected to").await;
     sim.add_connection(frozen_tls("192.168.88.50:1000", "203.0.113.45:443"));
     let line = until(&mut lines, "Added 203.0.113.45 to list_a").await;
+    let (stamp, rest) = line.split_once(' ').unwrap();
     assert!(
-        line.starts_with("INFO [ConnectionMonitor] core: "),
+        humantime::parse_rfc3339(stamp).is_ok(),
+        "a timestamp first: {line}"
+    );
+    assert!(
+        rest.starts_with("INFO [ConnectionMonitor] core: "),
         "{line}"
     );
 
@@ -309,7 +390,7 @@ async fn sighup_reloads_the_config_and_sigterm_stops() {
     kill(pid, Signal::SIGHUP).unwrap();
     let line = until(&mut lines, "reload failed").await;
     assert!(
-        line.contains("unknown field `nonsense`") && line.contains("line 2"),
+        line.contains("daemon.nonsense") && line.contains("unknown field `nonsense`"),
         "one line that says what is wrong: {line}"
     );
     sim.add_connection(frozen_tls("192.168.88.50:1002", "203.0.113.47:443"));

@@ -21,6 +21,7 @@ fn the_readme_scenario_example_parses() {
         .into_iter()
         .filter(|b| b.contains("[[flow]]"))
         .collect();
+    assert!(!blocks.is_empty(), "the README has TOML blocks");
     assert_eq!(blocks.len(), 1, "one scenario example in the README");
     let s = routeros_sim::Scenario::from_toml(&blocks[0], "README.md").unwrap();
     assert_eq!(s.flows.len(), 3);
@@ -28,20 +29,26 @@ fn the_readme_scenario_example_parses() {
 
 #[test]
 fn the_readme_firewall_rules_are_what_the_firewall_command_prints() {
-    let rules =
-        rosguard::admin::firewall_rules("tls_block", rosguard_core::detect::BlockTarget::Dst);
+    let d = rosguard_core::Detection::default();
+    let rules = rosguard::admin::firewall_rules("tls_block", d.block_target, &d.scan.staging_list);
+    assert_eq!(rules.len(), 6, "four drop rules for remote, two psd rules");
     let blocks = readme_blocks("routeros");
     let shown = blocks
         .iter()
         .find(|b| b.contains("rosguard-firewall:"))
         .expect("the firewall example");
-    for r in rules {
-        let line = format!(
-            "/ip firewall filter add chain={} action=drop {}={} comment=\"{}\" place-before=0",
-            r.chain, r.matcher, r.list, r.comment
-        );
+    for r in &rules {
+        let line = r.cli("ip");
         assert!(shown.contains(&line), "README lacks {line}");
     }
+    assert_eq!(
+        shown
+            .lines()
+            .filter(|l| l.starts_with("/ip firewall filter add"))
+            .count(),
+        rules.len(),
+        "the README shows exactly the default rules"
+    );
 }
 
 #[test]
@@ -52,7 +59,16 @@ fn every_command_in_the_readme_table_exists() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for line in readme.lines().filter(|l| l.starts_with("| `rosguard ")) {
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `rosguard "))
+        .collect();
+    assert!(
+        rows.len() >= 10,
+        "the README's command table: {} rows",
+        rows.len()
+    );
+    for line in rows {
         let cmd = line
             .trim_start_matches("| `rosguard ")
             .split([' ', '`'])

@@ -42,12 +42,14 @@ async fn a_scrape_shows_the_cycle_and_health_follows_the_routers() {
     sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
     sim.add_connection(frozen_tls("192.168.88.50:54322", "192.168.88.1:443"));
     let metrics = Arc::new(Metrics::default());
-    let env = rosguard::cycle::CycleEnv {
-        metrics: Some(metrics.clone()),
-        ..memory_env()
-    };
+    let env = memory_env();
+    let mut events = env.events.subscribe();
     let mut rig = Rig::with_env(router_for(&sim, "core"), env).await;
     rig.cycle().await;
+    // What the daemon published, fed to the metrics as their subscriber task does.
+    while let Ok(e) = events.try_recv() {
+        metrics.apply(&e);
+    }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -56,7 +58,7 @@ async fn a_scrape_shows_the_cycle_and_health_follows_the_routers() {
         max_age: Duration::from_secs(60),
     }));
     let stop = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, metrics, health.clone(), stop.clone()));
+    let server = tokio::spawn(serve(listener, metrics, health.clone(), 8, stop.clone()));
 
     let (status, body) = get(addr, "/metrics").await;
     assert_eq!(status, "HTTP/1.1 200 OK");

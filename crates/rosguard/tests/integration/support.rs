@@ -70,7 +70,10 @@ impl Rig {
     }
 
     pub async fn with_env(router: RouterConfig, env: CycleEnv) -> Self {
-        let mut backend = RouterOsBackend::new(router.client_config(), rosguard_routeros::DEFAULT_MAX_CANDIDATES);
+        let mut backend = RouterOsBackend::new(
+            router.client_config(),
+            rosguard_routeros::DEFAULT_MAX_CANDIDATES,
+        );
         backend.connect().await.expect("connects to the simulator");
         let state = load_state(&env, &router.name, &router.settings, unix_now());
         Self {
@@ -82,15 +85,14 @@ impl Rig {
         }
     }
 
-    pub fn settings(&mut self) -> &mut Settings {
-        &mut self.router.settings
-    }
-
     pub async fn try_cycle(&mut self) -> Result<CycleReport, rosguard_core::BackendError> {
         self.try_cycle_at(unix_now()).await
     }
 
-    pub async fn try_cycle_at(&mut self, now: Duration) -> Result<CycleReport, rosguard_core::BackendError> {
+    pub async fn try_cycle_at(
+        &mut self,
+        now: Duration,
+    ) -> Result<CycleReport, rosguard_core::BackendError> {
         run_cycle(
             &mut self.backend,
             &self.router.name,
@@ -100,6 +102,7 @@ impl Rig {
             &mut self.notes,
             Vec::new(),
             now,
+            &rosguard::cycle::Limits::default(),
         )
         .await
     }
@@ -138,8 +141,7 @@ pub struct Running {
     pub events: broadcast::Receiver<Event>,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
-    pub config: watch::Sender<Arc<Config>>,
-    pub env: CycleEnv,
+    pub _config: watch::Sender<Arc<Config>>,
 }
 
 impl Running {
@@ -147,13 +149,17 @@ impl Running {
         let (tx, rx) = watch::channel(Arc::new(config));
         let events = env.events.subscribe();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(rosguard::daemon::run(rx, shutdown.clone(), env.clone(), rosguard::daemon::routeros()));
+        let task = tokio::spawn(rosguard::daemon::run(
+            rx,
+            shutdown.clone(),
+            env,
+            rosguard::daemon::routeros(),
+        ));
         Self {
             events,
             shutdown,
             task,
-            config: tx,
-            env,
+            _config: tx,
         }
     }
 
@@ -205,4 +211,30 @@ pub fn config(daemon: DaemonSettings, mut routers: Vec<RouterConfig>) -> Config 
         r.settings.cycle.reconcile_interval = daemon.reconcile_interval;
     }
     Config { daemon, routers }
+}
+
+/// The simulator's connection tables as another API client reads them: (src, dst) of every
+/// row, sorted. Claims of removal are checked against this, not against rosguard's counters.
+pub async fn table(sim: &SimHandle) -> Vec<(String, String)> {
+    let client = routeros_client::Client::connect(routeros_client::ClientConfig::new(
+        "observer",
+        sim.local_addr().to_string(),
+        "admin",
+        Secret::new(String::new()),
+    ))
+    .await
+    .expect("an observer connects");
+    let mut out = Vec::new();
+    for f in [rosguard_core::Family::V4, rosguard_core::Family::V6] {
+        let cmd = routeros_proto::Command::new(&f.path("firewall/connection/print"))
+            .proplist(rosguard_routeros::CONNECTION_PROPLIST);
+        let rows = client.call(cmd).await.expect("the table prints").rows;
+        for r in &rows {
+            let c = rosguard_routeros::connection(r, f).expect("a readable row");
+            out.push((c.src.to_string(), c.dst.to_string()));
+        }
+    }
+    client.close().await;
+    out.sort();
+    out
 }
