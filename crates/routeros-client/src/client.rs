@@ -97,6 +97,8 @@ impl Client {
             .map_err(|_| Error::Timeout {
                 router: router.clone(),
                 what: format!("the TCP connection to {}", cfg.address),
+                setting: "connect_timeout",
+                after: cfg.connect_timeout,
             })?
             .map_err(|e| Error::Io {
                 router: router.clone(),
@@ -117,7 +119,15 @@ impl Client {
                     .await
                     .map_err(|_| Error::Timeout {
                         router: router.clone(),
-                        what: format!("the TLS handshake with {}", cfg.address),
+                        // A plain API port reads the ClientHello as the start of a sentence
+                        // and waits for the rest: say so, it is the likely mistake.
+                        what: format!(
+                            "the TLS handshake with {} (a plain API port stays silent here: if \
+                             this is one, set tls = false, or use the API-SSL port 8729)",
+                            cfg.address
+                        ),
+                        setting: "connect_timeout",
+                        after: cfg.connect_timeout,
                     })??,
             ),
         };
@@ -130,6 +140,8 @@ impl Client {
         .map_err(|_| Error::Timeout {
             router: router.clone(),
             what: format!("the login as {:?}", cfg.username),
+            setting: "login_timeout",
+            after: cfg.login_timeout,
         })??;
 
         let client = Self::start(
@@ -165,6 +177,7 @@ impl Client {
         let (writer, writer_rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(run_reader(rd, buf, limits, shared.clone()));
         let writer_task = tokio::spawn(run_writer(wr, writer_rx, shared.clone()));
+        shared.set_tasks(reader.abort_handle(), writer_task.abort_handle());
         Client {
             inner: Arc::new(Inner {
                 shared,
@@ -196,7 +209,8 @@ impl Client {
         self.inner.peer_addr
     }
 
-    /// True after `!fatal`, EOF, an IO or protocol error, or [`Client::close`].
+    /// True after `!fatal`, EOF, an IO or protocol error, a command timeout, or
+    /// [`Client::close`].
     pub fn is_closed(&self) -> bool {
         self.inner.shared.is_closed()
     }
@@ -248,16 +262,26 @@ impl Client {
         tracing::debug!(router = %self.router(), tag, "command cancelled");
     }
 
-    fn timeout_error(&self, path: &str) -> Error {
-        Error::Timeout {
-            router: self.router().to_owned(),
-            what: format!("the reply to {path}"),
-        }
+    /// A command got nothing within `after` (`command_timeout`): drops the connection, so
+    /// that every command on it fails now instead of each waiting out its own timeout, and
+    /// returns the error. A router that stops answering one command has, as far as this
+    /// client can tell, stopped answering all of them; a new connection is the way on.
+    pub(crate) fn drop_on_timeout(&self, what: String, after: Duration) -> Error {
+        let reason = CloseReason::Timeout {
+            what,
+            setting: "command_timeout",
+            after,
+        };
+        let error = reason.to_error(self.router());
+        tracing::debug!(router = %self.router(), %error, "dropping the connection");
+        self.inner.shared.close(reason);
+        error
     }
 
     /// Sends `cmd` and collects its rows. A `!trap` becomes [`Error::Trap`] (after its
-    /// `!done`). The whole command must finish within `command_timeout`, else it is
-    /// cancelled and [`Error::Timeout`] returned.
+    /// `!done`). The whole command must finish within `command_timeout`, else
+    /// [`Error::Timeout`] is returned and the connection dropped (every other command on it
+    /// fails too, and [`Client::is_closed`] is true).
     pub async fn call(&self, cmd: Command) -> Result<Response, Error> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let tag = self.start_command(&cmd, Sink::Collect(tx))?;
@@ -272,16 +296,20 @@ impl Client {
                 guard.armed = false;
                 r
             }
-            // The guard cancels the tag.
-            Err(_) => Err(self.timeout_error(cmd.path())),
+            // Dropping the connection also stops waiting for the tag; nothing to cancel.
+            Err(_) => Err(self.drop_on_timeout(
+                format!("the reply to {}", cmd.path()),
+                self.inner.command_timeout,
+            )),
         }
     }
 
     /// Sends all `cmds` at once (pipelined) and collects each one's result, in order.
     ///
     /// Each command gets `command_timeout` from the moment the one before it finished (the
-    /// router works through them in turn); once one times out, the rest are cancelled and
-    /// reported as timed out too, since the router has stopped answering.
+    /// router works through them in turn); once one times out the connection is dropped,
+    /// and the rest report what they got before that: their result if it was complete, else
+    /// the same timeout.
     pub async fn call_many<I>(&self, cmds: I) -> Vec<Result<Response, Error>>
     where
         I: IntoIterator<Item = Command>,
@@ -317,7 +345,10 @@ impl Client {
                 }
             };
             if timed_out {
-                results.push(Err(self.timeout_error(&path)));
+                // The connection is closed, so every sender is gone: this cannot wait. It
+                // yields the reply if it was complete, else the timeout that closed it.
+                guard.armed = false;
+                results.push(collect(&mut rx, self.shared()).await);
                 continue;
             }
             match timeout_at(deadline, collect(&mut rx, self.shared())).await {
@@ -328,7 +359,11 @@ impl Client {
                 }
                 Err(_) => {
                     timed_out = true;
-                    results.push(Err(self.timeout_error(&path)));
+                    guard.armed = false;
+                    results.push(Err(self.drop_on_timeout(
+                        format!("the reply to {path}"),
+                        self.inner.command_timeout,
+                    )));
                 }
             }
         }
@@ -336,7 +371,8 @@ impl Client {
     }
 
     /// Sends `cmd` and hands its rows over as they arrive; see [`RowStream`]. `command_timeout`
-    /// bounds the gap between two replies, not the whole command.
+    /// bounds the gap between two replies, not the whole command; a gap longer than that
+    /// drops the connection, as for [`Client::call`].
     pub async fn stream(&self, cmd: Command) -> Result<RowStream, Error> {
         // Batches of up to STREAM_BATCH replies: about STREAM_CAPACITY replies in all.
         let (tx, rx) = mpsc::channel((STREAM_CAPACITY / STREAM_BATCH).max(1));
@@ -350,7 +386,8 @@ impl Client {
         ))
     }
 
-    /// Adds `=count-only=` to a print and returns the router's count (`!done =ret=N`).
+    /// Adds `=count-only=` to a print and returns the router's count (`!done =ret=N`). Timeouts
+    /// as for [`Client::call`].
     pub async fn count(&self, cmd: Command) -> Result<u64, Error> {
         let path = cmd.path().to_owned();
         let response = self.call(cmd.flag("count-only")).await?;

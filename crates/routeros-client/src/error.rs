@@ -4,6 +4,7 @@
 //! command words: a `/login` command holds the password, so errors name only a command's path.
 
 use std::fmt;
+use std::time::Duration;
 
 use routeros_proto::ProtoError;
 
@@ -61,12 +62,24 @@ pub enum Error {
          router's log if it repeats"
     )]
     Fatal { router: String, reason: String },
-    /// Nothing arrived in time.
+    /// Nothing arrived within the timeout named by `setting` (a [`crate::ClientConfig`] field:
+    /// `connect_timeout`, `login_timeout` or `command_timeout`).
+    ///
+    /// After a command timeout the connection has been dropped: every command in flight on
+    /// it failed with this error, and the client [`is_closed`](crate::Client::is_closed).
     #[error(
-        "router {router}: timed out waiting for {what}; check the network and the router's load, \
-         or raise the timeout"
+        "router {router}: timed out after {after:?} waiting for {what}{}; check the network and \
+         the router's load, or raise {setting}",
+        dropped_note(setting)
     )]
-    Timeout { router: String, what: String },
+    Timeout {
+        router: String,
+        what: String,
+        /// The config field that set the limit.
+        setting: &'static str,
+        /// How long was waited.
+        after: Duration,
+    },
     /// The router refused the username or password.
     #[error(
         "router {router}: login failed: {message}; check the username and password, and that the \
@@ -83,6 +96,15 @@ pub enum Error {
          supported"
     )]
     Unexpected { router: String, message: String },
+}
+
+/// `; the connection was dropped` for a command timeout, which closes the connection.
+fn dropped_note(setting: &str) -> &'static str {
+    if setting == "command_timeout" {
+        "; the connection was dropped (reconnect to go on)"
+    } else {
+        ""
+    }
 }
 
 /// A human note for a trap category, e.g. ` (category 1: argument value failure)`.
@@ -115,7 +137,7 @@ impl Error {
     /// `Io`, `Tls`, `Protocol`, `Fatal`, `Timeout` and `Closed`.
     ///
     /// A `Timeout` counts because a router that stops answering one command usually stops
-    /// answering all of them; the connection itself stays open until the caller drops it.
+    /// answering all of them: a command timeout closes the connection.
     pub fn is_connection_lost(&self) -> bool {
         matches!(
             self,
@@ -189,6 +211,8 @@ mod tests {
             Error::Timeout {
                 router: r(),
                 what: "x".into(),
+                setting: "command_timeout",
+                after: Duration::from_secs(30),
             },
             Error::LoginFailed {
                 router: r(),
@@ -208,6 +232,33 @@ mod tests {
         assert_eq!(
             lost,
             [true, true, true, false, false, true, true, false, true, false]
+        );
+    }
+
+    #[test]
+    fn timeouts_name_the_setting_and_the_wait() {
+        let e = Error::Timeout {
+            router: "edge-1".into(),
+            what: "the reply to /ip/address/print".into(),
+            setting: "command_timeout",
+            after: Duration::from_secs(30),
+        };
+        assert_eq!(
+            e.to_string(),
+            "router edge-1: timed out after 30s waiting for the reply to /ip/address/print; the \
+             connection was dropped (reconnect to go on); check the network and the router's \
+             load, or raise command_timeout"
+        );
+        let e = Error::Timeout {
+            router: "edge-1".into(),
+            what: "the login as \"admin\"".into(),
+            setting: "login_timeout",
+            after: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            e.to_string(),
+            "router edge-1: timed out after 1.5s waiting for the login as \"admin\"; check the \
+             network and the router's load, or raise login_timeout"
         );
     }
 

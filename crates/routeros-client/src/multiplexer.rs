@@ -10,11 +10,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use routeros_proto::{decode_sentence, Limits, ProtoError, Reply, ReplyKind, Sentence};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use crate::Error;
 
@@ -135,6 +137,13 @@ pub(crate) enum CloseReason {
     },
     Protocol(ProtoError),
     Fatal(String),
+    /// A command got no reply within its timeout: the router (or the path to it) stopped
+    /// answering, so the connection is dropped rather than kept busy.
+    Timeout {
+        what: String,
+        setting: &'static str,
+        after: Duration,
+    },
     /// Closed by us ([`crate::Client::close`]).
     Closed,
 }
@@ -150,7 +159,7 @@ impl CloseReason {
         }
     }
 
-    fn to_error(&self, router: &str) -> Error {
+    pub(crate) fn to_error(&self, router: &str) -> Error {
         let router = router.to_owned();
         match self {
             CloseReason::Io { kind, message } => Error::Io {
@@ -165,6 +174,16 @@ impl CloseReason {
                 router,
                 reason: reason.clone(),
             },
+            CloseReason::Timeout {
+                what,
+                setting,
+                after,
+            } => Error::Timeout {
+                router,
+                what: what.clone(),
+                setting,
+                after: *after,
+            },
             CloseReason::Closed => Error::Closed { router },
         }
     }
@@ -173,6 +192,9 @@ impl CloseReason {
 struct State {
     pending: HashMap<u64, Sink>,
     closed: Option<CloseReason>,
+    /// The reader and writer tasks, aborted when the connection is lost so the socket is
+    /// dropped at once (both halves), not when the last client handle goes.
+    tasks: Option<[AbortHandle; 2]>,
 }
 
 /// The state the client handles, the reader and the writer share.
@@ -188,6 +210,7 @@ impl Shared {
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 closed: None,
+                tasks: None,
             }),
         }
     }
@@ -200,6 +223,19 @@ impl Shared {
     /// holding it cannot leave the map half-updated, so a poisoned lock is still usable.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands over the reader and writer tasks, so that losing the connection stops them. If it
+    /// was lost before they were handed over, they are stopped now.
+    pub(crate) fn set_tasks(&self, reader: AbortHandle, writer: AbortHandle) {
+        let mut st = self.lock();
+        match &st.closed {
+            Some(reason) if !matches!(reason, CloseReason::Closed) => {
+                reader.abort();
+                writer.abort();
+            }
+            _ => st.tasks = Some([reader, writer]),
+        }
     }
 
     /// Starts waiting for replies tagged `tag`; fails fast when the connection is closed.
@@ -230,9 +266,18 @@ impl Shared {
 
     /// Marks the connection closed (the first reason wins) and fails every waiter: dropping
     /// their senders wakes them, and they read the reason through [`Shared::lost_error`].
+    ///
+    /// For any reason but [`CloseReason::Closed`] (where [`crate::Client::close`] still sends
+    /// `/quit` and joins the tasks itself) the reader and writer are aborted, which drops the
+    /// socket: the router sees the connection end and stops sending.
     pub(crate) fn close(&self, reason: CloseReason) {
-        let pending = {
+        let (pending, tasks) = {
             let mut st = self.lock();
+            let tasks = if matches!(reason, CloseReason::Closed) {
+                None
+            } else {
+                st.tasks.take()
+            };
             if st.closed.is_none() {
                 match &reason {
                     CloseReason::Closed => {
@@ -246,9 +291,12 @@ impl Shared {
                 }
                 st.closed = Some(reason);
             }
-            std::mem::take(&mut st.pending)
+            (std::mem::take(&mut st.pending), tasks)
         };
         drop(pending);
+        for task in tasks.into_iter().flatten() {
+            task.abort();
+        }
     }
 
     /// The error for a waiter whose channel closed before its `!done`.

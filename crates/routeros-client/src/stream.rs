@@ -132,8 +132,8 @@ impl RowStream {
     }
 
     /// The next row; `None` after `!done`. A `!trap` is returned as `Err` when its `!done`
-    /// arrives; any other `Err` (connection lost, no reply within `command_timeout`) also ends
-    /// the stream.
+    /// arrives; any other `Err` (connection lost, no reply within `command_timeout`, which
+    /// drops the connection) also ends the stream.
     pub async fn next(&mut self) -> Option<Result<Reply, Error>> {
         if self.finished {
             return None;
@@ -165,11 +165,10 @@ impl RowStream {
                 }
                 Err(_) => {
                     self.finished = true;
-                    self.client.cancel_tag(self.tag);
-                    return Some(Err(Error::Timeout {
-                        router: self.client.router().to_owned(),
-                        what: format!("the next reply to {}", self.path),
-                    }));
+                    return Some(Err(self.client.drop_on_timeout(
+                        format!("the next reply to {}", self.path),
+                        self.gap_timeout,
+                    )));
                 }
             }
         }

@@ -11,5 +11,6 @@ mod lifecycle;
 mod login;
 mod streaming;
 mod support;
+mod timeouts;
 mod tls;
 mod typed;

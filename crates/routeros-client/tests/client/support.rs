@@ -50,6 +50,24 @@ where
     TestServer { addr, handle }
 }
 
+/// Accepts `count` plain TCP connections, one after the other, and runs `script(i, conn)` on
+/// the `i`-th (from 0) before accepting the next: for tests where the client reconnects.
+pub async fn serve_each<F, Fut>(count: usize, script: F) -> TestServer
+where
+    F: Fn(usize, Conn) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        for i in 0..count {
+            let (tcp, _) = listener.accept().await.unwrap();
+            script(i, Conn::new(Box::new(tcp))).await;
+        }
+    });
+    TestServer { addr, handle }
+}
+
 /// Accepts one TLS connection and runs `script` on it; if the client rejects the handshake
 /// the script is not run.
 pub async fn serve_tls<F, Fut>(acceptor: tokio_rustls::TlsAcceptor, script: F) -> TestServer
@@ -68,7 +86,6 @@ where
     TestServer { addr, handle }
 }
 
-/// A client config for `addr` with the test credentials.
 /// The client still works after what a test did to it: one more command goes through (the
 /// test's server must answer `/system/identity/print`).
 pub async fn still_works(client: &Client) {
@@ -78,6 +95,7 @@ pub async fn still_works(client: &Client) {
         .unwrap();
 }
 
+/// A client config for `addr` with the test credentials.
 pub fn config(addr: SocketAddr) -> ClientConfig {
     ClientConfig::new(
         "test-router",
