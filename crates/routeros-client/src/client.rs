@@ -7,7 +7,6 @@
 //! It deliberately does not reconnect: once [`Client::is_closed`], make a new one.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +39,6 @@ struct Inner {
     shared: Arc<Shared>,
     writer: mpsc::UnboundedSender<WriterMsg>,
     tasks: tokio::sync::Mutex<Option<Tasks>>,
-    next_tag: AtomicU64,
     local_addr: SocketAddr,
     peer_addr: SocketAddr,
     command_timeout: Duration,
@@ -186,7 +184,6 @@ impl Client {
                     reader,
                     writer: writer_task,
                 })),
-                next_tag: AtomicU64::new(1),
                 local_addr,
                 peer_addr,
                 command_timeout,
@@ -226,7 +223,7 @@ impl Client {
 
     /// Encodes `cmd` with a fresh tag, registers `sink` for it and queues it for the writer.
     fn start_command(&self, cmd: &Command, sink: Sink) -> Result<u64, Error> {
-        let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
+        let tag = self.inner.shared.issue_tag();
         let mut bytes = Vec::new();
         cmd.encode(Some(&tag.to_string()), &mut bytes)
             .map_err(|source| Error::InvalidCommand {
@@ -251,10 +248,12 @@ impl Client {
             return;
         }
         let mut bytes = Vec::new();
-        // Untagged on purpose: its own `!done` is then dropped as an untagged reply.
+        // Tagged like every command, but nobody waits for the tag: its own `!done` is dropped
+        // as a reply to a finished command.
+        let own = self.inner.shared.issue_tag().to_string();
         if Command::new("/cancel")
             .attr("tag", tag.to_string())
-            .encode(None, &mut bytes)
+            .encode(Some(&own), &mut bytes)
             .is_ok()
         {
             let _ = self.inner.writer.send(WriterMsg::Send(bytes));

@@ -35,6 +35,16 @@ pub enum Error {
         #[source]
         source: ProtoError,
     },
+    /// The router sent a reply that belongs to no command of this client: tagged with a tag
+    /// that was never issued, or untagged although every command is tagged. Replies can no
+    /// longer be matched to commands, so the connection was dropped.
+    #[error(
+        "router {router}: protocol error: {detail}; replies can no longer be matched to \
+         commands, so the connection was dropped; check that the address points straight at \
+         the router's API service (no proxy or port forward shared with another client), and \
+         report the RouterOS version if it repeats"
+    )]
+    UnmatchedReply { router: String, detail: String },
     /// A command could not be encoded (bad path or property name); nothing was sent and the
     /// connection is fine. This is a bug in the caller.
     #[error(
@@ -134,7 +144,7 @@ impl fmt::Display for CategoryNote {
 
 impl Error {
     /// True when the connection is gone (or unusable) and the caller should reconnect:
-    /// `Io`, `Tls`, `Protocol`, `Fatal`, `Timeout` and `Closed`.
+    /// `Io`, `Tls`, `Protocol`, `UnmatchedReply`, `Fatal`, `Timeout` and `Closed`.
     ///
     /// A `Timeout` counts because a router that stops answering one command usually stops
     /// answering all of them: a command timeout closes the connection.
@@ -144,6 +154,7 @@ impl Error {
             Error::Io { .. }
                 | Error::Tls { .. }
                 | Error::Protocol { .. }
+                | Error::UnmatchedReply { .. }
                 | Error::Fatal { .. }
                 | Error::Timeout { .. }
                 | Error::Closed { .. }
@@ -156,6 +167,7 @@ impl Error {
             Error::Io { router, .. }
             | Error::Tls { router, .. }
             | Error::Protocol { router, .. }
+            | Error::UnmatchedReply { router, .. }
             | Error::InvalidCommand { router, .. }
             | Error::Trap { router, .. }
             | Error::Fatal { router, .. }
@@ -195,6 +207,10 @@ mod tests {
                 router: r(),
                 source: ProtoError::BadChallenge,
             },
+            Error::UnmatchedReply {
+                router: r(),
+                detail: "x".into(),
+            },
             Error::InvalidCommand {
                 router: r(),
                 source: ProtoError::BadChallenge,
@@ -231,7 +247,7 @@ mod tests {
         let lost: Vec<bool> = all.iter().map(Error::is_connection_lost).collect();
         assert_eq!(
             lost,
-            [true, true, true, false, false, true, true, false, true, false]
+            [true, true, true, true, false, false, true, true, false, true, false]
         );
     }
 

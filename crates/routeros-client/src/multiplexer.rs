@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -136,6 +137,8 @@ pub(crate) enum CloseReason {
         message: String,
     },
     Protocol(ProtoError),
+    /// A reply no command of ours can own (see [`Error::UnmatchedReply`]).
+    Unmatched(String),
     Fatal(String),
     /// A command got no reply within its timeout: the router (or the path to it) stopped
     /// answering, so the connection is dropped rather than kept busy.
@@ -170,6 +173,10 @@ impl CloseReason {
                 router,
                 source: source.clone(),
             },
+            CloseReason::Unmatched(detail) => Error::UnmatchedReply {
+                router,
+                detail: detail.clone(),
+            },
             CloseReason::Fatal(reason) => Error::Fatal {
                 router,
                 reason: reason.clone(),
@@ -201,6 +208,10 @@ struct State {
 pub(crate) struct Shared {
     router: String,
     state: Mutex<State>,
+    /// The next `.tag` to issue. Tags are issued in order from 1, so the reader can tell a
+    /// tag that was issued (finished or cancelled: late replies are dropped quietly) from one
+    /// that never was (a protocol error).
+    next_tag: AtomicU64,
 }
 
 impl Shared {
@@ -212,6 +223,31 @@ impl Shared {
                 closed: None,
                 tasks: None,
             }),
+            next_tag: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh tag for a command (a `/cancel` too: every command this client sends after
+    /// login is tagged, so an untagged reply is a protocol error).
+    pub(crate) fn issue_tag(&self) -> u64 {
+        self.next_tag.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The tag of `reply`, if it is one this client issued; else why the reply is foreign.
+    fn issued_tag(&self, reply: &Reply) -> Result<u64, String> {
+        let kind = reply.kind().as_word();
+        let Some(text) = reply.tag() else {
+            return Err(format!(
+                "an untagged {kind} reply, but every command this client sends is tagged"
+            ));
+        };
+        match text.parse::<u64>() {
+            // A tag is issued before its command is queued, so its replies never come first.
+            Ok(tag) if tag >= 1 && tag < self.next_tag.load(Ordering::Relaxed) => Ok(tag),
+            _ => Err(format!(
+                "a {kind} reply tagged {:?}, a tag this client never sent",
+                text.chars().take(32).collect::<String>()
+            )),
         }
     }
 
@@ -309,20 +345,16 @@ impl Shared {
         }
     }
 
-    /// Hands one reply to whoever waits for its tag, or drops it quietly. Replies of a stream
+    /// Hands one reply to whoever waits for its tag, or drops it quietly when its tag was
+    /// issued but is no longer awaited (late replies after `/cancel`, the `/cancel`'s own
+    /// replies). A reply with a tag never issued, or none, is `Err`: the connection must end,
+    /// since replies can no longer be matched to commands. Replies of a stream
     /// are gathered in `batch` and handed over when it is full, when its `!done` arrives, when
     /// a reply for another tag comes, or (the reader calls [`Shared::flush`]) before the
     /// reader waits for the socket: gathering never delays a row that has arrived.
-    async fn dispatch(&self, reply: Reply, batch: &mut Option<Batch>) {
+    async fn dispatch(&self, reply: Reply, batch: &mut Option<Batch>) -> Result<(), CloseReason> {
         let kind = reply.kind().as_word();
-        let Some(tag_text) = reply.tag() else {
-            tracing::debug!(router = %self.router, kind, "dropping an untagged reply");
-            return;
-        };
-        let Ok(tag) = tag_text.parse::<u64>() else {
-            tracing::debug!(router = %self.router, kind, tag = tag_text, "dropping a reply with a tag this client never sends");
-            return;
-        };
+        let tag = self.issued_tag(&reply).map_err(CloseReason::Unmatched)?;
         let is_done = reply.kind() == ReplyKind::Done;
         if let Some(b) = batch.as_mut().filter(|b| b.tag == tag) {
             b.replies.push(reply);
@@ -333,7 +365,7 @@ impl Shared {
             if is_done || b.replies.len() >= STREAM_BATCH {
                 self.flush(batch).await;
             }
-            return;
+            return Ok(());
         }
         self.flush(batch).await;
         let sink = {
@@ -346,9 +378,9 @@ impl Shared {
         };
         let delivered = match sink {
             None => {
-                // Late replies after /cancel or a timeout: expected, harmless.
+                // Late replies after /cancel, and the /cancel's own: expected, harmless.
                 tracing::debug!(router = %self.router, tag, kind, "dropping a reply nobody waits for");
-                return;
+                return Ok(());
             }
             Some(Sink::Collect(tx)) => tx.send(reply).is_ok(),
             Some(Sink::Stream(tx)) => {
@@ -363,7 +395,7 @@ impl Shared {
                 if is_done {
                     self.flush(batch).await;
                 }
-                return;
+                return Ok(());
             }
         };
         if !delivered {
@@ -371,6 +403,7 @@ impl Shared {
             // the rest of its replies are dropped.
             self.forget(tag);
         }
+        Ok(())
     }
 
     /// Hands the gathered replies of a stream to its consumer, unless it stopped waiting
@@ -424,7 +457,9 @@ pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
         if reply.kind() == ReplyKind::Fatal {
             break CloseReason::Fatal(reply.message().unwrap_or_else(|| "no reason given".into()));
         }
-        shared.dispatch(reply, &mut batch).await;
+        if let Err(reason) = shared.dispatch(reply, &mut batch).await {
+            break reason;
+        }
     };
     // Rows that arrived before the end are still delivered, then the error.
     shared.flush(&mut batch).await;

@@ -87,7 +87,9 @@ async fn cancel_then_late_replies_are_dropped() {
             .await;
         c.send_tagged(&tag, &["!empty"]).await;
         c.send_tagged(&tag, &["!done"]).await;
-        c.send(&["!done"]).await;
+        // The cancel's own reply, under its own tag.
+        c.send_tagged(cancel.tag().expect("a tagged /cancel"), &["!done"])
+            .await;
         let next = c.expect("/system/identity/print").await;
         let next_tag = next.tag().unwrap().to_owned();
         c.send_tagged(&next_tag, &["!re", "=name=still-here"]).await;
