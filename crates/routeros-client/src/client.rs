@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use routeros_proto::{Command, Limits};
+use routeros_proto::Command;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::multiplexer::{
-    run_reader, run_writer, CloseReason, Shared, Sink, WriterMsg, STREAM_BATCH,
+    run_reader, run_writer, CloseReason, Collector, ReplyLimits, Shared, Sink, WriterMsg,
+    STREAM_BATCH,
 };
 use crate::stream::{collect, Response, RowStream};
 use crate::{login, tls, ClientConfig, Error, TlsConfig, STREAM_CAPACITY};
@@ -42,6 +43,7 @@ struct Inner {
     local_addr: SocketAddr,
     peer_addr: SocketAddr,
     command_timeout: Duration,
+    reply_limits: ReplyLimits,
 }
 
 impl Drop for Inner {
@@ -142,15 +144,7 @@ impl Client {
             after: cfg.login_timeout,
         })??;
 
-        let client = Self::start(
-            router,
-            transport,
-            buf,
-            cfg.limits,
-            cfg.command_timeout,
-            local_addr,
-            peer_addr,
-        );
+        let client = Self::start(router, transport, buf, &cfg, local_addr, peer_addr);
         tracing::info!(
             router = %client.router(),
             address = %cfg.address,
@@ -165,15 +159,14 @@ impl Client {
         router: String,
         transport: Box<dyn Transport>,
         buf: BytesMut,
-        limits: Limits,
-        command_timeout: Duration,
+        cfg: &ClientConfig,
         local_addr: SocketAddr,
         peer_addr: SocketAddr,
     ) -> Client {
         let shared = Arc::new(Shared::new(router));
         let (rd, wr) = tokio::io::split(transport);
         let (writer, writer_rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(run_reader(rd, buf, limits, shared.clone()));
+        let reader = tokio::spawn(run_reader(rd, buf, cfg.limits, shared.clone()));
         let writer_task = tokio::spawn(run_writer(wr, writer_rx, shared.clone()));
         shared.set_tasks(reader.abort_handle(), writer_task.abort_handle());
         Client {
@@ -186,7 +179,11 @@ impl Client {
                 })),
                 local_addr,
                 peer_addr,
-                command_timeout,
+                command_timeout: cfg.command_timeout,
+                reply_limits: ReplyLimits {
+                    rows: cfg.max_reply_rows,
+                    bytes: cfg.max_reply_bytes,
+                },
             }),
         }
     }
@@ -241,6 +238,10 @@ impl Client {
         Ok(tag)
     }
 
+    fn collector(&self, tx: mpsc::UnboundedSender<routeros_proto::Reply>, cmd: &Command) -> Sink {
+        Sink::Collect(Collector::new(tx, cmd.path(), self.inner.reply_limits))
+    }
+
     /// Stops waiting for `tag` and, if it was still running, tells the router to stop it.
     /// Never blocks; replies that still arrive for `tag` are dropped by the reader.
     pub(crate) fn cancel_tag(&self, tag: u64) {
@@ -278,12 +279,13 @@ impl Client {
     }
 
     /// Sends `cmd` and collects its rows. A `!trap` becomes [`Error::Trap`] (after its
-    /// `!done`). The whole command must finish within `command_timeout`, else
+    /// `!done`). More rows or bytes than `max_reply_rows` / `max_reply_bytes` fail it with
+    /// [`Error::ReplyTooLarge`] as soon as they arrive, and drop the connection. The whole command must finish within `command_timeout`, else
     /// [`Error::Timeout`] is returned and the connection dropped (every other command on it
     /// fails too, and [`Client::is_closed`] is true).
     pub async fn call(&self, cmd: Command) -> Result<Response, Error> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let tag = self.start_command(&cmd, Sink::Collect(tx))?;
+        let tag = self.start_command(&cmd, self.collector(tx, &cmd))?;
         let mut guard = CancelOnDrop {
             client: self,
             tag,
@@ -316,7 +318,7 @@ impl Client {
         let mut started = Vec::new();
         for cmd in cmds {
             let (tx, rx) = mpsc::unbounded_channel();
-            let tag = self.start_command(&cmd, Sink::Collect(tx));
+            let tag = self.start_command(&cmd, self.collector(tx, &cmd));
             let path = cmd.path().to_owned();
             started.push((
                 path,

@@ -66,6 +66,24 @@ pub enum Error {
         category: Option<u32>,
         message: String,
     },
+    /// A collected reply ([`crate::Client::call`] and the helpers built on it) grew past a
+    /// limit of [`crate::ClientConfig`] (`setting`: `max_reply_rows` or `max_reply_bytes`)
+    /// before its `!done`. The connection was dropped to stop the rest of the reply, so every
+    /// command in flight on it failed with this error, and the rows were freed.
+    #[error(
+        "router {router}: {what} passed the limit of {limit} {} ({setting}) before it ended; \
+         the connection was dropped to stop it and free the memory; if the router really holds \
+         that much, raise {setting}, otherwise check the command's query",
+        limit_unit(setting)
+    )]
+    ReplyTooLarge {
+        router: String,
+        /// What was being read, e.g. `the reply to /ip/firewall/address-list/print`.
+        what: String,
+        limit: usize,
+        /// The config field that set the limit.
+        setting: &'static str,
+    },
     /// The router sent `!fatal` and closed the session.
     #[error(
         "router {router}: the router ended the session: {reason}; reconnect, and check the \
@@ -117,6 +135,15 @@ fn dropped_note(setting: &str) -> &'static str {
     }
 }
 
+/// `rows` or `bytes`, for the limit named by `setting`.
+fn limit_unit(setting: &str) -> &'static str {
+    if setting.ends_with("bytes") {
+        "bytes"
+    } else {
+        "rows"
+    }
+}
+
 /// A human note for a trap category, e.g. ` (category 1: argument value failure)`.
 fn category_note(category: &Option<u32>) -> CategoryNote {
     CategoryNote(*category)
@@ -144,7 +171,8 @@ impl fmt::Display for CategoryNote {
 
 impl Error {
     /// True when the connection is gone (or unusable) and the caller should reconnect:
-    /// `Io`, `Tls`, `Protocol`, `UnmatchedReply`, `Fatal`, `Timeout` and `Closed`.
+    /// `Io`, `Tls`, `Protocol`, `UnmatchedReply`, `ReplyTooLarge`, `Fatal`, `Timeout` and
+    /// `Closed`.
     ///
     /// A `Timeout` counts because a router that stops answering one command usually stops
     /// answering all of them: a command timeout closes the connection.
@@ -155,6 +183,7 @@ impl Error {
                 | Error::Tls { .. }
                 | Error::Protocol { .. }
                 | Error::UnmatchedReply { .. }
+                | Error::ReplyTooLarge { .. }
                 | Error::Fatal { .. }
                 | Error::Timeout { .. }
                 | Error::Closed { .. }
@@ -168,6 +197,7 @@ impl Error {
             | Error::Tls { router, .. }
             | Error::Protocol { router, .. }
             | Error::UnmatchedReply { router, .. }
+            | Error::ReplyTooLarge { router, .. }
             | Error::InvalidCommand { router, .. }
             | Error::Trap { router, .. }
             | Error::Fatal { router, .. }
@@ -220,6 +250,12 @@ mod tests {
                 category: Some(1),
                 message: "x".into(),
             },
+            Error::ReplyTooLarge {
+                router: r(),
+                what: "x".into(),
+                limit: 1,
+                setting: "max_reply_rows",
+            },
             Error::Fatal {
                 router: r(),
                 reason: "x".into(),
@@ -247,7 +283,7 @@ mod tests {
         let lost: Vec<bool> = all.iter().map(Error::is_connection_lost).collect();
         assert_eq!(
             lost,
-            [true, true, true, true, false, false, true, true, false, true, false]
+            [true, true, true, true, false, false, true, true, true, false, true, false]
         );
     }
 
@@ -275,6 +311,34 @@ mod tests {
             e.to_string(),
             "router edge-1: timed out after 1.5s waiting for the login as \"admin\"; check the \
              network and the router's load, or raise login_timeout"
+        );
+    }
+
+    #[test]
+    fn reply_too_large_names_the_limit_and_the_setting() {
+        let e = Error::ReplyTooLarge {
+            router: "edge-1".into(),
+            what: "the reply to /ip/firewall/address-list/print".into(),
+            limit: 200_000,
+            setting: "max_reply_rows",
+        };
+        assert_eq!(
+            e.to_string(),
+            "router edge-1: the reply to /ip/firewall/address-list/print passed the limit of \
+             200000 rows (max_reply_rows) before it ended; the connection was dropped to stop \
+             it and free the memory; if the router really holds that much, raise \
+             max_reply_rows, otherwise check the command's query"
+        );
+        let e = Error::ReplyTooLarge {
+            router: "edge-1".into(),
+            what: "the reply to /ip/address/print".into(),
+            limit: 4096,
+            setting: "max_reply_bytes",
+        };
+        assert!(
+            e.to_string()
+                .contains("limit of 4096 bytes (max_reply_bytes)"),
+            "{e}"
         );
     }
 

@@ -14,7 +14,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use routeros_proto::{decode_sentence, Limits, ProtoError, Reply, ReplyKind, Sentence};
+use routeros_proto::{
+    decode_sentence, encoded_length_len, Limits, ProtoError, Reply, ReplyKind, Sentence,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -110,11 +112,95 @@ pub(crate) async fn read_sentence<R: AsyncRead + Unpin>(
     }
 }
 
+/// The caps on one collected reply ([`crate::ClientConfig::max_reply_rows`] and
+/// [`crate::ClientConfig::max_reply_bytes`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplyLimits {
+    pub(crate) rows: usize,
+    pub(crate) bytes: usize,
+}
+
+/// What one reply counts against [`ReplyLimits::bytes`]: its size on the wire (each word's
+/// shortest length prefix and bytes, and the terminating empty word) plus
+/// [`WORD_INDEX_BYTES`] per word for the index the client keeps of it. The fixed cost of a
+/// row (the `Reply` itself) is bounded by the row limit instead.
+pub(crate) fn reply_bytes(reply: &Reply) -> usize {
+    reply
+        .sentence()
+        .words()
+        .map(|w| {
+            let len = u32::try_from(w.len()).unwrap_or(u32::MAX);
+            encoded_length_len(len) + w.len() + WORD_INDEX_BYTES
+        })
+        .sum::<usize>()
+        + 1
+}
+
+/// Index bytes per word: the word's place in the sentence and, for attributes, where its
+/// value starts (two `(u32, u32)`-sized entries).
+pub(crate) const WORD_INDEX_BYTES: usize = 16;
+
+/// The collecting end of a `call`: an unbounded channel (the consumer collects everything
+/// anyway, so the reader never waits for it), bounded instead by [`ReplyLimits`], which the
+/// reader checks as each reply arrives. The check is here, not in the consumer, because a
+/// pipelined command's rows arrive while its caller still waits for an earlier command.
+pub(crate) struct Collector {
+    tx: mpsc::UnboundedSender<Reply>,
+    /// For the error: `the reply to /path`.
+    path: String,
+    limits: ReplyLimits,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Collector {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Reply>, path: &str, limits: ReplyLimits) -> Self {
+        Self {
+            tx,
+            path: path.to_owned(),
+            limits,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts `reply` (rows and traps are held; `!empty` and `!done` are not); `Err` when it
+    /// takes the reply past a limit.
+    fn count(&mut self, reply: &Reply) -> Result<(), CloseReason> {
+        let (setting, limit) = match reply.kind() {
+            ReplyKind::Re => {
+                self.rows += 1;
+                self.bytes = self.bytes.saturating_add(reply_bytes(reply));
+                if self.rows > self.limits.rows {
+                    ("max_reply_rows", self.limits.rows)
+                } else if self.bytes > self.limits.bytes {
+                    ("max_reply_bytes", self.limits.bytes)
+                } else {
+                    return Ok(());
+                }
+            }
+            ReplyKind::Trap => {
+                self.bytes = self.bytes.saturating_add(reply_bytes(reply));
+                if self.bytes > self.limits.bytes {
+                    ("max_reply_bytes", self.limits.bytes)
+                } else {
+                    return Ok(());
+                }
+            }
+            _ => return Ok(()),
+        };
+        Err(CloseReason::ReplyTooLarge {
+            what: format!("the reply to {}", self.path),
+            limit,
+            setting,
+        })
+    }
+}
+
 /// Where the replies of one command go.
-#[derive(Clone)]
 pub(crate) enum Sink {
-    /// `call`: the consumer collects everything anyway, so the reader never waits for it.
-    Collect(mpsc::UnboundedSender<Reply>),
+    /// `call`: collected whole, within [`ReplyLimits`].
+    Collect(Collector),
     /// `stream`: bounded, in batches of at most [`STREAM_BATCH`] replies; the reader waits when
     /// the consumer falls behind (see `dispatch`).
     Stream(mpsc::Sender<Vec<Reply>>),
@@ -139,6 +225,13 @@ pub(crate) enum CloseReason {
     Protocol(ProtoError),
     /// A reply no command of ours can own (see [`Error::UnmatchedReply`]).
     Unmatched(String),
+    /// A collected reply passed a [`ReplyLimits`] cap: the connection is dropped so the rest
+    /// of it stops coming (see [`Error::ReplyTooLarge`]).
+    ReplyTooLarge {
+        what: String,
+        limit: usize,
+        setting: &'static str,
+    },
     Fatal(String),
     /// A command got no reply within its timeout: the router (or the path to it) stopped
     /// answering, so the connection is dropped rather than kept busy.
@@ -176,6 +269,16 @@ impl CloseReason {
             CloseReason::Unmatched(detail) => Error::UnmatchedReply {
                 router,
                 detail: detail.clone(),
+            },
+            CloseReason::ReplyTooLarge {
+                what,
+                limit,
+                setting,
+            } => Error::ReplyTooLarge {
+                router,
+                what: what.clone(),
+                limit: *limit,
+                setting,
             },
             CloseReason::Fatal(reason) => Error::Fatal {
                 router,
@@ -368,22 +471,37 @@ impl Shared {
             return Ok(());
         }
         self.flush(batch).await;
-        let sink = {
+        let stream = {
             let mut st = self.lock();
-            if is_done {
-                st.pending.remove(&tag)
-            } else {
-                st.pending.get(&tag).cloned()
+            match st.pending.get_mut(&tag) {
+                None => None,
+                Some(Sink::Collect(c)) => {
+                    // Counted and handed over under the lock: the send never waits.
+                    c.count(&reply)?;
+                    let delivered = c.tx.send(reply).is_ok();
+                    if is_done || !delivered {
+                        // Done, or the waiter went away without forgetting its tag (it always
+                        // should): either way the rest of its replies are dropped.
+                        st.pending.remove(&tag);
+                    }
+                    return Ok(());
+                }
+                Some(Sink::Stream(tx)) => {
+                    let tx = tx.clone();
+                    if is_done {
+                        st.pending.remove(&tag);
+                    }
+                    Some(tx)
+                }
             }
         };
-        let delivered = match sink {
+        match stream {
             None => {
                 // Late replies after /cancel, and the /cancel's own: expected, harmless.
                 tracing::debug!(router = %self.router, tag, kind, "dropping a reply nobody waits for");
-                return Ok(());
+                Ok(())
             }
-            Some(Sink::Collect(tx)) => tx.send(reply).is_ok(),
-            Some(Sink::Stream(tx)) => {
+            Some(tx) => {
                 let mut replies = Vec::with_capacity(if is_done { 1 } else { STREAM_BATCH });
                 replies.push(reply);
                 *batch = Some(Batch {
@@ -395,15 +513,9 @@ impl Shared {
                 if is_done {
                     self.flush(batch).await;
                 }
-                return Ok(());
+                Ok(())
             }
-        };
-        if !delivered {
-            // The waiter went away without forgetting its tag (it always should); make sure
-            // the rest of its replies are dropped.
-            self.forget(tag);
         }
-        Ok(())
     }
 
     /// Hands the gathered replies of a stream to its consumer, unless it stopped waiting
@@ -543,6 +655,74 @@ pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(words: &[&str]) -> Reply {
+        Reply::parse(Sentence::from_words(words)).unwrap()
+    }
+
+    #[test]
+    fn reply_bytes_is_the_wire_size_plus_the_index() {
+        // 03 "!re" 04 "=a=b" 00: 10 bytes on the wire, two words.
+        assert_eq!(reply_bytes(&reply(&["!re", "=a=b"])), 10 + 2 * 16);
+        // A 200-byte word has a 2-byte length prefix (80 C8).
+        let long = format!("={}", "v".repeat(199));
+        assert_eq!(
+            reply_bytes(&reply(&["!re", &long, ".tag=12"])),
+            (1 + 3) + (2 + 200) + (1 + 7) + 1 + 3 * 16
+        );
+    }
+
+    fn collector(rows: usize, bytes: usize) -> (Collector, mpsc::UnboundedReceiver<Reply>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Collector::new(tx, "/x/print", ReplyLimits { rows, bytes }),
+            rx,
+        )
+    }
+
+    #[test]
+    fn collector_counts_rows_and_bytes_up_to_the_limit() {
+        let row = reply(&["!re", "=a=b"]); // 42 bytes
+        let (mut c, _rx) = collector(3, 1000);
+        for _ in 0..3 {
+            c.count(&row).unwrap();
+        }
+        c.count(&reply(&["!empty"])).unwrap();
+        c.count(&reply(&["!done"])).unwrap();
+        let Err(CloseReason::ReplyTooLarge {
+            limit,
+            setting,
+            what,
+        }) = c.count(&row)
+        else {
+            panic!("row 4 of 3 passed")
+        };
+        assert_eq!(
+            (limit, setting, what.as_str()),
+            (3, "max_reply_rows", "the reply to /x/print")
+        );
+
+        let (mut c, _rx) = collector(100, 2 * 42);
+        c.count(&row).unwrap();
+        c.count(&row).unwrap();
+        assert!(matches!(
+            c.count(&row),
+            Err(CloseReason::ReplyTooLarge {
+                limit: 84,
+                setting: "max_reply_bytes",
+                ..
+            })
+        ));
+        // Traps are held too (their messages), so they count against the bytes.
+        let (mut c, _rx) = collector(100, 20);
+        assert!(matches!(
+            c.count(&reply(&["!trap", "=message=a long enough message"])),
+            Err(CloseReason::ReplyTooLarge {
+                setting: "max_reply_bytes",
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn buffer_cap_is_bounded_and_fits_one_word() {

@@ -7,7 +7,9 @@
 
 mod commands;
 mod failures;
+mod heap;
 mod lifecycle;
+mod limits;
 mod login;
 mod streaming;
 mod support;

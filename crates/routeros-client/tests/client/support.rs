@@ -190,6 +190,11 @@ impl Conn {
         self.send(&all).await;
     }
 
+    /// Writes `bytes`; false once the client has gone (the write failed).
+    pub async fn try_raw(&mut self, bytes: &[u8]) -> bool {
+        self.io.write_all(bytes).await.is_ok()
+    }
+
     pub async fn raw(&mut self, bytes: &[u8]) {
         // The client may have gone away; scripts that care check with recv().
         let _ = self.io.write_all(bytes).await;
