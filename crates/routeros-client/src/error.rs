@@ -25,6 +25,24 @@ pub enum Error {
     /// The TLS setup or handshake failed; the message says what to check.
     #[error("router {router}: TLS error: {message}")]
     Tls { router: String, message: String },
+    /// The port answered the login with TLS: it is an API-SSL port, and this router is
+    /// configured for plain TCP.
+    #[error(
+        "router {router}: {address} answered the login with TLS, so it is an API-SSL port; \
+         set tls = true or use port 8728"
+    )]
+    TlsPort { router: String, address: String },
+    /// What answers on the port is not the RouterOS API at all (an HTTP server, SSH, ...).
+    #[error(
+        "router {router}: {address} answered the login with {found}: this is not the RouterOS \
+         API; it listens on 8728 (API) / 8729 (API-SSL), see /ip service print"
+    )]
+    NotApi {
+        router: String,
+        address: String,
+        /// What came back, e.g. `an HTTP response ("HTTP/1.1 400 Bad Request")`.
+        found: String,
+    },
     /// The router sent bytes that are not valid RouterOS API; the connection is dropped.
     #[error(
         "router {router}: protocol error: {source}; the connection was dropped, check that the \
@@ -171,8 +189,9 @@ impl fmt::Display for CategoryNote {
 
 impl Error {
     /// True when the connection is gone (or unusable) and the caller should reconnect:
-    /// `Io`, `Tls`, `Protocol`, `UnmatchedReply`, `ReplyTooLarge`, `Fatal`, `Timeout` and
-    /// `Closed`.
+    /// `Io`, `Tls`, `TlsPort`, `NotApi`, `Protocol`, `UnmatchedReply`, `ReplyTooLarge`,
+    /// `Fatal`, `Timeout` and `Closed`. (`TlsPort` and `NotApi` are configuration mistakes:
+    /// reconnecting repeats them until the config is fixed.)
     ///
     /// A `Timeout` counts because a router that stops answering one command usually stops
     /// answering all of them: a command timeout closes the connection.
@@ -181,6 +200,8 @@ impl Error {
             self,
             Error::Io { .. }
                 | Error::Tls { .. }
+                | Error::TlsPort { .. }
+                | Error::NotApi { .. }
                 | Error::Protocol { .. }
                 | Error::UnmatchedReply { .. }
                 | Error::ReplyTooLarge { .. }
@@ -195,6 +216,8 @@ impl Error {
         match self {
             Error::Io { router, .. }
             | Error::Tls { router, .. }
+            | Error::TlsPort { router, .. }
+            | Error::NotApi { router, .. }
             | Error::Protocol { router, .. }
             | Error::UnmatchedReply { router, .. }
             | Error::ReplyTooLarge { router, .. }
@@ -232,6 +255,15 @@ mod tests {
             Error::Tls {
                 router: r(),
                 message: "x".into(),
+            },
+            Error::TlsPort {
+                router: r(),
+                address: "x".into(),
+            },
+            Error::NotApi {
+                router: r(),
+                address: "x".into(),
+                found: "x".into(),
             },
             Error::Protocol {
                 router: r(),
@@ -283,7 +315,10 @@ mod tests {
         let lost: Vec<bool> = all.iter().map(Error::is_connection_lost).collect();
         assert_eq!(
             lost,
-            [true, true, true, true, false, false, true, true, true, false, true, false]
+            [
+                true, true, true, true, true, true, false, false, true, true, true, false, true,
+                false
+            ]
         );
     }
 

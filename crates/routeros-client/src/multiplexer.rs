@@ -39,7 +39,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// (or the sentence cap of the limits, if lower) while it trickles a sentence in.
 const MAX_BUFFERED_SENTENCE: usize = 64 * 1024 * 1024;
 
-fn buffer_cap(limits: &Limits) -> usize {
+pub(crate) fn buffer_cap(limits: &Limits) -> usize {
     limits
         .max_sentence_bytes()
         .min(MAX_BUFFERED_SENTENCE.max(limits.max_word_len.saturating_add(1024 * 1024)))
@@ -69,7 +69,7 @@ impl ReadError {
 
 /// Reads more bytes into `buf`, which holds no whole sentence, refusing to grow it past `cap`.
 /// EOF is an `UnexpectedEof` IO error that says whether it cut a sentence.
-async fn fill<R: AsyncRead + Unpin>(
+pub(crate) async fn fill<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     cap: usize,

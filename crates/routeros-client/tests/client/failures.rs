@@ -167,24 +167,6 @@ async fn unknown_reply_word_is_a_protocol_error() {
     server.join().await;
 }
 
-/// Not a RouterOS API at all (an HTTP server on the port): a clear error, not a hang.
-#[tokio::test]
-async fn garbage_instead_of_a_login_reply() {
-    let server = serve(|mut c| async move {
-        c.recv().await;
-        c.raw(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
-        c.close().await;
-    })
-    .await;
-    let err = Client::connect(config(server.addr)).await.unwrap_err();
-    assert!(err.is_connection_lost(), "{err:?}");
-    assert!(
-        matches!(err, Error::Protocol { .. } | Error::Io { .. }),
-        "{err:?}"
-    );
-    server.join().await;
-}
-
 #[tokio::test]
 async fn connection_refused_is_io() {
     // Bind, learn the port, close: nothing listens there now.

@@ -11,6 +11,7 @@ mod heap;
 mod lifecycle;
 mod limits;
 mod login;
+mod mistakes;
 mod streaming;
 mod support;
 mod timeouts;

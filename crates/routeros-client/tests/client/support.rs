@@ -50,6 +50,39 @@ where
     TestServer { addr, handle }
 }
 
+/// Accepts one plain TCP connection and hands the raw socket to `script`: for peers that
+/// are not the RouterOS API (a TLS-only port, a web server).
+pub async fn serve_tcp<F, Fut>(script: F) -> TestServer
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        script(tcp).await;
+    });
+    TestServer { addr, handle }
+}
+
+/// Reads whatever arrives next on `tcp` (at least one byte); `None` at EOF or error.
+pub async fn read_some(tcp: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0; 64 * 1024];
+    match tcp.read(&mut buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+    }
+}
+
+/// Reads until EOF (the client hung up); panics if the client never does so cleanly.
+pub async fn until_eof(tcp: &mut tokio::net::TcpStream) {
+    while read_some(tcp).await.is_some() {}
+}
+
 /// Accepts `count` plain TCP connections, one after the other, and runs `script(i, conn)` on
 /// the `i`-th (from 0) before accepting the next: for tests where the client reconnects.
 pub async fn serve_each<F, Fut>(count: usize, script: F) -> TestServer
