@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -42,6 +43,27 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        script(Conn::new(Box::new(tcp))).await;
+    });
+    TestServer { addr, handle }
+}
+
+/// Like [`serve`], with the listening socket's send buffer (which the accepted connection
+/// inherits, and which then does not grow on its own) set to `send_buffer` bytes: the kernel
+/// holds little of what the server writes, so what it manages to write shows what the client
+/// took in.
+pub async fn serve_with_send_buffer<F, Fut>(send_buffer: u32, script: F) -> TestServer
+where
+    F: FnOnce(Conn) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(send_buffer).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
@@ -221,6 +243,19 @@ impl Conn {
         let mut all: Vec<&str> = words.to_vec();
         all.push(&tag_word);
         self.send(&all).await;
+    }
+
+    /// One write attempt that does not wait: `Some(n)` bytes written (0 if the client has
+    /// gone), `None` if the socket is full (the client is not reading).
+    pub async fn write_now(&mut self, bytes: &[u8]) -> Option<usize> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match Pin::new(&mut self.io).poll_write(cx, bytes) {
+                std::task::Poll::Ready(Ok(n)) => Some(n),
+                std::task::Poll::Ready(Err(_)) => Some(0),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 
     /// Writes `bytes`; false once the client has gone (the write failed).
