@@ -2,8 +2,10 @@
 //!
 //! `connect` opens TCP (and TLS), logs in, then starts the reader and writer tasks of
 //! [`crate::multiplexer`]. Each command gets a fresh `.tag`; `call` collects its rows under one
-//! whole-command timeout, `stream` hands them over through a bounded channel. A command whose
-//! caller gives up (timeout, dropped future, dropped stream) is cancelled with `/cancel`.
+//! whole-command timeout and the collected-reply limits, `stream` hands them over through a
+//! bounded channel. A command whose caller gives up (dropped future, dropped or cancelled
+//! stream) is cancelled with `/cancel`; a command that times out or overflows its limits
+//! drops the whole connection instead.
 //! It deliberately does not reconnect: once [`Client::is_closed`], make a new one.
 
 use std::net::SocketAddr;
@@ -280,9 +282,10 @@ impl Client {
 
     /// Sends `cmd` and collects its rows. A `!trap` becomes [`Error::Trap`] (after its
     /// `!done`). More rows or bytes than `max_reply_rows` / `max_reply_bytes` fail it with
-    /// [`Error::ReplyTooLarge`] as soon as they arrive, and drop the connection. The whole command must finish within `command_timeout`, else
-    /// [`Error::Timeout`] is returned and the connection dropped (every other command on it
-    /// fails too, and [`Client::is_closed`] is true).
+    /// [`Error::ReplyTooLarge`] as soon as they arrive, and drop the connection. The whole
+    /// command must finish within `command_timeout`, else [`Error::Timeout`] is returned and
+    /// the connection dropped (every other command on it fails too, and
+    /// [`Client::is_closed`] is true).
     pub async fn call(&self, cmd: Command) -> Result<Response, Error> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let tag = self.start_command(&cmd, self.collector(tx, &cmd))?;

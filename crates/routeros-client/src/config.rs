@@ -81,8 +81,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// The whole login exchange (default 10 s).
     pub login_timeout: Duration,
-    /// For [`crate::Client::call`]: the whole command; for streams: the longest gap between two
-    /// replies (default 30 s).
+    /// For [`crate::Client::call`] (and `count`, `call_many`): the whole command; for streams:
+    /// the longest gap between two replies (default 30 s). On expiry the connection is
+    /// dropped: every command on it fails with [`crate::Error::Timeout`].
     pub command_timeout: Duration,
     /// Decoder caps for everything the router sends.
     pub limits: Limits,
@@ -106,7 +107,7 @@ impl ClientConfig {
     /// Default of [`ClientConfig::max_reply_bytes`]: 64 MiB. An address-list row as rosguard
     /// reads it (8 properties, a short comment) counts about 350 bytes, so this holds about
     /// 190,000 of them; it mainly stops a reply of few, huge rows. On top of it, each row
-    /// costs a fixed ~300 bytes of bookkeeping, bounded by the row limit.
+    /// costs a fixed ~350 bytes of bookkeeping, bounded by the row limit.
     pub const DEFAULT_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
     /// A plain-TCP config with default timeouts and limits.

@@ -4,8 +4,10 @@
 //! The reader owns the read half and the receive buffer; it is the only place that decodes.
 //! The writer owns the write half; callers hand it encoded sentences through a channel, so a
 //! caller that is cancelled mid-command can never leave half a sentence on the wire. This
-//! module deliberately knows nothing about what a command means (rows, traps, counts): it only
-//! routes replies by `.tag` and reports why the connection ended.
+//! module deliberately knows nothing about what a command means (traps, counts, `=ret=`): it
+//! routes replies by `.tag`, counts what a collected reply holds against its limits, and
+//! reports why the connection ended. Any end but [`crate::Client::close`] aborts both tasks,
+//! so the socket goes at once.
 
 use std::collections::HashMap;
 use std::io;
