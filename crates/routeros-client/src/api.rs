@@ -251,10 +251,22 @@ mod tests {
                 "/ip/firewall/address-list/add",
                 "=list=rosguard",
                 "=address=203.0.113.7",
-                &format!("=timeout={}", format_duration(Duration::from_secs(93_600))),
+                // 1 day 2 hours, written out: the expectation must not come from the formatter
+                // the command builder itself uses.
+                "=timeout=1d2h",
                 "=comment=dpi freeze",
             ]
         );
+        for (timeout, word) in [
+            (Duration::from_secs(8 * 86_400 + 61), "=timeout=1w1d1m1s"),
+            (Duration::from_millis(1_500), "=timeout=1s500ms"),
+        ] {
+            let c = address_list_add_command(Family::V4, "l", "a", Some(timeout), "");
+            assert_eq!(words(&c)[3], word);
+        }
+        // A zero timeout is a static entry: no timeout word at all.
+        let c = address_list_add_command(Family::V4, "l", "a", Some(Duration::ZERO), "");
+        assert_eq!(words(&c).len(), 3);
         let c = address_list_add_command(Family::V6, "l", "2001:db8::1", None, "");
         assert_eq!(
             words(&c),

@@ -2,17 +2,18 @@
 //!
 //! `connect` opens TCP (and TLS), logs in, then starts the reader and writer tasks of
 //! [`crate::multiplexer`]. Each command gets a fresh `.tag`; `call` collects its rows under one
-//! whole-command timeout, `stream` hands them over through a bounded channel. A command whose
-//! caller gives up (timeout, dropped future, dropped stream) is cancelled with `/cancel`.
+//! whole-command timeout and the collected-reply limits, `stream` hands them over through a
+//! bounded channel. A command whose caller gives up (dropped future, dropped or cancelled
+//! stream) is cancelled with `/cancel`; a command that times out or overflows its limits
+//! drops the whole connection instead.
 //! It deliberately does not reconnect: once [`Client::is_closed`], make a new one.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use routeros_proto::{Command, Limits};
+use routeros_proto::Command;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -20,7 +21,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::multiplexer::{
-    run_reader, run_writer, CloseReason, Shared, Sink, WriterMsg, STREAM_BATCH,
+    run_reader, run_writer, CloseReason, Collector, ReplyLimits, Shared, Sink, WriterMsg,
+    STREAM_BATCH,
 };
 use crate::stream::{collect, Response, RowStream};
 use crate::{login, tls, ClientConfig, Error, TlsConfig, STREAM_CAPACITY};
@@ -40,10 +42,10 @@ struct Inner {
     shared: Arc<Shared>,
     writer: mpsc::UnboundedSender<WriterMsg>,
     tasks: tokio::sync::Mutex<Option<Tasks>>,
-    next_tag: AtomicU64,
     local_addr: SocketAddr,
     peer_addr: SocketAddr,
     command_timeout: Duration,
+    reply_limits: ReplyLimits,
 }
 
 impl Drop for Inner {
@@ -97,6 +99,8 @@ impl Client {
             .map_err(|_| Error::Timeout {
                 router: router.clone(),
                 what: format!("the TCP connection to {}", cfg.address),
+                setting: "connect_timeout",
+                after: cfg.connect_timeout,
             })?
             .map_err(|e| Error::Io {
                 router: router.clone(),
@@ -117,7 +121,15 @@ impl Client {
                     .await
                     .map_err(|_| Error::Timeout {
                         router: router.clone(),
-                        what: format!("the TLS handshake with {}", cfg.address),
+                        // A plain API port reads the ClientHello as the start of a sentence
+                        // and waits for the rest: say so, it is the likely mistake.
+                        what: format!(
+                            "the TLS handshake with {} (a plain API port stays silent here: if \
+                             this is one, set tls = false, or use the API-SSL port 8729)",
+                            cfg.address
+                        ),
+                        setting: "connect_timeout",
+                        after: cfg.connect_timeout,
                     })??,
             ),
         };
@@ -130,17 +142,11 @@ impl Client {
         .map_err(|_| Error::Timeout {
             router: router.clone(),
             what: format!("the login as {:?}", cfg.username),
+            setting: "login_timeout",
+            after: cfg.login_timeout,
         })??;
 
-        let client = Self::start(
-            router,
-            transport,
-            buf,
-            cfg.limits,
-            cfg.command_timeout,
-            local_addr,
-            peer_addr,
-        );
+        let client = Self::start(router, transport, buf, &cfg, local_addr, peer_addr);
         tracing::info!(
             router = %client.router(),
             address = %cfg.address,
@@ -155,16 +161,16 @@ impl Client {
         router: String,
         transport: Box<dyn Transport>,
         buf: BytesMut,
-        limits: Limits,
-        command_timeout: Duration,
+        cfg: &ClientConfig,
         local_addr: SocketAddr,
         peer_addr: SocketAddr,
     ) -> Client {
         let shared = Arc::new(Shared::new(router));
         let (rd, wr) = tokio::io::split(transport);
         let (writer, writer_rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(run_reader(rd, buf, limits, shared.clone()));
+        let reader = tokio::spawn(run_reader(rd, buf, cfg.limits, shared.clone()));
         let writer_task = tokio::spawn(run_writer(wr, writer_rx, shared.clone()));
+        shared.set_tasks(reader.abort_handle(), writer_task.abort_handle());
         Client {
             inner: Arc::new(Inner {
                 shared,
@@ -173,10 +179,13 @@ impl Client {
                     reader,
                     writer: writer_task,
                 })),
-                next_tag: AtomicU64::new(1),
                 local_addr,
                 peer_addr,
-                command_timeout,
+                command_timeout: cfg.command_timeout,
+                reply_limits: ReplyLimits {
+                    rows: cfg.max_reply_rows,
+                    bytes: cfg.max_reply_bytes,
+                },
             }),
         }
     }
@@ -196,7 +205,8 @@ impl Client {
         self.inner.peer_addr
     }
 
-    /// True after `!fatal`, EOF, an IO or protocol error, or [`Client::close`].
+    /// True after `!fatal`, EOF, an IO or protocol error, a command timeout, or
+    /// [`Client::close`].
     pub fn is_closed(&self) -> bool {
         self.inner.shared.is_closed()
     }
@@ -212,7 +222,7 @@ impl Client {
 
     /// Encodes `cmd` with a fresh tag, registers `sink` for it and queues it for the writer.
     fn start_command(&self, cmd: &Command, sink: Sink) -> Result<u64, Error> {
-        let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
+        let tag = self.inner.shared.issue_tag();
         let mut bytes = Vec::new();
         cmd.encode(Some(&tag.to_string()), &mut bytes)
             .map_err(|source| Error::InvalidCommand {
@@ -230,6 +240,10 @@ impl Client {
         Ok(tag)
     }
 
+    fn collector(&self, tx: mpsc::UnboundedSender<routeros_proto::Reply>, cmd: &Command) -> Sink {
+        Sink::Collect(Collector::new(tx, cmd.path(), self.inner.reply_limits))
+    }
+
     /// Stops waiting for `tag` and, if it was still running, tells the router to stop it.
     /// Never blocks; replies that still arrive for `tag` are dropped by the reader.
     pub(crate) fn cancel_tag(&self, tag: u64) {
@@ -237,10 +251,12 @@ impl Client {
             return;
         }
         let mut bytes = Vec::new();
-        // Untagged on purpose: its own `!done` is then dropped as an untagged reply.
+        // Tagged like every command, but nobody waits for the tag: its own `!done` is dropped
+        // as a reply to a finished command.
+        let own = self.inner.shared.issue_tag().to_string();
         if Command::new("/cancel")
             .attr("tag", tag.to_string())
-            .encode(None, &mut bytes)
+            .encode(Some(&own), &mut bytes)
             .is_ok()
         {
             let _ = self.inner.writer.send(WriterMsg::Send(bytes));
@@ -248,19 +264,31 @@ impl Client {
         tracing::debug!(router = %self.router(), tag, "command cancelled");
     }
 
-    fn timeout_error(&self, path: &str) -> Error {
-        Error::Timeout {
-            router: self.router().to_owned(),
-            what: format!("the reply to {path}"),
-        }
+    /// A command got nothing within `after` (`command_timeout`): drops the connection, so
+    /// that every command on it fails now instead of each waiting out its own timeout, and
+    /// returns the error. A router that stops answering one command has, as far as this
+    /// client can tell, stopped answering all of them; a new connection is the way on.
+    pub(crate) fn drop_on_timeout(&self, what: String, after: Duration) -> Error {
+        let reason = CloseReason::Timeout {
+            what,
+            setting: "command_timeout",
+            after,
+        };
+        let error = reason.to_error(self.router());
+        tracing::debug!(router = %self.router(), %error, "dropping the connection");
+        self.inner.shared.close(reason);
+        error
     }
 
     /// Sends `cmd` and collects its rows. A `!trap` becomes [`Error::Trap`] (after its
-    /// `!done`). The whole command must finish within `command_timeout`, else it is
-    /// cancelled and [`Error::Timeout`] returned.
+    /// `!done`). More rows or bytes than `max_reply_rows` / `max_reply_bytes` fail it with
+    /// [`Error::ReplyTooLarge`] as soon as they arrive, and drop the connection. The whole
+    /// command must finish within `command_timeout`, else [`Error::Timeout`] is returned and
+    /// the connection dropped (every other command on it fails too, and
+    /// [`Client::is_closed`] is true).
     pub async fn call(&self, cmd: Command) -> Result<Response, Error> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let tag = self.start_command(&cmd, Sink::Collect(tx))?;
+        let tag = self.start_command(&cmd, self.collector(tx, &cmd))?;
         let mut guard = CancelOnDrop {
             client: self,
             tag,
@@ -272,16 +300,20 @@ impl Client {
                 guard.armed = false;
                 r
             }
-            // The guard cancels the tag.
-            Err(_) => Err(self.timeout_error(cmd.path())),
+            // Dropping the connection also stops waiting for the tag; nothing to cancel.
+            Err(_) => Err(self.drop_on_timeout(
+                format!("the reply to {}", cmd.path()),
+                self.inner.command_timeout,
+            )),
         }
     }
 
     /// Sends all `cmds` at once (pipelined) and collects each one's result, in order.
     ///
     /// Each command gets `command_timeout` from the moment the one before it finished (the
-    /// router works through them in turn); once one times out, the rest are cancelled and
-    /// reported as timed out too, since the router has stopped answering.
+    /// router works through them in turn); once one times out the connection is dropped,
+    /// and the rest report what they got before that: their result if it was complete, else
+    /// the same timeout.
     pub async fn call_many<I>(&self, cmds: I) -> Vec<Result<Response, Error>>
     where
         I: IntoIterator<Item = Command>,
@@ -289,7 +321,7 @@ impl Client {
         let mut started = Vec::new();
         for cmd in cmds {
             let (tx, rx) = mpsc::unbounded_channel();
-            let tag = self.start_command(&cmd, Sink::Collect(tx));
+            let tag = self.start_command(&cmd, self.collector(tx, &cmd));
             let path = cmd.path().to_owned();
             started.push((
                 path,
@@ -317,7 +349,10 @@ impl Client {
                 }
             };
             if timed_out {
-                results.push(Err(self.timeout_error(&path)));
+                // The connection is closed, so every sender is gone: this cannot wait. It
+                // yields the reply if it was complete, else the timeout that closed it.
+                guard.armed = false;
+                results.push(collect(&mut rx, self.shared()).await);
                 continue;
             }
             match timeout_at(deadline, collect(&mut rx, self.shared())).await {
@@ -328,7 +363,11 @@ impl Client {
                 }
                 Err(_) => {
                     timed_out = true;
-                    results.push(Err(self.timeout_error(&path)));
+                    guard.armed = false;
+                    results.push(Err(self.drop_on_timeout(
+                        format!("the reply to {path}"),
+                        self.inner.command_timeout,
+                    )));
                 }
             }
         }
@@ -336,7 +375,8 @@ impl Client {
     }
 
     /// Sends `cmd` and hands its rows over as they arrive; see [`RowStream`]. `command_timeout`
-    /// bounds the gap between two replies, not the whole command.
+    /// bounds the gap between two replies, not the whole command; a gap longer than that
+    /// drops the connection, as for [`Client::call`].
     pub async fn stream(&self, cmd: Command) -> Result<RowStream, Error> {
         // Batches of up to STREAM_BATCH replies: about STREAM_CAPACITY replies in all.
         let (tx, rx) = mpsc::channel((STREAM_CAPACITY / STREAM_BATCH).max(1));
@@ -350,7 +390,8 @@ impl Client {
         ))
     }
 
-    /// Adds `=count-only=` to a print and returns the router's count (`!done =ret=N`).
+    /// Adds `=count-only=` to a print and returns the router's count (`!done =ret=N`). Timeouts
+    /// as for [`Client::call`].
     pub async fn count(&self, cmd: Command) -> Result<u64, Error> {
         let path = cmd.path().to_owned();
         let response = self.call(cmd.flag("count-only")).await?;

@@ -81,14 +81,35 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// The whole login exchange (default 10 s).
     pub login_timeout: Duration,
-    /// For [`crate::Client::call`]: the whole command; for streams: the longest gap between two
-    /// replies (default 30 s).
+    /// For [`crate::Client::call`] (and `count`, `call_many`): the whole command; for streams:
+    /// the longest gap between two replies (default 30 s). On expiry the connection is
+    /// dropped: every command on it fails with [`crate::Error::Timeout`].
     pub command_timeout: Duration,
     /// Decoder caps for everything the router sends.
     pub limits: Limits,
+    /// The most `!re` rows one collected reply ([`crate::Client::call`] and every helper
+    /// built on it) may have; default [`ClientConfig::DEFAULT_MAX_REPLY_ROWS`]. Checked as
+    /// rows arrive: one more fails the command with [`crate::Error::ReplyTooLarge`] and drops
+    /// the connection. Streams ([`crate::Client::stream`]) are not collected and not limited.
+    pub max_reply_rows: usize,
+    /// The most bytes the rows (and traps) of one collected reply may hold, counted as their
+    /// size on the wire plus 16 bytes per word for the client's index of them; default
+    /// [`ClientConfig::DEFAULT_MAX_REPLY_BYTES`]. Checked and enforced like `max_reply_rows`.
+    pub max_reply_bytes: usize,
 }
 
 impl ClientConfig {
+    /// Default of [`ClientConfig::max_reply_rows`]: 200,000 rows. Well above what rosguard
+    /// collects in one command (a 30,000-entry block list, an allowlist of tens of thousands,
+    /// the router's addresses), and above the ~146,000-entry list a CCR2116 stalled at, so a
+    /// router that streams rows without end is stopped long before it matters.
+    pub const DEFAULT_MAX_REPLY_ROWS: usize = 200_000;
+    /// Default of [`ClientConfig::max_reply_bytes`]: 64 MiB. An address-list row as rosguard
+    /// reads it (8 properties, a short comment) counts about 350 bytes, so this holds about
+    /// 190,000 of them; it mainly stops a reply of few, huge rows. On top of it, each row
+    /// costs a fixed ~350 bytes of bookkeeping, bounded by the row limit.
+    pub const DEFAULT_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
     /// A plain-TCP config with default timeouts and limits.
     pub fn new(
         router: impl Into<String>,
@@ -107,6 +128,8 @@ impl ClientConfig {
             login_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            max_reply_rows: Self::DEFAULT_MAX_REPLY_ROWS,
+            max_reply_bytes: Self::DEFAULT_MAX_REPLY_BYTES,
         }
     }
 
@@ -158,5 +181,7 @@ mod tests {
         assert_eq!(c.login_timeout, Duration::from_secs(10));
         assert_eq!(c.command_timeout, Duration::from_secs(30));
         assert!(c.tls.is_none() && c.tls_server_name.is_none());
+        assert_eq!(c.max_reply_rows, 200_000);
+        assert_eq!(c.max_reply_bytes, 64 * 1024 * 1024);
     }
 }

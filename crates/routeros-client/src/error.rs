@@ -4,6 +4,7 @@
 //! command words: a `/login` command holds the password, so errors name only a command's path.
 
 use std::fmt;
+use std::time::Duration;
 
 use routeros_proto::ProtoError;
 
@@ -24,6 +25,24 @@ pub enum Error {
     /// The TLS setup or handshake failed; the message says what to check.
     #[error("router {router}: TLS error: {message}")]
     Tls { router: String, message: String },
+    /// The port answered the login with TLS: it is an API-SSL port, and this router is
+    /// configured for plain TCP.
+    #[error(
+        "router {router}: {address} answered the login with TLS, so it is an API-SSL port; \
+         set tls = true or use port 8728"
+    )]
+    TlsPort { router: String, address: String },
+    /// What answers on the port is not the RouterOS API at all (an HTTP server, SSH, ...).
+    #[error(
+        "router {router}: {address} answered the login with {found}: this is not the RouterOS \
+         API; it listens on 8728 (API) / 8729 (API-SSL), see /ip service print"
+    )]
+    NotApi {
+        router: String,
+        address: String,
+        /// What came back, e.g. `an HTTP response ("HTTP/1.1 400 Bad Request")`.
+        found: String,
+    },
     /// The router sent bytes that are not valid RouterOS API; the connection is dropped.
     #[error(
         "router {router}: protocol error: {source}; the connection was dropped, check that the \
@@ -34,6 +53,16 @@ pub enum Error {
         #[source]
         source: ProtoError,
     },
+    /// The router sent a reply that belongs to no command of this client: tagged with a tag
+    /// that was never issued, or untagged although every command is tagged. Replies can no
+    /// longer be matched to commands, so the connection was dropped.
+    #[error(
+        "router {router}: protocol error: {detail}; replies can no longer be matched to \
+         commands, so the connection was dropped; check that the address points straight at \
+         the router's API service (no proxy or port forward shared with another client), and \
+         report the RouterOS version if it repeats"
+    )]
+    UnmatchedReply { router: String, detail: String },
     /// A command could not be encoded (bad path or property name); nothing was sent and the
     /// connection is fine. This is a bug in the caller.
     #[error(
@@ -55,18 +84,48 @@ pub enum Error {
         category: Option<u32>,
         message: String,
     },
+    /// A collected reply ([`crate::Client::call`] and the helpers built on it) grew past a
+    /// limit of [`crate::ClientConfig`] (`setting`: `max_reply_rows` or `max_reply_bytes`)
+    /// before its `!done`. The connection was dropped to stop the rest of the reply, so every
+    /// command in flight on it failed with this error, and the rows were freed.
+    #[error(
+        "router {router}: {what} passed the limit of {limit} {} ({setting}) before it ended; \
+         the connection was dropped to stop it and free the memory; if the router really holds \
+         that much, raise {setting}, otherwise check the command's query",
+        limit_unit(setting)
+    )]
+    ReplyTooLarge {
+        router: String,
+        /// What was being read, e.g. `the reply to /ip/firewall/address-list/print`.
+        what: String,
+        limit: usize,
+        /// The config field that set the limit.
+        setting: &'static str,
+    },
     /// The router sent `!fatal` and closed the session.
     #[error(
         "router {router}: the router ended the session: {reason}; reconnect, and check the \
          router's log if it repeats"
     )]
     Fatal { router: String, reason: String },
-    /// Nothing arrived in time.
+    /// Nothing arrived within the timeout named by `setting` (a [`crate::ClientConfig`] field:
+    /// `connect_timeout`, `login_timeout` or `command_timeout`).
+    ///
+    /// After a command timeout the connection has been dropped: every command in flight on
+    /// it failed with this error, and the client [`is_closed`](crate::Client::is_closed).
     #[error(
-        "router {router}: timed out waiting for {what}; check the network and the router's load, \
-         or raise the timeout"
+        "router {router}: timed out after {after:?} waiting for {what}{}; check the network and \
+         the router's load, or raise {setting}",
+        dropped_note(setting)
     )]
-    Timeout { router: String, what: String },
+    Timeout {
+        router: String,
+        what: String,
+        /// The config field that set the limit.
+        setting: &'static str,
+        /// How long was waited.
+        after: Duration,
+    },
     /// The router refused the username or password.
     #[error(
         "router {router}: login failed: {message}; check the username and password, and that the \
@@ -83,6 +142,24 @@ pub enum Error {
          supported"
     )]
     Unexpected { router: String, message: String },
+}
+
+/// `; the connection was dropped` for a command timeout, which closes the connection.
+fn dropped_note(setting: &str) -> &'static str {
+    if setting == "command_timeout" {
+        "; the connection was dropped (reconnect to go on)"
+    } else {
+        ""
+    }
+}
+
+/// `rows` or `bytes`, for the limit named by `setting`.
+fn limit_unit(setting: &str) -> &'static str {
+    if setting.ends_with("bytes") {
+        "bytes"
+    } else {
+        "rows"
+    }
 }
 
 /// A human note for a trap category, e.g. ` (category 1: argument value failure)`.
@@ -112,16 +189,22 @@ impl fmt::Display for CategoryNote {
 
 impl Error {
     /// True when the connection is gone (or unusable) and the caller should reconnect:
-    /// `Io`, `Tls`, `Protocol`, `Fatal`, `Timeout` and `Closed`.
+    /// `Io`, `Tls`, `TlsPort`, `NotApi`, `Protocol`, `UnmatchedReply`, `ReplyTooLarge`,
+    /// `Fatal`, `Timeout` and `Closed`. (`TlsPort` and `NotApi` are configuration mistakes:
+    /// reconnecting repeats them until the config is fixed.)
     ///
     /// A `Timeout` counts because a router that stops answering one command usually stops
-    /// answering all of them; the connection itself stays open until the caller drops it.
+    /// answering all of them: a command timeout closes the connection.
     pub fn is_connection_lost(&self) -> bool {
         matches!(
             self,
             Error::Io { .. }
                 | Error::Tls { .. }
+                | Error::TlsPort { .. }
+                | Error::NotApi { .. }
                 | Error::Protocol { .. }
+                | Error::UnmatchedReply { .. }
+                | Error::ReplyTooLarge { .. }
                 | Error::Fatal { .. }
                 | Error::Timeout { .. }
                 | Error::Closed { .. }
@@ -133,7 +216,11 @@ impl Error {
         match self {
             Error::Io { router, .. }
             | Error::Tls { router, .. }
+            | Error::TlsPort { router, .. }
+            | Error::NotApi { router, .. }
             | Error::Protocol { router, .. }
+            | Error::UnmatchedReply { router, .. }
+            | Error::ReplyTooLarge { router, .. }
             | Error::InvalidCommand { router, .. }
             | Error::Trap { router, .. }
             | Error::Fatal { router, .. }
@@ -169,9 +256,22 @@ mod tests {
                 router: r(),
                 message: "x".into(),
             },
+            Error::TlsPort {
+                router: r(),
+                address: "x".into(),
+            },
+            Error::NotApi {
+                router: r(),
+                address: "x".into(),
+                found: "x".into(),
+            },
             Error::Protocol {
                 router: r(),
                 source: ProtoError::BadChallenge,
+            },
+            Error::UnmatchedReply {
+                router: r(),
+                detail: "x".into(),
             },
             Error::InvalidCommand {
                 router: r(),
@@ -182,6 +282,12 @@ mod tests {
                 category: Some(1),
                 message: "x".into(),
             },
+            Error::ReplyTooLarge {
+                router: r(),
+                what: "x".into(),
+                limit: 1,
+                setting: "max_reply_rows",
+            },
             Error::Fatal {
                 router: r(),
                 reason: "x".into(),
@@ -189,6 +295,8 @@ mod tests {
             Error::Timeout {
                 router: r(),
                 what: "x".into(),
+                setting: "command_timeout",
+                after: Duration::from_secs(30),
             },
             Error::LoginFailed {
                 router: r(),
@@ -207,7 +315,65 @@ mod tests {
         let lost: Vec<bool> = all.iter().map(Error::is_connection_lost).collect();
         assert_eq!(
             lost,
-            [true, true, true, false, false, true, true, false, true, false]
+            [
+                true, true, true, true, true, true, false, false, true, true, true, false, true,
+                false
+            ]
+        );
+    }
+
+    #[test]
+    fn timeouts_name_the_setting_and_the_wait() {
+        let e = Error::Timeout {
+            router: "edge-1".into(),
+            what: "the reply to /ip/address/print".into(),
+            setting: "command_timeout",
+            after: Duration::from_secs(30),
+        };
+        assert_eq!(
+            e.to_string(),
+            "router edge-1: timed out after 30s waiting for the reply to /ip/address/print; the \
+             connection was dropped (reconnect to go on); check the network and the router's \
+             load, or raise command_timeout"
+        );
+        let e = Error::Timeout {
+            router: "edge-1".into(),
+            what: "the login as \"admin\"".into(),
+            setting: "login_timeout",
+            after: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            e.to_string(),
+            "router edge-1: timed out after 1.5s waiting for the login as \"admin\"; check the \
+             network and the router's load, or raise login_timeout"
+        );
+    }
+
+    #[test]
+    fn reply_too_large_names_the_limit_and_the_setting() {
+        let e = Error::ReplyTooLarge {
+            router: "edge-1".into(),
+            what: "the reply to /ip/firewall/address-list/print".into(),
+            limit: 200_000,
+            setting: "max_reply_rows",
+        };
+        assert_eq!(
+            e.to_string(),
+            "router edge-1: the reply to /ip/firewall/address-list/print passed the limit of \
+             200000 rows (max_reply_rows) before it ended; the connection was dropped to stop \
+             it and free the memory; if the router really holds that much, raise \
+             max_reply_rows, otherwise check the command's query"
+        );
+        let e = Error::ReplyTooLarge {
+            router: "edge-1".into(),
+            what: "the reply to /ip/address/print".into(),
+            limit: 4096,
+            setting: "max_reply_bytes",
+        };
+        assert!(
+            e.to_string()
+                .contains("limit of 4096 bytes (max_reply_bytes)"),
+            "{e}"
         );
     }
 

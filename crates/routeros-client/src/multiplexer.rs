@@ -4,17 +4,24 @@
 //! The reader owns the read half and the receive buffer; it is the only place that decodes.
 //! The writer owns the write half; callers hand it encoded sentences through a channel, so a
 //! caller that is cancelled mid-command can never leave half a sentence on the wire. This
-//! module deliberately knows nothing about what a command means (rows, traps, counts): it only
-//! routes replies by `.tag` and reports why the connection ended.
+//! module deliberately knows nothing about what a command means (traps, counts, `=ret=`): it
+//! routes replies by `.tag`, counts what a collected reply holds against its limits, and
+//! reports why the connection ended. Any end but [`crate::Client::close`] aborts both tasks,
+//! so the socket goes at once.
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::BytesMut;
-use routeros_proto::{decode_sentence, Limits, ProtoError, Reply, ReplyKind, Sentence};
+use routeros_proto::{
+    decode_sentence, encoded_length_len, Limits, ProtoError, Reply, ReplyKind, Sentence,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use crate::Error;
 
@@ -34,7 +41,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// (or the sentence cap of the limits, if lower) while it trickles a sentence in.
 const MAX_BUFFERED_SENTENCE: usize = 64 * 1024 * 1024;
 
-fn buffer_cap(limits: &Limits) -> usize {
+pub(crate) fn buffer_cap(limits: &Limits) -> usize {
     limits
         .max_sentence_bytes()
         .min(MAX_BUFFERED_SENTENCE.max(limits.max_word_len.saturating_add(1024 * 1024)))
@@ -64,7 +71,7 @@ impl ReadError {
 
 /// Reads more bytes into `buf`, which holds no whole sentence, refusing to grow it past `cap`.
 /// EOF is an `UnexpectedEof` IO error that says whether it cut a sentence.
-async fn fill<R: AsyncRead + Unpin>(
+pub(crate) async fn fill<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     cap: usize,
@@ -107,11 +114,95 @@ pub(crate) async fn read_sentence<R: AsyncRead + Unpin>(
     }
 }
 
+/// The caps on one collected reply ([`crate::ClientConfig::max_reply_rows`] and
+/// [`crate::ClientConfig::max_reply_bytes`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplyLimits {
+    pub(crate) rows: usize,
+    pub(crate) bytes: usize,
+}
+
+/// What one reply counts against [`ReplyLimits::bytes`]: its size on the wire (each word's
+/// shortest length prefix and bytes, and the terminating empty word) plus
+/// [`WORD_INDEX_BYTES`] per word for the index the client keeps of it. The fixed cost of a
+/// row (the `Reply` itself) is bounded by the row limit instead.
+pub(crate) fn reply_bytes(reply: &Reply) -> usize {
+    reply
+        .sentence()
+        .words()
+        .map(|w| {
+            let len = u32::try_from(w.len()).unwrap_or(u32::MAX);
+            encoded_length_len(len) + w.len() + WORD_INDEX_BYTES
+        })
+        .sum::<usize>()
+        + 1
+}
+
+/// Index bytes per word: the word's place in the sentence and, for attributes, where its
+/// value starts (two `(u32, u32)`-sized entries).
+pub(crate) const WORD_INDEX_BYTES: usize = 16;
+
+/// The collecting end of a `call`: an unbounded channel (the consumer collects everything
+/// anyway, so the reader never waits for it), bounded instead by [`ReplyLimits`], which the
+/// reader checks as each reply arrives. The check is here, not in the consumer, because a
+/// pipelined command's rows arrive while its caller still waits for an earlier command.
+pub(crate) struct Collector {
+    tx: mpsc::UnboundedSender<Reply>,
+    /// For the error: `the reply to /path`.
+    path: String,
+    limits: ReplyLimits,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Collector {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Reply>, path: &str, limits: ReplyLimits) -> Self {
+        Self {
+            tx,
+            path: path.to_owned(),
+            limits,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts `reply` (rows and traps are held; `!empty` and `!done` are not); `Err` when it
+    /// takes the reply past a limit.
+    fn count(&mut self, reply: &Reply) -> Result<(), CloseReason> {
+        let (setting, limit) = match reply.kind() {
+            ReplyKind::Re => {
+                self.rows += 1;
+                self.bytes = self.bytes.saturating_add(reply_bytes(reply));
+                if self.rows > self.limits.rows {
+                    ("max_reply_rows", self.limits.rows)
+                } else if self.bytes > self.limits.bytes {
+                    ("max_reply_bytes", self.limits.bytes)
+                } else {
+                    return Ok(());
+                }
+            }
+            ReplyKind::Trap => {
+                self.bytes = self.bytes.saturating_add(reply_bytes(reply));
+                if self.bytes > self.limits.bytes {
+                    ("max_reply_bytes", self.limits.bytes)
+                } else {
+                    return Ok(());
+                }
+            }
+            _ => return Ok(()),
+        };
+        Err(CloseReason::ReplyTooLarge {
+            what: format!("the reply to {}", self.path),
+            limit,
+            setting,
+        })
+    }
+}
+
 /// Where the replies of one command go.
-#[derive(Clone)]
 pub(crate) enum Sink {
-    /// `call`: the consumer collects everything anyway, so the reader never waits for it.
-    Collect(mpsc::UnboundedSender<Reply>),
+    /// `call`: collected whole, within [`ReplyLimits`].
+    Collect(Collector),
     /// `stream`: bounded, in batches of at most [`STREAM_BATCH`] replies; the reader waits when
     /// the consumer falls behind (see `dispatch`).
     Stream(mpsc::Sender<Vec<Reply>>),
@@ -134,7 +225,23 @@ pub(crate) enum CloseReason {
         message: String,
     },
     Protocol(ProtoError),
+    /// A reply no command of ours can own (see [`Error::UnmatchedReply`]).
+    Unmatched(String),
+    /// A collected reply passed a [`ReplyLimits`] cap: the connection is dropped so the rest
+    /// of it stops coming (see [`Error::ReplyTooLarge`]).
+    ReplyTooLarge {
+        what: String,
+        limit: usize,
+        setting: &'static str,
+    },
     Fatal(String),
+    /// A command got no reply within its timeout: the router (or the path to it) stopped
+    /// answering, so the connection is dropped rather than kept busy.
+    Timeout {
+        what: String,
+        setting: &'static str,
+        after: Duration,
+    },
     /// Closed by us ([`crate::Client::close`]).
     Closed,
 }
@@ -150,7 +257,7 @@ impl CloseReason {
         }
     }
 
-    fn to_error(&self, router: &str) -> Error {
+    pub(crate) fn to_error(&self, router: &str) -> Error {
         let router = router.to_owned();
         match self {
             CloseReason::Io { kind, message } => Error::Io {
@@ -161,9 +268,33 @@ impl CloseReason {
                 router,
                 source: source.clone(),
             },
+            CloseReason::Unmatched(detail) => Error::UnmatchedReply {
+                router,
+                detail: detail.clone(),
+            },
+            CloseReason::ReplyTooLarge {
+                what,
+                limit,
+                setting,
+            } => Error::ReplyTooLarge {
+                router,
+                what: what.clone(),
+                limit: *limit,
+                setting,
+            },
             CloseReason::Fatal(reason) => Error::Fatal {
                 router,
                 reason: reason.clone(),
+            },
+            CloseReason::Timeout {
+                what,
+                setting,
+                after,
+            } => Error::Timeout {
+                router,
+                what: what.clone(),
+                setting,
+                after: *after,
             },
             CloseReason::Closed => Error::Closed { router },
         }
@@ -173,12 +304,19 @@ impl CloseReason {
 struct State {
     pending: HashMap<u64, Sink>,
     closed: Option<CloseReason>,
+    /// The reader and writer tasks, aborted when the connection is lost so the socket is
+    /// dropped at once (both halves), not when the last client handle goes.
+    tasks: Option<[AbortHandle; 2]>,
 }
 
 /// The state the client handles, the reader and the writer share.
 pub(crate) struct Shared {
     router: String,
     state: Mutex<State>,
+    /// The next `.tag` to issue. Tags are issued in order from 1, so the reader can tell a
+    /// tag that was issued (finished or cancelled: late replies are dropped quietly) from one
+    /// that never was (a protocol error).
+    next_tag: AtomicU64,
 }
 
 impl Shared {
@@ -188,7 +326,33 @@ impl Shared {
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 closed: None,
+                tasks: None,
             }),
+            next_tag: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh tag for a command (a `/cancel` too: every command this client sends after
+    /// login is tagged, so an untagged reply is a protocol error).
+    pub(crate) fn issue_tag(&self) -> u64 {
+        self.next_tag.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The tag of `reply`, if it is one this client issued; else why the reply is foreign.
+    fn issued_tag(&self, reply: &Reply) -> Result<u64, String> {
+        let kind = reply.kind().as_word();
+        let Some(text) = reply.tag() else {
+            return Err(format!(
+                "an untagged {kind} reply, but every command this client sends is tagged"
+            ));
+        };
+        match text.parse::<u64>() {
+            // A tag is issued before its command is queued, so its replies never come first.
+            Ok(tag) if tag >= 1 && tag < self.next_tag.load(Ordering::Relaxed) => Ok(tag),
+            _ => Err(format!(
+                "a {kind} reply tagged {:?}, a tag this client never sent",
+                text.chars().take(32).collect::<String>()
+            )),
         }
     }
 
@@ -200,6 +364,19 @@ impl Shared {
     /// holding it cannot leave the map half-updated, so a poisoned lock is still usable.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands over the reader and writer tasks, so that losing the connection stops them. If it
+    /// was lost before they were handed over, they are stopped now.
+    pub(crate) fn set_tasks(&self, reader: AbortHandle, writer: AbortHandle) {
+        let mut st = self.lock();
+        match &st.closed {
+            Some(reason) if !matches!(reason, CloseReason::Closed) => {
+                reader.abort();
+                writer.abort();
+            }
+            _ => st.tasks = Some([reader, writer]),
+        }
     }
 
     /// Starts waiting for replies tagged `tag`; fails fast when the connection is closed.
@@ -230,9 +407,18 @@ impl Shared {
 
     /// Marks the connection closed (the first reason wins) and fails every waiter: dropping
     /// their senders wakes them, and they read the reason through [`Shared::lost_error`].
+    ///
+    /// For any reason but [`CloseReason::Closed`] (where [`crate::Client::close`] still sends
+    /// `/quit` and joins the tasks itself) the reader and writer are aborted, which drops the
+    /// socket: the router sees the connection end and stops sending.
     pub(crate) fn close(&self, reason: CloseReason) {
-        let pending = {
+        let (pending, tasks) = {
             let mut st = self.lock();
+            let tasks = if matches!(reason, CloseReason::Closed) {
+                None
+            } else {
+                st.tasks.take()
+            };
             if st.closed.is_none() {
                 match &reason {
                     CloseReason::Closed => {
@@ -246,9 +432,12 @@ impl Shared {
                 }
                 st.closed = Some(reason);
             }
-            std::mem::take(&mut st.pending)
+            (std::mem::take(&mut st.pending), tasks)
         };
         drop(pending);
+        for task in tasks.into_iter().flatten() {
+            task.abort();
+        }
     }
 
     /// The error for a waiter whose channel closed before its `!done`.
@@ -261,20 +450,16 @@ impl Shared {
         }
     }
 
-    /// Hands one reply to whoever waits for its tag, or drops it quietly. Replies of a stream
+    /// Hands one reply to whoever waits for its tag, or drops it quietly when its tag was
+    /// issued but is no longer awaited (late replies after `/cancel`, the `/cancel`'s own
+    /// replies). A reply with a tag never issued, or none, is `Err`: the connection must end,
+    /// since replies can no longer be matched to commands. Replies of a stream
     /// are gathered in `batch` and handed over when it is full, when its `!done` arrives, when
     /// a reply for another tag comes, or (the reader calls [`Shared::flush`]) before the
     /// reader waits for the socket: gathering never delays a row that has arrived.
-    async fn dispatch(&self, reply: Reply, batch: &mut Option<Batch>) {
+    async fn dispatch(&self, reply: Reply, batch: &mut Option<Batch>) -> Result<(), CloseReason> {
         let kind = reply.kind().as_word();
-        let Some(tag_text) = reply.tag() else {
-            tracing::debug!(router = %self.router, kind, "dropping an untagged reply");
-            return;
-        };
-        let Ok(tag) = tag_text.parse::<u64>() else {
-            tracing::debug!(router = %self.router, kind, tag = tag_text, "dropping a reply with a tag this client never sends");
-            return;
-        };
+        let tag = self.issued_tag(&reply).map_err(CloseReason::Unmatched)?;
         let is_done = reply.kind() == ReplyKind::Done;
         if let Some(b) = batch.as_mut().filter(|b| b.tag == tag) {
             b.replies.push(reply);
@@ -285,25 +470,40 @@ impl Shared {
             if is_done || b.replies.len() >= STREAM_BATCH {
                 self.flush(batch).await;
             }
-            return;
+            return Ok(());
         }
         self.flush(batch).await;
-        let sink = {
+        let stream = {
             let mut st = self.lock();
-            if is_done {
-                st.pending.remove(&tag)
-            } else {
-                st.pending.get(&tag).cloned()
+            match st.pending.get_mut(&tag) {
+                None => None,
+                Some(Sink::Collect(c)) => {
+                    // Counted and handed over under the lock: the send never waits.
+                    c.count(&reply)?;
+                    let delivered = c.tx.send(reply).is_ok();
+                    if is_done || !delivered {
+                        // Done, or the waiter went away without forgetting its tag (it always
+                        // should): either way the rest of its replies are dropped.
+                        st.pending.remove(&tag);
+                    }
+                    return Ok(());
+                }
+                Some(Sink::Stream(tx)) => {
+                    let tx = tx.clone();
+                    if is_done {
+                        st.pending.remove(&tag);
+                    }
+                    Some(tx)
+                }
             }
         };
-        let delivered = match sink {
+        match stream {
             None => {
-                // Late replies after /cancel or a timeout: expected, harmless.
+                // Late replies after /cancel, and the /cancel's own: expected, harmless.
                 tracing::debug!(router = %self.router, tag, kind, "dropping a reply nobody waits for");
-                return;
+                Ok(())
             }
-            Some(Sink::Collect(tx)) => tx.send(reply).is_ok(),
-            Some(Sink::Stream(tx)) => {
+            Some(tx) => {
                 let mut replies = Vec::with_capacity(if is_done { 1 } else { STREAM_BATCH });
                 replies.push(reply);
                 *batch = Some(Batch {
@@ -315,13 +515,8 @@ impl Shared {
                 if is_done {
                     self.flush(batch).await;
                 }
-                return;
+                Ok(())
             }
-        };
-        if !delivered {
-            // The waiter went away without forgetting its tag (it always should); make sure
-            // the rest of its replies are dropped.
-            self.forget(tag);
         }
     }
 
@@ -376,7 +571,9 @@ pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
         if reply.kind() == ReplyKind::Fatal {
             break CloseReason::Fatal(reply.message().unwrap_or_else(|| "no reason given".into()));
         }
-        shared.dispatch(reply, &mut batch).await;
+        if let Err(reason) = shared.dispatch(reply, &mut batch).await {
+            break reason;
+        }
     };
     // Rows that arrived before the end are still delivered, then the error.
     shared.flush(&mut batch).await;
@@ -460,6 +657,74 @@ pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(words: &[&str]) -> Reply {
+        Reply::parse(Sentence::from_words(words)).unwrap()
+    }
+
+    #[test]
+    fn reply_bytes_is_the_wire_size_plus_the_index() {
+        // 03 "!re" 04 "=a=b" 00: 10 bytes on the wire, two words.
+        assert_eq!(reply_bytes(&reply(&["!re", "=a=b"])), 10 + 2 * 16);
+        // A 200-byte word has a 2-byte length prefix (80 C8).
+        let long = format!("={}", "v".repeat(199));
+        assert_eq!(
+            reply_bytes(&reply(&["!re", &long, ".tag=12"])),
+            (1 + 3) + (2 + 200) + (1 + 7) + 1 + 3 * 16
+        );
+    }
+
+    fn collector(rows: usize, bytes: usize) -> (Collector, mpsc::UnboundedReceiver<Reply>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Collector::new(tx, "/x/print", ReplyLimits { rows, bytes }),
+            rx,
+        )
+    }
+
+    #[test]
+    fn collector_counts_rows_and_bytes_up_to_the_limit() {
+        let row = reply(&["!re", "=a=b"]); // 42 bytes
+        let (mut c, _rx) = collector(3, 1000);
+        for _ in 0..3 {
+            c.count(&row).unwrap();
+        }
+        c.count(&reply(&["!empty"])).unwrap();
+        c.count(&reply(&["!done"])).unwrap();
+        let Err(CloseReason::ReplyTooLarge {
+            limit,
+            setting,
+            what,
+        }) = c.count(&row)
+        else {
+            panic!("row 4 of 3 passed")
+        };
+        assert_eq!(
+            (limit, setting, what.as_str()),
+            (3, "max_reply_rows", "the reply to /x/print")
+        );
+
+        let (mut c, _rx) = collector(100, 2 * 42);
+        c.count(&row).unwrap();
+        c.count(&row).unwrap();
+        assert!(matches!(
+            c.count(&row),
+            Err(CloseReason::ReplyTooLarge {
+                limit: 84,
+                setting: "max_reply_bytes",
+                ..
+            })
+        ));
+        // Traps are held too (their messages), so they count against the bytes.
+        let (mut c, _rx) = collector(100, 20);
+        assert!(matches!(
+            c.count(&reply(&["!trap", "=message=a long enough message"])),
+            Err(CloseReason::ReplyTooLarge {
+                setting: "max_reply_bytes",
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn buffer_cap_is_bounded_and_fits_one_word() {

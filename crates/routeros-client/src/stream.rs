@@ -22,15 +22,27 @@ pub struct Response {
     pub ret: Option<String>,
 }
 
+/// The most trap messages of one command kept in its error; later ones are only counted. A
+/// router sends one or two; the cap keeps a stream that is fed traps without end (a stream is
+/// not held to the collected-reply limits) from growing the message without bound.
+pub(crate) const MAX_TRAP_MESSAGES: usize = 8;
+
 /// Accumulates the `!trap`s of one command into one error. An unknown command gets two traps;
 /// the first keeps its category, the messages are joined with `; `.
 #[derive(Default)]
 pub(crate) struct Traps {
     first: Option<(Option<u32>, String)>,
+    kept: usize,
+    dropped: usize,
 }
 
 impl Traps {
     pub(crate) fn add(&mut self, reply: &Reply) {
+        if self.kept >= MAX_TRAP_MESSAGES {
+            self.dropped += 1;
+            return;
+        }
+        self.kept += 1;
         let message = reply.message().unwrap_or_else(|| "no message given".into());
         match &mut self.first {
             None => self.first = Some((reply.category(), message)),
@@ -42,10 +54,16 @@ impl Traps {
     }
 
     pub(crate) fn into_error(self, router: &str) -> Option<Error> {
-        self.first.map(|(category, message)| Error::Trap {
-            router: router.to_owned(),
-            category,
-            message,
+        let dropped = self.dropped;
+        self.first.map(|(category, mut message)| {
+            if dropped > 0 {
+                message.push_str(&format!(" (and {dropped} more traps)"));
+            }
+            Error::Trap {
+                router: router.to_owned(),
+                category,
+                message,
+            }
         })
     }
 }
@@ -132,8 +150,8 @@ impl RowStream {
     }
 
     /// The next row; `None` after `!done`. A `!trap` is returned as `Err` when its `!done`
-    /// arrives; any other `Err` (connection lost, no reply within `command_timeout`) also ends
-    /// the stream.
+    /// arrives; any other `Err` (connection lost, no reply within `command_timeout`, which
+    /// drops the connection) also ends the stream.
     pub async fn next(&mut self) -> Option<Result<Reply, Error>> {
         if self.finished {
             return None;
@@ -165,11 +183,10 @@ impl RowStream {
                 }
                 Err(_) => {
                     self.finished = true;
-                    self.client.cancel_tag(self.tag);
-                    return Some(Err(Error::Timeout {
-                        router: self.client.router().to_owned(),
-                        what: format!("the next reply to {}", self.path),
-                    }));
+                    return Some(Err(self.client.drop_on_timeout(
+                        format!("the next reply to {}", self.path),
+                        self.gap_timeout,
+                    )));
                 }
             }
         }
@@ -200,5 +217,32 @@ impl Drop for RowStream {
         if !self.finished {
             self.client.cancel_tag(self.tag);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use routeros_proto::Sentence;
+
+    use super::*;
+
+    fn trap(message: &str) -> Reply {
+        Reply::parse(Sentence::from_words([
+            "!trap",
+            &format!("=message={message}"),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn traps_keep_a_bounded_number_of_messages() {
+        let mut traps = Traps::default();
+        for i in 0..MAX_TRAP_MESSAGES + 3 {
+            traps.add(&trap(&format!("m{i}")));
+        }
+        let Some(Error::Trap { message, .. }) = traps.into_error("r") else {
+            panic!("no trap error")
+        };
+        assert_eq!(message, "m0; m1; m2; m3; m4; m5; m6; m7 (and 3 more traps)");
     }
 }

@@ -80,7 +80,7 @@ pub(crate) async fn handshake(
             tracing::warn!(
                 router = %router,
                 address = %cfg.address,
-                "TLS certificate verification is OFF (tls = insecure): anyone on the path can \
+                "TLS certificate verification is OFF (tls_insecure = true): anyone on the path can \
                  impersonate this router; pin its certificate fingerprint instead"
             );
             builder
@@ -181,10 +181,21 @@ fn describe_handshake_error(
                  it one (/ip service set api-ssl certificate=...)"
             )
         }
+        // What a plain API port sends back (a RouterOS reply, or nothing but EOF) is no TLS.
+        (Some(r @ rustls::Error::InvalidMessage(_)), _) => format!(
+            "handshake failed ({r}): the router answered with bytes that are not TLS, so this \
+             looks like the plain API port; set tls = false, or use the API-SSL port 8729"
+        ),
         (Some(r), _) => format!("handshake failed: {r}"),
+        (None, _) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "the router closed the connection during the handshake: if this is the plain API \
+             port, set tls = false, or use the API-SSL port 8729; otherwise check that api-ssl \
+             is enabled (/ip service print)"
+                .to_owned()
+        }
         (None, _) => format!(
             "handshake failed: {e}; check that the address is the API-SSL port (8729) and that \
-             api-ssl is enabled"
+             api-ssl is enabled (/ip service print)"
         ),
     }
 }

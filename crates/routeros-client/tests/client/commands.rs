@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use routeros_client::{Client, Command, Error};
 use tokio::sync::oneshot;
 
-use crate::support::{config, serve, still_works};
+use crate::support::{config, serve, serve_each, still_works};
 
 #[tokio::test]
 async fn trap_then_done_is_a_trap_error_and_the_connection_stays_usable() {
@@ -275,22 +275,72 @@ async fn call_many_pipelines_and_keeps_order() {
     server.join().await;
 }
 
+/// A reply the client cannot match to any command it sent (a tag it never issued, or no tag
+/// at all, although every command is tagged) drops the connection with a protocol error: the
+/// command waiting on it fails, the socket is closed, and a new connection works.
 #[tokio::test]
-async fn untagged_and_unknown_tag_replies_are_dropped() {
+async fn replies_with_a_tag_never_sent_or_none_drop_the_connection() {
+    // Words of the foreign reply, and what the error says about it.
+    const CASES: [(&[&str], &str); 5] = [
+        (
+            &["!re", "=name=other", ".tag=999999"],
+            "tagged \"999999\", a tag this client never sent",
+        ),
+        (&["!done", ".tag=not-a-number"], "tagged \"not-a-number\""),
+        (&["!done", ".tag=0"], "tagged \"0\""),
+        (&["!re", "=name=stray"], "an untagged !re reply"),
+        (&["!done"], "an untagged !done reply"),
+    ];
+    let server = serve_each(CASES.len() + 1, |i, mut c| async move {
+        c.login().await;
+        if i == CASES.len() {
+            c.answer_done("/system/identity/print", &[]).await;
+            return;
+        }
+        c.expect("/system/identity/print").await;
+        c.send(CASES[i].0).await;
+        assert!(c.recv().await.is_none(), "the client kept the connection");
+    })
+    .await;
+    for (_, detail) in CASES {
+        let client = Client::connect(config(server.addr)).await.unwrap();
+        let err = client
+            .call(Command::new("/system/identity/print"))
+            .await
+            .unwrap_err();
+        let Error::UnmatchedReply { router, detail: d } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(router, "test-router");
+        assert!(d.contains(detail), "{d}");
+        assert!(err.is_connection_lost());
+        assert!(err.to_string().contains("connection was dropped"), "{err}");
+        assert!(client.is_closed());
+    }
+    let client = Client::connect(config(server.addr)).await.unwrap();
+    still_works(&client).await;
+    server.join().await;
+}
+
+/// Replies for a tag that was issued but is no longer awaited (here: a command that already
+/// finished) are dropped quietly, not treated as foreign.
+#[tokio::test]
+async fn late_replies_for_a_finished_tag_are_dropped_quietly() {
     let server = serve(|mut c| async move {
         c.login().await;
-        let cmd = c.expect("/system/identity/print").await;
-        let tag = cmd.tag().unwrap().to_owned();
-        c.send(&["!re", "=name=stray"]).await;
-        c.send(&["!done"]).await;
-        c.send_tagged("999999", &["!re", "=name=other"]).await;
-        c.send_tagged("not-a-number", &["!done"]).await;
+        let first = c.answer_done("/system/identity/print", &[]).await;
+        let old = first.tag().unwrap().to_owned();
+        let next = c.expect("/system/identity/print").await;
+        c.send_tagged(&old, &["!re", "=name=late"]).await;
+        c.send_tagged(&old, &["!done"]).await;
+        let tag = next.tag().unwrap().to_owned();
         c.send_tagged(&tag, &["!re", "=name=mine"]).await;
         c.send_tagged(&tag, &["!done"]).await;
         c.expect("/quit").await;
     })
     .await;
     let client = Client::connect(config(server.addr)).await.unwrap();
+    still_works(&client).await;
     let r = client
         .call(Command::new("/system/identity/print"))
         .await
@@ -334,7 +384,9 @@ async fn dropped_call_future_cancels_its_tag() {
         c.send_tagged(&tag, &["!trap", "=category=2", "=message=interrupted"])
             .await;
         c.send_tagged(&tag, &["!done"]).await;
-        c.send(&["!done"]).await;
+        // The /cancel is tagged too (its own tag, which nobody waits for).
+        c.send_tagged(cancel.tag().expect("a tagged /cancel"), &["!done"])
+            .await;
         c.answer_done("/system/identity/print", &[]).await;
     })
     .await;

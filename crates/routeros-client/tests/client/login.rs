@@ -134,21 +134,3 @@ async fn command_answered_not_logged_in_closes_the_client() {
     assert!(matches!(again, Error::Closed { .. }), "{again:?}");
     server.join().await;
 }
-
-#[tokio::test]
-async fn login_timeout() {
-    let server = serve(|mut c| async move {
-        c.expect("/login").await;
-        // Never answers; wait for the client to hang up.
-        assert!(c.recv().await.is_none());
-    })
-    .await;
-    let mut cfg = config(server.addr);
-    cfg.login_timeout = std::time::Duration::from_millis(200);
-    let err = Client::connect(cfg).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Timeout { what, .. } if what.contains("login")),
-        "{err:?}"
-    );
-    server.join().await;
-}

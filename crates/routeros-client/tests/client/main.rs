@@ -7,9 +7,13 @@
 
 mod commands;
 mod failures;
+mod heap;
 mod lifecycle;
+mod limits;
 mod login;
+mod mistakes;
 mod streaming;
 mod support;
+mod timeouts;
 mod tls;
 mod typed;

@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -50,6 +51,78 @@ where
     TestServer { addr, handle }
 }
 
+/// Like [`serve`], with the listening socket's send buffer (which the accepted connection
+/// inherits, and which then does not grow on its own) set to `send_buffer` bytes: the kernel
+/// holds little of what the server writes, so what it manages to write shows what the client
+/// took in.
+pub async fn serve_with_send_buffer<F, Fut>(send_buffer: u32, script: F) -> TestServer
+where
+    F: FnOnce(Conn) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(send_buffer).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        script(Conn::new(Box::new(tcp))).await;
+    });
+    TestServer { addr, handle }
+}
+
+/// Accepts one plain TCP connection and hands the raw socket to `script`: for peers that
+/// are not the RouterOS API (a TLS-only port, a web server).
+pub async fn serve_tcp<F, Fut>(script: F) -> TestServer
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        script(tcp).await;
+    });
+    TestServer { addr, handle }
+}
+
+/// Reads whatever arrives next on `tcp` (at least one byte); `None` at EOF or error.
+pub async fn read_some(tcp: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0; 64 * 1024];
+    match tcp.read(&mut buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+    }
+}
+
+/// Reads until EOF (the client hung up); panics if the client never does so cleanly.
+pub async fn until_eof(tcp: &mut tokio::net::TcpStream) {
+    while read_some(tcp).await.is_some() {}
+}
+
+/// Accepts `count` plain TCP connections, one after the other, and runs `script(i, conn)` on
+/// the `i`-th (from 0) before accepting the next: for tests where the client reconnects.
+pub async fn serve_each<F, Fut>(count: usize, script: F) -> TestServer
+where
+    F: Fn(usize, Conn) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        for i in 0..count {
+            let (tcp, _) = listener.accept().await.unwrap();
+            script(i, Conn::new(Box::new(tcp))).await;
+        }
+    });
+    TestServer { addr, handle }
+}
+
 /// Accepts one TLS connection and runs `script` on it; if the client rejects the handshake
 /// the script is not run.
 pub async fn serve_tls<F, Fut>(acceptor: tokio_rustls::TlsAcceptor, script: F) -> TestServer
@@ -68,7 +141,6 @@ where
     TestServer { addr, handle }
 }
 
-/// A client config for `addr` with the test credentials.
 /// The client still works after what a test did to it: one more command goes through (the
 /// test's server must answer `/system/identity/print`).
 pub async fn still_works(client: &Client) {
@@ -78,6 +150,7 @@ pub async fn still_works(client: &Client) {
         .unwrap();
 }
 
+/// A client config for `addr` with the test credentials.
 pub fn config(addr: SocketAddr) -> ClientConfig {
     ClientConfig::new(
         "test-router",
@@ -170,6 +243,24 @@ impl Conn {
         let mut all: Vec<&str> = words.to_vec();
         all.push(&tag_word);
         self.send(&all).await;
+    }
+
+    /// One write attempt that does not wait: `Some(n)` bytes written (0 if the client has
+    /// gone), `None` if the socket is full (the client is not reading).
+    pub async fn write_now(&mut self, bytes: &[u8]) -> Option<usize> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match Pin::new(&mut self.io).poll_write(cx, bytes) {
+                std::task::Poll::Ready(Ok(n)) => Some(n),
+                std::task::Poll::Ready(Err(_)) => Some(0),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    /// Writes `bytes`; false once the client has gone (the write failed).
+    pub async fn try_raw(&mut self, bytes: &[u8]) -> bool {
+        self.io.write_all(bytes).await.is_ok()
     }
 
     pub async fn raw(&mut self, bytes: &[u8]) {

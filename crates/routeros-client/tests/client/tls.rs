@@ -12,13 +12,14 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::support::{config, serve_tls, still_works, Logs, TestServer};
 
-struct Pki {
+pub struct Pki {
     ca_pem: String,
     leaf_der: CertificateDer<'static>,
-    acceptor: TlsAcceptor,
+    pub acceptor: TlsAcceptor,
 }
 
-fn pki() -> Pki {
+/// A fresh CA, a leaf for localhost/127.0.0.1, and a TLS acceptor serving the leaf.
+pub fn pki() -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -186,19 +187,4 @@ async fn insecure_connects_and_warns_every_time() {
             .count();
         assert_eq!(warnings, round, "{:?}", logs.lines());
     }
-}
-
-#[tokio::test]
-async fn plain_tcp_server_behind_a_tls_config_is_a_tls_error() {
-    // Something that is not API-SSL and hangs up on the ClientHello.
-    let server = crate::support::serve(|c| async move {
-        c.close().await;
-    })
-    .await;
-    let mut cfg = config(server.addr);
-    cfg.tls = Some(TlsConfig::Insecure);
-    let err = Client::connect(cfg).await.unwrap_err();
-    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
-    assert!(err.to_string().contains("8729"), "{err}");
-    server.join().await;
 }
