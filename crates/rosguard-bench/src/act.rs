@@ -13,10 +13,10 @@ use rosguard_routeros::pushed_filter;
 use routeros_proto::Command;
 
 use crate::child::self_cpu;
+use crate::ctx::{blocking, Ctx};
 use crate::daemon::{self, DaemonConfig};
 use crate::python::Python;
 use crate::results::{Act, Stat};
-use crate::{blocking, Ctx};
 
 /// The candidate filter rosguard pushes to the router, as query words for the replica.
 fn filter_words() -> Vec<String> {

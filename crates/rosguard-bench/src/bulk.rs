@@ -16,8 +16,8 @@ use routeros_client::{address_list_add_command, AddOutcome, Client, ClientConfig
 use routeros_sim::{Sim, SimConfig};
 
 use crate::child::{self, Spec};
+use crate::ctx::{blocking, Ctx};
 use crate::results::{Bulk, Stat};
-use crate::{blocking, Ctx};
 
 /// The hidden first argument that runs one client side: `__bulk PORT ADDS sequential|pipelined`.
 pub const BULK_ARG: &str = "__bulk";

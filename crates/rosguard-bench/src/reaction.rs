@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use routeros_sim::{Family, SimConnection};
 
+use crate::ctx::{blocking, Ctx, SplitMix};
 use crate::daemon::{self, DaemonConfig};
 use crate::results::{Reaction, Stat};
-use crate::{blocking, Ctx, SplitMix};
 
 /// How often the harness looks at the list.
 const POLL: Duration = Duration::from_millis(5);

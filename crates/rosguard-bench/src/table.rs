@@ -13,10 +13,10 @@ use anyhow::Result;
 use routeros_sim::SimHandle;
 
 use crate::child::self_cpu;
+use crate::ctx::{blocking, Ctx};
 use crate::daemon::{self, DaemonConfig};
 use crate::python::Python;
 use crate::results::{Librouteros, Scan, Stat};
-use crate::{blocking, Ctx};
 
 /// Raw samples of one scan mode.
 #[derive(Default)]

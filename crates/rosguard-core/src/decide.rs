@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::AddResult;
 use crate::detect::{
     asymmetric_miss, choose_target, is_scan_attempt, Evidence, Finding, Miss, Rule,
 };
 use crate::history::{ActiveRecord, History};
 use crate::model::{AddrSet, Family, ListAddress, Networks};
 use crate::observation::{Observation, ObservePlan};
+use crate::outcome::AddResult;
 use crate::policy::{self, PolicyContext, Protected, Removal, SkipReason, MAX_COMMENT_BYTES};
 use crate::scan::ScanTracker;
 use crate::settings::Settings;

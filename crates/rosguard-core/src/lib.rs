@@ -17,24 +17,28 @@ pub mod decide;
 pub mod detect;
 mod error;
 pub mod history;
+pub mod memory;
 pub mod model;
 pub mod observation;
+pub mod outcome;
 pub mod policy;
 pub mod scan;
 pub mod settings;
 pub mod special;
 pub mod state;
 
-pub use backend::{AddResult, Applied, Backend, BackendError, FailureKind, RemoveResult};
+pub use backend::Backend;
 pub use decide::{decide, AddKind, Cap, Decision, GuardState, PlannedAdd, Skip};
 pub use detect::{Evidence, Finding, Rule};
 pub use error::{excerpt, ParseError};
-pub use history::{ActiveRecord, History, HistoryError, MemoryHistory};
+pub use history::{ActiveRecord, History, HistoryError};
+pub use memory::MemoryHistory;
 pub use model::{
     AddrSet, ConnId, Connection, Endpoint, Family, ListAddress, ListEntry, Networks, Protocol,
     TcpState,
 };
 pub use observation::{Observation, ObservePlan, SharedCandidate};
+pub use outcome::{AddResult, Applied, BackendError, FailureKind, RemoveResult};
 pub use policy::{PolicyContext, Protected, Removal, SkipReason};
 pub use settings::{BlockTarget, Blocking, CycleLimits, Detection, Settings};
 pub use state::{ConnKey, TrackerEntry};

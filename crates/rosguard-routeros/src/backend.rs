@@ -15,13 +15,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use rosguard_core::backend::{
-    AddResult, Applied, Backend, BackendError, FailureKind, RemoveResult,
-};
+use rosguard_core::backend::Backend;
 use rosguard_core::decide::Decision;
 use rosguard_core::detect::is_candidate;
 use rosguard_core::model::{Connection, Family, ListEntry};
 use rosguard_core::observation::{Observation, ObservePlan};
+use rosguard_core::outcome::{AddResult, Applied, BackendError, FailureKind, RemoveResult};
 use rosguard_core::policy::Protected;
 use rosguard_core::settings::Settings;
 use routeros_client::{AddOutcome, Client, ClientConfig, Error as ClientError, RemoveOutcome};
@@ -68,6 +67,10 @@ pub fn backend_error(e: ClientError, what: &str) -> BackendError {
         E::Io { source, .. } => format!("io:{:?}", source.kind()),
         E::Protocol { .. } => "protocol".to_owned(),
         E::Closed { .. } => "closed".to_owned(),
+        E::ReplyTooLarge { .. } => "reply-too-large".to_owned(),
+        E::UnmatchedReply { .. } => "unmatched-reply".to_owned(),
+        E::TlsPort { .. } => "tls-port".to_owned(),
+        E::NotApi { .. } => "not-api".to_owned(),
         e if is_permission(e) => "permission".to_owned(),
         E::Trap { .. } => "trap".to_owned(),
         _ => "other".to_owned(),

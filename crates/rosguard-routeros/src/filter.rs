@@ -95,7 +95,7 @@ mod tests {
     }
 
     fn base() -> Command {
-        Command::new("/ip/firewall/connection/print").proplist(crate::CONNECTION_PROPLIST)
+        Command::new("/ip/firewall/connection/print").proplist(crate::rows::CONNECTION_PROPLIST)
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// `PRAGMA application_id` of a rosguard state file: "RSGD" in ASCII.
 pub(crate) const APPLICATION_ID: i32 = 0x5253_4744;

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Params, Row, TransactionBehavior};
 
+use crate::error::StoreError;
 use crate::rows::{
     self, address_text, ActiveBlock, BlockRow, CycleRecord, RouterSeen, StatusRow, Strike,
     UnblockRow,
 };
 use crate::schema::{checked_version, migrate, MIGRATIONS};
 use crate::state_dir::{create_private_dir, create_private_file};
-use crate::StoreError;
 
 /// How long a write waits for another process's lock (e.g. `rosguard unblock` while the daemon
 /// commits a cycle) before failing with "database is locked".

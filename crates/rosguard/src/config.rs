@@ -170,6 +170,9 @@ pub struct RouterConfig {
     pub tls_server_name: Option<String>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// The most rows, and bytes, one collected reply may hold (lists, addresses, routes).
+    pub max_reply_rows: usize,
+    pub max_reply_bytes: usize,
     /// The decision settings: the merged `[detection]` and `[blocking]`, and the `[daemon]`
     /// cycle limits.
     pub settings: Settings,
@@ -198,6 +201,8 @@ impl RouterConfig {
             || self.tls_server_name != other.tls_server_name
             || self.connect_timeout != other.connect_timeout
             || self.command_timeout != other.command_timeout
+            || self.max_reply_rows != other.max_reply_rows
+            || self.max_reply_bytes != other.max_reply_bytes
     }
 
     /// The client settings for this router.
@@ -213,6 +218,8 @@ impl RouterConfig {
         c.connect_timeout = self.connect_timeout;
         c.login_timeout = self.connect_timeout;
         c.command_timeout = self.command_timeout;
+        c.max_reply_rows = self.max_reply_rows;
+        c.max_reply_bytes = self.max_reply_bytes;
         c
     }
 }
@@ -253,6 +260,10 @@ struct RawRouter {
     connect_timeout: Duration,
     #[serde(default = "default_command_timeout", with = "duration")]
     command_timeout: Duration,
+    #[serde(default = "default_max_reply_rows")]
+    max_reply_rows: usize,
+    #[serde(default = "default_max_reply_bytes")]
+    max_reply_bytes: usize,
     #[serde(default)]
     detection: Table,
     #[serde(default)]
@@ -265,6 +276,14 @@ fn default_connect_timeout() -> Duration {
 
 fn default_command_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_max_reply_rows() -> usize {
+    ClientConfig::DEFAULT_MAX_REPLY_ROWS
+}
+
+fn default_max_reply_bytes() -> usize {
+    ClientConfig::DEFAULT_MAX_REPLY_BYTES
 }
 
 /// `over` merged into `base`, key by key; nested tables merge too, anything else is replaced.
@@ -323,89 +342,6 @@ fn humanize(message: &str) -> String {
     format!("expected {expected}, got {got}")
 }
 
-/// Where a password comes from, resolved at load time.
-fn read_password(
-    at: &str,
-    env: &Option<String>,
-    file: &Option<PathBuf>,
-    base: &Path,
-) -> Result<Secret> {
-    match (env, file) {
-        (Some(_), Some(_)) => bail!("{at}: set only one of password_env and password_file"),
-        (Some(var), None) => match std::env::var(var) {
-            Ok(v) => Ok(Secret::new(v)),
-            Err(std::env::VarError::NotPresent) => {
-                bail!("{at}.password_env: environment variable {var} is not set; export it (e.g. in the systemd unit's EnvironmentFile) or use password_file")
-            }
-            Err(std::env::VarError::NotUnicode(_)) => bail!("{at}.password_env: environment variable {var} is not valid UTF-8"),
-        },
-        (None, Some(path)) => {
-            let path = if path.is_relative() { base.join(path) } else { path.clone() };
-            let credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from);
-            read_password_file(at, &path, credentials.as_deref())
-        }
-        (None, None) => bail!(
-            "{at}: no password source; set password_env = \"ROSGUARD_PASSWORD\" or password_file = \"/etc/rosguard/password\" (passwords are never written in the config)"
-        ),
-    }
-}
-
-/// The password of `password_file`. Under systemd the service user usually cannot read the
-/// file (0600 root); the unit hands it over with `LoadCredential=NAME:PATH`, NAME being the
-/// file's name, and systemd puts a copy the service can read in `$CREDENTIALS_DIRECTORY`
-/// (`credentials`). That copy is read when it is there, else the file itself. A file that
-/// group or others can read is worth a warning (never with the password in it).
-fn read_password_file(at: &str, path: &Path, credentials: Option<&Path>) -> Result<Secret> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let name = name.as_deref().unwrap_or("password");
-    let original = std::fs::metadata(path);
-    if let Ok(meta) = &original {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                file = %shown,
-                mode = format!("{mode:04o}"),
-                "{at}.password_file {shown} can be read by other users (mode {mode:04o}); chmod 0600 {shown} (under systemd keep it root-owned: the unit passes it with LoadCredential={name}:{shown})"
-            );
-        }
-    }
-    let credential = credentials
-        .zip(path.file_name())
-        .map(|(dir, file)| dir.join(file))
-        .filter(|c| c.is_file());
-    let text = match credential {
-        Some(credential) => {
-            let text = std::fs::read_to_string(&credential).map_err(|e| {
-                anyhow!("{at}.password_file: cannot read the systemd credential {} (the copy of {shown}): {e}", credential.display())
-            })?;
-            // The shipped unit's `SetCredential=` default: systemd passes an empty line when
-            // the file is missing, so that password_env setups start.
-            if text.trim_end_matches(['\r', '\n']).is_empty() {
-                if let Err(e) = &original {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        bail!("{at}.password_file: {shown} does not exist (systemd passed an empty credential {name} in its place); create it with the router password, mode 0600 root");
-                    }
-                }
-            }
-            text
-        }
-        None => std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => anyhow!(
-                "{at}.password_file: {shown} does not exist; create it with the router password (mode 0600)"
-            ),
-            std::io::ErrorKind::PermissionDenied => anyhow!(
-                "{at}.password_file: cannot read {shown}: permission denied; under systemd keep it 0600 root and pass it to the service with LoadCredential={name}:{shown} in the unit (rosguard then reads $CREDENTIALS_DIRECTORY/{name}); otherwise make it mode 0600, owned by the user rosguard runs as"
-            ),
-            _ => anyhow!("{at}.password_file: cannot read {shown}: {e}; it must be a file holding the router password (mode 0600)"),
-        })?,
-    };
-    Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
-}
-
 impl RawRouter {
     fn check(
         self,
@@ -448,8 +384,13 @@ impl RawRouter {
                 bail!("{at}.{key}: is too short; use at least 1s");
             }
         }
+        if self.max_reply_rows == 0 || self.max_reply_bytes < 4096 {
+            bail!("{at}: max_reply_rows must be at least 1 and max_reply_bytes at least 4096 (defaults {} and {})", ClientConfig::DEFAULT_MAX_REPLY_ROWS, ClientConfig::DEFAULT_MAX_REPLY_BYTES);
+        }
         let password = match secrets {
-            Secrets::Read => read_password(&at, &self.password_env, &self.password_file, base)?,
+            Secrets::Read => {
+                secrets::read_password(&at, &self.password_env, &self.password_file, base)?
+            }
             Secrets::Skip => Secret::new(String::new()),
         };
         let det_at = format!("{at}.detection");
@@ -467,6 +408,8 @@ impl RawRouter {
             tls_server_name: self.tls_server_name,
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
+            max_reply_rows: self.max_reply_rows,
+            max_reply_bytes: self.max_reply_bytes,
             settings: Settings {
                 detection,
                 blocking,
@@ -680,6 +623,8 @@ impl Config {
             connect_timeout: Duration,
             #[serde(with = "duration")]
             command_timeout: Duration,
+            max_reply_rows: usize,
+            max_reply_bytes: usize,
             detection: &'a Detection,
             blocking: &'a Blocking,
         }
@@ -698,6 +643,8 @@ impl Config {
                         .map_or_else(|| "off".to_owned(), tls_mode_name),
                     connect_timeout: r.connect_timeout,
                     command_timeout: r.command_timeout,
+                    max_reply_rows: r.max_reply_rows,
+                    max_reply_bytes: r.max_reply_bytes,
                     detection: &r.settings.detection,
                     blocking: &r.settings.blocking,
                 })
@@ -725,5 +672,6 @@ pub fn read_config_with(path: &Path, secrets: Secrets) -> Result<Config> {
         .with_context(|| format!("config file {}", path.display()))
 }
 
+mod secrets;
 #[cfg(test)]
 mod tests;

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
-use rosguard_core::backend::{Backend, BackendError};
+use rosguard_core::backend::Backend;
 use rosguard_core::decide::AddKind;
 use rosguard_core::observation::SharedCandidate;
+use rosguard_core::outcome::BackendError;
 use rosguard_routeros::RouterOsBackend;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rosguard_core::backend::AddResult;
+use rosguard_core::outcome::AddResult;
 use rosguard_core::settings::{Blocking, CycleLimits, Settings};
 use routeros_client::Secret;
 use routeros_sim::{Sim, SimConfig};
@@ -83,6 +83,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         tls_server_name: None,
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(30),
+        max_reply_rows: routeros_client::ClientConfig::DEFAULT_MAX_REPLY_ROWS,
+        max_reply_bytes: routeros_client::ClientConfig::DEFAULT_MAX_REPLY_BYTES,
         settings: Settings {
             blocking: Blocking {
                 dry_run: args.dry_run,

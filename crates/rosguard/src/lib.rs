@@ -14,6 +14,8 @@ pub mod demo;
 pub mod events;
 pub mod logging;
 pub mod metrics;
+pub mod narrate;
 pub mod output;
+pub mod record;
 pub mod report;
 pub mod state;

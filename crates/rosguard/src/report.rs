@@ -7,9 +7,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use rosguard_core::backend::{AddResult, Applied, RemoveResult};
 use rosguard_core::decide::{AddKind, Adopted, Brake, Cap, Decision, Ignored, Lift, Skip};
 use rosguard_core::observation::Observation;
+use rosguard_core::outcome::{AddResult, Applied, RemoveResult};
 use rosguard_core::policy::Protected;
 use rosguard_core::settings::duration;
 use serde::Serialize;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use routeros_proto::{format_duration, Command, Reply};
 
-use crate::{Client, Error, Response, RowStream};
+use crate::client::{Client, RowStream};
+use crate::error::Error;
+use crate::stream::Response;
 
 pub use routeros_proto::Family;
 

@@ -13,19 +13,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use routeros_proto::Command;
+use routeros_proto::{Command, Reply, ReplyKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::config::{ClientConfig, TlsConfig};
+use crate::error::Error;
+use crate::multiplexer::STREAM_CAPACITY;
 use crate::multiplexer::{
     run_reader, run_writer, CloseReason, Collector, ReplyLimits, Shared, Sink, WriterMsg,
     STREAM_BATCH,
 };
-use crate::stream::{collect, Response, RowStream};
-use crate::{login, tls, ClientConfig, Error, TlsConfig, STREAM_CAPACITY};
+use crate::stream::{collect, Response, Traps};
+use crate::{login, tls};
 
 /// How long `close` gives the writer to send `/quit` before it is aborted.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -439,5 +442,129 @@ fn tls_mode(tls: Option<&TlsConfig>) -> &'static str {
         Some(TlsConfig::CaFile(_)) => "ca-file",
         Some(TlsConfig::Fingerprint(_)) => "fingerprint",
         Some(TlsConfig::Insecure) => "insecure",
+    }
+}
+
+/// Rows of one command, handed over as they arrive (a `print` of a large table, a `follow`).
+///
+/// The reader buffers about [`crate::STREAM_CAPACITY`] replies for a stream (handed over in
+/// batches of the rows already received, never held back waiting for more), then waits for
+/// its consumer, which also holds up every other command on the same connection: drain a
+/// stream before awaiting other commands on the same [`Client`], or use a second client.
+///
+/// Dropping a stream before it ended cancels the command (fire and forget).
+pub struct RowStream {
+    client: Client,
+    tag: u64,
+    path: String,
+    rx: mpsc::Receiver<Vec<Reply>>,
+    /// The rest of the batch being handed out.
+    batch: std::vec::IntoIter<Reply>,
+    gap_timeout: Duration,
+    traps: Traps,
+    ret: Option<String>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for RowStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowStream")
+            .field("router", &self.client.router())
+            .field("tag", &self.tag)
+            .field("path", &self.path)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl RowStream {
+    pub(crate) fn new(
+        client: Client,
+        tag: u64,
+        path: String,
+        rx: mpsc::Receiver<Vec<Reply>>,
+        gap_timeout: Duration,
+    ) -> Self {
+        Self {
+            client,
+            tag,
+            path,
+            rx,
+            batch: Vec::new().into_iter(),
+            gap_timeout,
+            traps: Traps::default(),
+            ret: None,
+            finished: false,
+        }
+    }
+
+    /// The next row; `None` after `!done`. A `!trap` is returned as `Err` when its `!done`
+    /// arrives; any other `Err` (connection lost, no reply within `command_timeout`, which
+    /// drops the connection) also ends the stream.
+    pub async fn next(&mut self) -> Option<Result<Reply, Error>> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            if let Some(reply) = self.batch.next() {
+                match reply.kind() {
+                    ReplyKind::Re => return Some(Ok(reply)),
+                    ReplyKind::Empty => {}
+                    ReplyKind::Trap => self.traps.add(&reply),
+                    ReplyKind::Done => {
+                        self.finished = true;
+                        self.ret = reply.ret().map(str::to_owned);
+                        let traps = std::mem::take(&mut self.traps);
+                        return traps.into_error(self.client.router()).map(Err);
+                    }
+                    ReplyKind::Fatal => {
+                        self.finished = true;
+                        return Some(Err(self.client.shared().lost_error()));
+                    }
+                }
+                continue;
+            }
+            match tokio::time::timeout(self.gap_timeout, self.rx.recv()).await {
+                Ok(Some(batch)) => self.batch = batch.into_iter(),
+                Ok(None) => {
+                    self.finished = true;
+                    return Some(Err(self.client.shared().lost_error()));
+                }
+                Err(_) => {
+                    self.finished = true;
+                    return Some(Err(self.client.drop_on_timeout(
+                        format!("the next reply to {}", self.path),
+                        self.gap_timeout,
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Stops the command: sends `/cancel =tag=X`; the router's late replies for it (an
+    /// `interrupted` trap, maybe `!empty`, `!done`) are dropped quietly.
+    pub async fn cancel(mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.client.cancel_tag(self.tag);
+        }
+    }
+
+    /// `=ret=` of the `!done`, once the stream has ended.
+    pub fn ret(&self) -> Option<&str> {
+        self.ret.as_deref()
+    }
+
+    /// True once `next` has returned the end (or an error).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+impl Drop for RowStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.client.cancel_tag(self.tag);
+        }
     }
 }

@@ -74,11 +74,11 @@ mod tls;
 pub use api::{
     address_list_add_command, remove_command, AddOutcome, Family, RemoveOutcome, ADDRESS_LIST_PROPS,
 };
-pub use client::Client;
+pub use client::{Client, RowStream};
 pub use config::{ClientConfig, Secret, TlsConfig};
 pub use error::Error;
 pub use multiplexer::STREAM_CAPACITY;
-pub use stream::{Response, RowStream};
+pub use stream::Response;
 pub use tls::{format_fingerprint, parse_fingerprint};
 
 pub use routeros_proto::{Command, Limits, QueryOps, Reply, ReplyKind};

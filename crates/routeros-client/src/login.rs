@@ -15,8 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use std::io;
 
+use crate::config::ClientConfig;
+use crate::error::Error;
 use crate::multiplexer::{buffer_cap, fill, read_sentence, ReadError};
-use crate::{ClientConfig, Error};
 
 /// Logs in on `io`. Bytes the router sent after the last login reply stay in `buf`.
 pub(crate) async fn login<T: AsyncRead + AsyncWrite + Unpin>(

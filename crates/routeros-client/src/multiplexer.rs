@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::Error;
+use crate::error::Error;
 
 /// How many replies a [`crate::RowStream`] buffers before the reader waits for its consumer.
 pub const STREAM_CAPACITY: usize = 1024;

@@ -1,17 +1,15 @@
-//! What one command's replies become: a collected [`Response`], or a [`RowStream`] that hands
-//! rows over as they arrive.
+//! What one command's replies become: a collected [`Response`] (a [`RowStream`], in
+//! `client`, hands them over as they arrive instead).
 //!
 //! Both read `!re` as a row, `!empty` as "no rows" (RouterOS 7.18+; older routers send only
 //! `!done`), a `!trap` as the command's error (reported once its `!done` arrives), and `!done`
 //! as the end. It deliberately does not interpret rows: they stay [`Reply`]s.
 
-use std::time::Duration;
-
 use routeros_proto::{Reply, ReplyKind};
 use tokio::sync::mpsc;
 
+use crate::error::Error;
 use crate::multiplexer::Shared;
-use crate::{Client, Error};
 
 /// The collected replies of a finished command.
 #[derive(Debug, Clone, Default)]
@@ -94,130 +92,6 @@ pub(crate) async fn collect(
         }
     }
     Err(shared.lost_error())
-}
-
-/// Rows of one command, handed over as they arrive (a `print` of a large table, a `follow`).
-///
-/// The reader buffers about [`crate::STREAM_CAPACITY`] replies for a stream (handed over in
-/// batches of the rows already received, never held back waiting for more), then waits for
-/// its consumer, which also holds up every other command on the same connection: drain a
-/// stream before awaiting other commands on the same [`Client`], or use a second client.
-///
-/// Dropping a stream before it ended cancels the command (fire and forget).
-pub struct RowStream {
-    client: Client,
-    tag: u64,
-    path: String,
-    rx: mpsc::Receiver<Vec<Reply>>,
-    /// The rest of the batch being handed out.
-    batch: std::vec::IntoIter<Reply>,
-    gap_timeout: Duration,
-    traps: Traps,
-    ret: Option<String>,
-    finished: bool,
-}
-
-impl std::fmt::Debug for RowStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowStream")
-            .field("router", &self.client.router())
-            .field("tag", &self.tag)
-            .field("path", &self.path)
-            .field("finished", &self.finished)
-            .finish()
-    }
-}
-
-impl RowStream {
-    pub(crate) fn new(
-        client: Client,
-        tag: u64,
-        path: String,
-        rx: mpsc::Receiver<Vec<Reply>>,
-        gap_timeout: Duration,
-    ) -> Self {
-        Self {
-            client,
-            tag,
-            path,
-            rx,
-            batch: Vec::new().into_iter(),
-            gap_timeout,
-            traps: Traps::default(),
-            ret: None,
-            finished: false,
-        }
-    }
-
-    /// The next row; `None` after `!done`. A `!trap` is returned as `Err` when its `!done`
-    /// arrives; any other `Err` (connection lost, no reply within `command_timeout`, which
-    /// drops the connection) also ends the stream.
-    pub async fn next(&mut self) -> Option<Result<Reply, Error>> {
-        if self.finished {
-            return None;
-        }
-        loop {
-            if let Some(reply) = self.batch.next() {
-                match reply.kind() {
-                    ReplyKind::Re => return Some(Ok(reply)),
-                    ReplyKind::Empty => {}
-                    ReplyKind::Trap => self.traps.add(&reply),
-                    ReplyKind::Done => {
-                        self.finished = true;
-                        self.ret = reply.ret().map(str::to_owned);
-                        let traps = std::mem::take(&mut self.traps);
-                        return traps.into_error(self.client.router()).map(Err);
-                    }
-                    ReplyKind::Fatal => {
-                        self.finished = true;
-                        return Some(Err(self.client.shared().lost_error()));
-                    }
-                }
-                continue;
-            }
-            match tokio::time::timeout(self.gap_timeout, self.rx.recv()).await {
-                Ok(Some(batch)) => self.batch = batch.into_iter(),
-                Ok(None) => {
-                    self.finished = true;
-                    return Some(Err(self.client.shared().lost_error()));
-                }
-                Err(_) => {
-                    self.finished = true;
-                    return Some(Err(self.client.drop_on_timeout(
-                        format!("the next reply to {}", self.path),
-                        self.gap_timeout,
-                    )));
-                }
-            }
-        }
-    }
-
-    /// Stops the command: sends `/cancel =tag=X`; the router's late replies for it (an
-    /// `interrupted` trap, maybe `!empty`, `!done`) are dropped quietly.
-    pub async fn cancel(mut self) {
-        if !self.finished {
-            self.finished = true;
-            self.client.cancel_tag(self.tag);
-        }
-    }
-
-    /// `=ret=` of the `!done`, once the stream has ended.
-    pub fn ret(&self) -> Option<&str> {
-        self.ret.as_deref()
-    }
-
-    /// True once `next` has returned the end (or an error).
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-}
-
-impl Drop for RowStream {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.client.cancel_tag(self.tag);
-        }
-    }
 }
 
 #[cfg(test)]

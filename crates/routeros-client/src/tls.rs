@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::{ClientConfig, Error, TlsConfig};
+use crate::config::{ClientConfig, TlsConfig};
+use crate::error::Error;
 
 /// `AB:CD:...`: a SHA-256 fingerprint the way certificate tools print it.
 pub fn format_fingerprint(fingerprint: &[u8; 32]) -> String {

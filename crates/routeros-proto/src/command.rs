@@ -1,6 +1,7 @@
 //! A small typed builder for command sentences.
 
-use crate::{encode_sentence, ProtoError};
+use crate::error::ProtoError;
+use crate::sentence::encode_sentence;
 
 /// A stack program for a `?#` query word: digits and the operators `!` (not), `&` (and),
 /// `|` (or), `.` (copy top).

@@ -3,7 +3,10 @@
 
 use bytes::BytesMut;
 
-use crate::{decode_length, decode_sentence, parse_duration, Limits, Reply};
+use crate::length::{decode_length, encode_length};
+use crate::reply::Reply;
+use crate::sentence::{decode_sentence, Limits};
+use routeros_types::parse_duration;
 
 /// Decodes arbitrary bytes as a reply stream and checks that whatever decodes re-encodes to
 /// the same words, that typed parsing never panics, and that the length codec round-trips.
@@ -46,7 +49,7 @@ pub fn decode_round_trip(data: &[u8]) -> (usize, usize) {
     if let Ok(Some((len, used))) = decode_length(data) {
         assert!((1..=5).contains(&used));
         let mut out = Vec::new();
-        crate::encode_length(len, &mut out);
+        encode_length(len, &mut out);
         assert_eq!(decode_length(&out), Ok(Some((len, out.len()))));
     }
     if let Ok(text) = std::str::from_utf8(data) {

@@ -1,6 +1,6 @@
 //! Word length prefixes: one to five bytes, big-endian, chosen by the length.
 
-use crate::ProtoError;
+use crate::error::ProtoError;
 
 /// The largest length the five-byte form can carry.
 pub const MAX_WORD_LEN: u64 = u32::MAX as u64;

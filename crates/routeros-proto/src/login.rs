@@ -2,7 +2,7 @@
 
 use md5::{Digest, Md5};
 
-use crate::ProtoError;
+use crate::error::ProtoError;
 
 /// Computes the `=response=` value for the legacy login: `00` followed by the hex MD5 of
 /// a zero byte, the password and the unhexed challenge.

@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::{ProtoError, Sentence};
+use crate::error::ProtoError;
+use crate::sentence::Sentence;
 
 /// The type of a reply sentence, from its first word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -2,7 +2,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::{decode_length, encode_length, ProtoError};
+use crate::error::ProtoError;
+use crate::length::{decode_length, encode_length};
 
 /// Caps that keep a hostile or broken peer from making us allocate without bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,10 +7,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::backend::AddResult;
-use crate::history::MemoryHistory;
+use crate::memory::MemoryHistory;
 use crate::model::{ConnId, Connection, Endpoint, ListEntry, Protocol, TcpState};
 use crate::observation::SharedCandidate;
+use crate::outcome::AddResult;
 use crate::settings::{AllowNet, BlockTarget, Blocking, Detection};
 use crate::special::Special;
 

@@ -14,7 +14,7 @@ use rosguard_core::model::Family;
 use rosguard_core::settings::{BlockTarget, Settings};
 use routeros_proto::Command;
 
-use super::{connect, exit, router_failed};
+use super::common::{connect, exit, router_failed};
 use crate::config::Config;
 use crate::outln;
 

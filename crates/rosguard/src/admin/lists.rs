@@ -8,17 +8,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use rosguard_core::backend::{AddResult, Backend};
+use rosguard_core::backend::Backend;
 use rosguard_core::decide::{context, protected_of};
 use rosguard_core::model::{ListEntry, ENTRY_SIGNATURE};
 use rosguard_core::observation::ObservePlan;
+use rosguard_core::outcome::AddResult;
 use rosguard_core::policy::truncate_to;
 use rosguard_store::{CycleRecord, NewBlock};
 use routeros_proto::format_duration;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{connect, exit, format_unix, parse_address, router_failed};
+use super::common::{connect, exit, format_unix, parse_address, router_failed};
 use crate::config::{Config, RouterConfig};
 use crate::outln;
 use crate::output::printable;

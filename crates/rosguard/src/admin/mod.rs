@@ -7,68 +7,16 @@
 //! Operator decisions (unblock, block, allow, clear) are recorded in the state store the
 //! daemon reads, so the running daemon honours them at its next cycle.
 
+mod common;
 mod firewall;
 mod lists;
 mod once;
 mod stats;
 mod why;
 
-use std::net::IpAddr;
-use std::process::ExitCode;
-
-use anyhow::{anyhow, Result};
-use rosguard_core::backend::{Backend, BackendError};
-use rosguard_routeros::RouterOsBackend;
-
+pub use common::{connect, format_unix, parse_address};
 pub use firewall::{firewall, firewall_rules, FilterRule, FirewallAction, RULE_SIGNATURE};
 pub use lists::{allow, block, clear, list, unblock, BlockArgs};
 pub use once::{once, print_report};
 pub use stats::{stats, status};
 pub use why::why;
-
-use crate::config::RouterConfig;
-use crate::output::printable;
-
-/// Connects to one router.
-pub async fn connect(
-    router: &RouterConfig,
-    max_candidates: usize,
-) -> Result<RouterOsBackend, BackendError> {
-    let mut b = RouterOsBackend::new(router.client_config(), max_candidates);
-    b.connect().await?;
-    Ok(b)
-}
-
-/// Parses an address argument.
-pub fn parse_address(address: &str) -> Result<IpAddr> {
-    address.trim().parse().map_err(|_| {
-        anyhow!(
-            "{:?} is not an IP address; give one like 203.0.113.45 or 2001:db8::1",
-            printable(address)
-        )
-    })
-}
-
-/// `2026-11-24 16:30:02 UTC`.
-pub fn format_unix(t: i64) -> String {
-    let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
-    humantime::format_rfc3339_seconds(st)
-        .to_string()
-        .replace('T', " ")
-        .replace('Z', " UTC")
-}
-
-/// Reports a router that failed and remembers it for the exit code.
-pub(crate) fn router_failed(failed: &mut bool, router: &str, e: &dyn std::fmt::Display) {
-    *failed = true;
-    eprintln!("error: router {router}: {}", printable(&e.to_string()));
-}
-
-/// The exit code of a command that went over several routers.
-pub(crate) fn exit(failed: bool) -> ExitCode {
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}

@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use rosguard_core::backend::{AddResult, Backend, RemoveResult};
+use rosguard_core::backend::Backend;
 use rosguard_core::decide::AddKind;
+use rosguard_core::outcome::{AddResult, RemoveResult};
 use routeros_proto::format_duration;
 use serde::Serialize;
 
-use super::{connect, exit};
+use super::common::{connect, exit};
 use crate::config::Config;
 use crate::cycle::{load_state, run_cycle, CycleEnv, Limits, Notes};
 use crate::outln;

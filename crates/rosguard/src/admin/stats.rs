@@ -12,7 +12,7 @@ use rosguard_store::Store;
 use routeros_proto::Command;
 use serde::Serialize;
 
-use super::{connect, exit, format_unix, router_failed};
+use super::common::{connect, exit, format_unix, router_failed};
 use crate::config::Config;
 use crate::outln;
 use crate::output::printable;

@@ -9,7 +9,7 @@ use anyhow::Result;
 use rosguard_store::Store;
 use routeros_proto::format_duration;
 
-use super::{format_unix, parse_address};
+use super::common::{format_unix, parse_address};
 use crate::outln;
 use crate::output::printable;
 use crate::state::{secs, unix_now};

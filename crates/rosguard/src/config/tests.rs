@@ -1,3 +1,4 @@
+use super::secrets::read_password_file;
 use super::*;
 use rosguard_core::settings::BlockTarget;
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use rosguard_core::backend::{AddResult, RemoveResult};
 use rosguard_core::decide::AddKind;
+use rosguard_core::outcome::{AddResult, RemoveResult};
 use rosguard_core::settings::BlockTarget;
 use routeros_sim::{AddressFormat, Family, QueryCompare, SimConfig, SimConnection, TcpState};
 

@@ -8,8 +8,9 @@ use rosguard::config::DaemonSettings;
 use rosguard::cycle::CycleEnv;
 use rosguard::events::{Event, Link};
 use rosguard::state::unix_now;
-use rosguard_core::backend::{AddResult, Backend};
+use rosguard_core::backend::Backend;
 use rosguard_core::decide::{AddKind, Cap};
+use rosguard_core::outcome::AddResult;
 use routeros_sim::{Family, Faults, SimConfig, SimConnection};
 
 use crate::support::*;

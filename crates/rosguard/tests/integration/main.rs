@@ -7,6 +7,7 @@ mod cli;
 mod cycle;
 mod daemon;
 mod docs;
+mod imports;
 mod licences;
 mod metrics;
 mod service;

@@ -44,6 +44,8 @@ pub fn router_for(sim: &SimHandle, name: &str) -> RouterConfig {
         tls_server_name: None,
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(30),
+        max_reply_rows: routeros_client::ClientConfig::DEFAULT_MAX_REPLY_ROWS,
+        max_reply_bytes: routeros_client::ClientConfig::DEFAULT_MAX_REPLY_BYTES,
         settings: Settings::default(),
     }
 }

@@ -9,7 +9,6 @@ mod faults;
 mod fields;
 mod filter;
 mod generator;
-mod imports;
 mod librouteros;
 mod lists;
 mod login;
