@@ -10,6 +10,7 @@ mod fields;
 mod filter;
 mod generator;
 mod imports;
+mod kernel;
 mod librouteros;
 mod lists;
 mod login;
