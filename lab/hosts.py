@@ -311,6 +311,8 @@ def cmd_udp(args):
                 sock.close()
             sock = socket.socket(family(args.dst), socket.SOCK_DGRAM)
             sock.settimeout(args.wait)
+            if args.src:
+                sock.bind((args.src, 0))
             sock.connect((args.dst, args.port))
             flows.append(flow("udp", sock, args.dst, args.port))
         sock.send(payload_head + os.urandom(max(0, args.size - len(payload_head))))
@@ -450,6 +452,7 @@ def main():
     s.add_argument("--wait", type=float, default=0.3, help="how long to wait for each answer")
     s.add_argument("--quic", action="store_true", help="QUIC-like long-header first byte")
     s.add_argument("--new-socket-every", type=int, default=0)
+    s.add_argument("--src", help="source address to send from")
     s.set_defaults(fn=cmd_udp)
 
     s = sub.add_parser("dns")

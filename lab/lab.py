@@ -49,9 +49,11 @@ GATEWAY = ("198.51.100.1", "2001:db8:100::1")
 LAN_HOSTS = {
     "lan1": ("192.168.88.10", "fd00:88::10"),  # the user: browsing, downloads, frozen flows
     "lan2": ("192.168.88.20", "fd00:88::20"),  # runs an outbound port scan
-    "lan3": ("192.168.88.30", "fd00:88::30"),  # a LAN server: target of inbound scans/spray
+    "lan3": ("192.168.88.30", "fd00:88::30"),  # a LAN server: target of inbound scans
+    "lan4": ("192.168.88.40", "fd00:88::40"),  # a LAN host: target of the inbound UDP spray
 }
-ATTACKER = ("192.0.2.130", "2001:db8:3::2")
+ATTACKER = ("192.0.2.130", "2001:db8:3::2")  # the scanner
+SPRAYER = ("192.0.2.131", "2001:db8:3::3")  # the UDP spray's source, on the attacker host
 
 # The internet servers, each on both families: 203.0.113.N and 2001:db8:113::N.
 SERVERS = {
@@ -176,6 +178,7 @@ class Lab:
         self.ip("net", "-6", "route", "add", "default", "via", "2001:db8:2::1")
 
         self.addr("atk", "eth0", f"{ATTACKER[0]}/25", f"{ATTACKER[1]}/64")
+        self.addr("atk", "eth0", f"{SPRAYER[0]}/25", f"{SPRAYER[1]}/64")
         self.ip("atk", "route", "add", "default", "via", "192.0.2.129")
         self.ip("atk", "-6", "route", "add", "default", "via", "2001:db8:3::1")
 
@@ -386,7 +389,7 @@ def client(*args):
 
 
 def traffic_classes(idle):
-    L1, L2, L3 = LAN_HOSTS["lan1"], LAN_HOSTS["lan2"], LAN_HOSTS["lan3"]
+    L1, L2, L3, L4 = (LAN_HOSTS[h] for h in ("lan1", "lan2", "lan3", "lan4"))
     S = SERVERS
     c = []
 
@@ -420,9 +423,10 @@ def traffic_classes(idle):
         [("lan1", client("udp", "--dst", v4(S["web"]), "--port", "514", "--wait", "0.05"))],
         spare=[v4(S["web"]), L1[0]])
     add("tls-sni-frozen", f"TLS to port 443 with SNI {SNI_BLOCKED}: the ISP drops the "
-        "ClientHello after the TCP handshake (the TLS freeze); 2 flows IPv4, 2 IPv6", "blocked",
-        [("lan1", client("tls-hello", "--dst", v4(S["sni"]), "--sni", SNI_BLOCKED, "--count", "2", "--timeout", "8")),
-         ("lan1", client("tls-hello", "--dst", v6(S["sni"]), "--sni", SNI_BLOCKED, "--count", "2", "--timeout", "8"))],
+        "ClientHello after the TCP handshake (the TLS freeze); 2 flows IPv4, 2 IPv6 at once, "
+        "each given up after 8 s", "blocked",
+        [("lan1", client("tls-hello", "--dst", dst, "--sni", SNI_BLOCKED, "--timeout", "8"))
+         for dst in (v4(S["sni"]), v4(S["sni"]), v6(S["sni"]), v6(S["sni"]))],
         block=[v4(S["sni"]), v6(S["sni"])], spare=[*L1], side="dst")
     add("nkb-freeze", f"a 1 MiB HTTPS download the ISP freezes after {FREEZE_BYTES // 1024} KiB "
         "(both directions dropped from then on), IPv4 and IPv6", "blocked",
@@ -453,11 +457,10 @@ def traffic_classes(idle):
         block=[*ATTACKER], spare=[*L3], side="src")
     add("udp-spray-inbound", "an outside host sprays 150 datagrams from 15 source ports at a LAN "
         "host's UDP 443 (closed: the host answers ICMP port unreachable), IPv4 and IPv6", "blocked",
-        [("atk", client("udp", "--dst", L3[0], "--port", "443", "--count", "150", "--interval", "0.02",
-                        "--wait", "0.01", "--new-socket-every", "10", "--size", "200")),
-         ("atk", client("udp", "--dst", L3[1], "--port", "443", "--count", "150", "--interval", "0.02",
-                        "--wait", "0.01", "--new-socket-every", "10", "--size", "200"))],
-        block=[*ATTACKER], spare=[*L3], side="src")
+        [("atk", client("udp", "--src", src, "--dst", dst, "--port", "443", "--count", "150",
+                        "--interval", "0.02", "--wait", "0.01", "--new-socket-every", "10", "--size", "200"))
+         for src, dst in zip(SPRAYER, L4)],
+        block=[*SPRAYER], spare=[*L4], side="src")
     add("slow-server", f"HTTPS to a server that holds each connection {SLOW_DELAY:g} s before "
         "the TLS handshake, then answers", "spared",
         [("lan1", client("fetch", "--dst", v4(S["slow"]), "--count", "2", "--timeout", "15")),
@@ -527,6 +530,7 @@ def labels_doc(lab, classes):
         "dns_server": [v4(SERVERS["dns"]), v6(SERVERS["dns"])],
         "lan_hosts": LAN_HOSTS,
         "attacker": list(ATTACKER),
+        "sprayer": list(SPRAYER),
         "dpi": {"sni_blocked": SNI_BLOCKED, "sni_offset": getattr(lab, "sni_offset", None),
                 "freeze_bytes": FREEZE_BYTES, "quic_swallowed": [v4(SERVERS["quic"]), v6(SERVERS["quic"])]},
         "always_spared": [*ROUTER_LAN, *ROUTER_WAN, *GATEWAY, v4(SERVERS["dns"]), v6(SERVERS["dns"]),
@@ -593,6 +597,8 @@ def main():
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--out", help="work directory (default: a new temporary one)")
         s.add_argument("--idle", type=float, default=30, help="keep-alive idle seconds")
+        if name == "score":
+            s.add_argument("--no-build", action="store_true", help="use the binaries already built")
         s.set_defaults(fn=fn)
     args = p.parse_args()
     if args.cmd == "score":
