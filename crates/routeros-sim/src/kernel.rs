@@ -609,20 +609,38 @@ impl ConntrackReader {
     /// Deletes the kernel entry with this original tuple. `Ok(false)` when no entry matched
     /// (it was gone already: not an error, like `no such item` on RouterOS).
     pub async fn delete(&self, c: &KernelConnection) -> Result<bool, SimError> {
-        let fam = match c.family {
+        self.delete_tuple(
+            c.family,
+            c.protocol_number,
+            c.src_address,
+            c.src_port,
+            c.dst_address,
+            c.dst_port,
+        )
+        .await
+    }
+
+    /// Deletes the kernel entry with this original tuple (ports for TCP and UDP); see
+    /// [`ConntrackReader::delete`].
+    pub async fn delete_tuple(
+        &self,
+        family: Family,
+        protocol: u8,
+        src: IpAddr,
+        src_port: Option<u16>,
+        dst: IpAddr,
+        dst_port: Option<u16>,
+    ) -> Result<bool, SimError> {
+        let fam = match family {
             Family::V4 => "ipv4",
             Family::V6 => "ipv6",
         };
-        let (src, dst, proto) = (
-            c.src_address.to_string(),
-            c.dst_address.to_string(),
-            c.protocol_number.to_string(),
-        );
+        let (src, dst, proto) = (src.to_string(), dst.to_string(), protocol.to_string());
         let mut args: Vec<String> = ["-D", "-f", fam, "-p", &proto, "-s", &src, "-d", &dst]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        if let (Some(sp), Some(dp)) = (c.src_port, c.dst_port) {
+        if let (Some(sp), Some(dp), 6 | 17) = (src_port, dst_port, protocol) {
             args.extend(["--sport".into(), sp.to_string()]);
             args.extend(["--dport".into(), dp.to_string()]);
         }

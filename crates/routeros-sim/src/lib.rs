@@ -69,6 +69,7 @@ mod filter;
 mod firewall;
 mod generate;
 mod kernel;
+mod kernel_bridge;
 mod kinds;
 mod query;
 mod request;
@@ -96,6 +97,7 @@ pub use kernel::{
     parse_conntrack, render_rows, ConntrackDump, ConntrackReader, KernelConnection,
     CONNTRACK_MAX_OUTPUT, CONNTRACK_TIMEOUT,
 };
+pub use kernel_bridge::{BridgeEvent, KernelBridge, BRIDGE_INTERVAL, MIRROR_TABLE};
 pub use kinds::{AddressFormat, Family, FastTrackCounters, QueryCompare, SimClock};
 pub use scenario::{
     demo_scenario, Flow, FlowKind, ListSeed, RouterSettings, Scenario, Vary, DEMO_SCENARIO,

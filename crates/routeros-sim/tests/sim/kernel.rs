@@ -232,3 +232,135 @@ async fn a_missing_namespace_is_a_clear_error() {
     let e = reader.read(Family::V4).await.unwrap_err().to_string();
     assert!(e.contains("rgk-no-such-namespace"), "{e}");
 }
+
+fn ns_output(ns: &Netns, argv: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .args(argv)
+        .output()
+        .expect("ip netns exec")
+}
+
+/// Polls `cond` every 100 ms up to 10 s.
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_bridge_serves_kernel_rows_deletes_removed_ones_and_mirrors_blocks() {
+    use super::client::{col, Client};
+
+    let ns = lab_namespace();
+    let sim = super::start(routeros_sim::SimConfig::default()).await;
+    let reader = ConntrackReader::new(Some(&ns.name)).unwrap();
+    let mut bridge = routeros_sim::KernelBridge::new(reader.clone(), true);
+    bridge.interval = Duration::from_millis(100);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(bridge.run(sim.clone(), stop.clone(), None));
+    let mut c = Client::admin(sim.local_addr()).await;
+
+    // The kernel's rows, through the API, with their RouterOS properties.
+    let print = [
+        "/ip/firewall/connection/print",
+        "=.proplist=.id,protocol,dst-port,src-port,tcp-state,orig-packets,repl-packets,seen-reply",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = c.rows(&print).await;
+        if col(&rows, "dst-port").contains(&"8443".to_owned())
+            && col(&rows, "src-port").contains(&"40443".to_owned())
+        {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kernel's rows not served within 10 s: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let tcp = rows
+        .iter()
+        .find(|r| r.get_str("dst-port") == Some("8443"))
+        .unwrap();
+    assert_eq!(tcp.get_str("tcp-state"), Some("established"));
+    assert_eq!(tcp.get_str("seen-reply"), Some("true"));
+    let udp = rows
+        .iter()
+        .find(|r| r.get_str("src-port") == Some("40443"))
+        .unwrap();
+    assert_eq!(
+        (udp.get_str("orig-packets"), udp.get_str("repl-packets")),
+        (Some("5"), Some("0"))
+    );
+
+    // A removal through the API deletes the kernel's entry.
+    let id = format!("=.id={}", udp.get_str(".id").unwrap());
+    c.call(&["/ip/firewall/connection/remove", &id]).await;
+    eventually("the removed row gone from the kernel", || {
+        let reader = &reader;
+        async move {
+            let dump = reader.read(Family::V4).await.unwrap();
+            !dump.rows.iter().any(|r| r.src_port == Some(40443))
+        }
+    })
+    .await;
+
+    // A drop rule and a list entry through the API block in the namespace.
+    c.call(&[
+        "/ip/firewall/filter/add",
+        "=chain=output",
+        "=action=drop",
+        "=dst-address-list=tls_block",
+    ])
+    .await;
+    c.call(&[
+        "/ip/firewall/address-list/add",
+        "=list=tls_block",
+        "=address=127.0.0.2",
+    ])
+    .await;
+    eventually("127.0.0.2 in the mirrored set", || async {
+        let out = ns_output(
+            &ns,
+            &[
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "rosguard_mirror",
+                "tls_block_v4",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).contains("127.0.0.2")
+    })
+    .await;
+    let probe = "import socket,sys\ns=socket.socket(); s.settimeout(1)\n\
+                 try:\n s.connect((sys.argv[1], 8443)); print('open')\n\
+                 except OSError as e: print(type(e).__name__)";
+    let reach = |dst: &str| {
+        let out = ns_output(&ns, &["python3", "-c", probe, dst]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        reach("127.0.0.2"),
+        "TimeoutError",
+        "blocked: dropped, no answer"
+    );
+    assert_eq!(reach("127.0.0.1"), "open", "the rest flows on");
+
+    stop.cancel();
+    task.await.unwrap();
+    let out = ns_output(&ns, &["nft", "list", "tables"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("rosguard_mirror"),
+        "the mirror table is removed when the bridge stops"
+    );
+}
