@@ -147,8 +147,12 @@ def cmd_score(args):
     with L.Lab(work) as lab:
         lab.build()
         lab.servers()
-        bridge, line = lab.start("bridge", None, [bridge_bin, "--netns", lab.ns["router"], "--mirror-nft",
-                                                  "--trace", str(work / "trace.jsonl")], ready_line="listening")
+        # The simulator's router knows the lab's DNS servers and IPv6 gateway (its addresses and
+        # IPv4 gateway are its defaults), so rosguard's protections see the lab's router.
+        bridge, line = lab.start("bridge", None, [
+            bridge_bin, "--netns", lab.ns["router"], "--mirror-nft", "--trace", str(work / "trace.jsonl"),
+            "--dns-server", L.v4(L.SERVERS["dns"]), "--dns-server", L.v6(L.SERVERS["dns"]),
+            "--ipv6-gateway", L.GATEWAY[1]], ready_line="listening")
         addr = line.split()[1]
 
         def read_events():
