@@ -13,6 +13,8 @@ use anyhow::Context as _;
 
 use crate::config::{SimConfig, SimTls};
 use crate::generate::GenerateSpec;
+use crate::kernel::ConntrackReader;
+use crate::kernel_bridge::KernelBridge;
 use crate::kinds::{AddressFormat, FastTrackCounters, QueryCompare, SimClock};
 use crate::scenario::Scenario;
 use crate::server::Sim;
@@ -131,6 +133,27 @@ pub struct SimArgs {
     /// (repeatable; default none).
     #[arg(long = "dynamic-dns-server", value_name = "IP")]
     pub dynamic_dns_servers: Vec<IpAddr>,
+
+    /// Serve this Linux network namespace's kernel conntrack as the connection tables
+    /// (re-read every --conntrack-interval-ms; removals through the API delete the kernel
+    /// entry). Needs root, iproute2 and conntrack-tools; see lab/README.md.
+    #[arg(long, value_name = "NAME")]
+    pub conntrack_netns: Option<String>,
+
+    /// How often --conntrack-netns re-reads the kernel's table, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 500,
+        requires = "conntrack_netns"
+    )]
+    pub conntrack_interval_ms: u64,
+
+    /// Mirror the drop rules on address-lists added through the API (`rosguard firewall
+    /// --install`) and those lists' entries into the namespace's nftables (table
+    /// `inet rosguard_mirror`), so blocking in the simulator blocks in the namespace.
+    #[arg(long, requires = "conntrack_netns")]
+    pub mirror_nft: bool,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -236,8 +259,26 @@ pub async fn run_cli(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyho
     if let Some(fp) = handle.tls_fingerprint() {
         line.push_str(&format!("; certificate SHA-256 fingerprint {fp}"));
     }
+    let bridge = match &args.conntrack_netns {
+        Some(ns) => {
+            let mut b = KernelBridge::new(ConntrackReader::new(Some(ns))?, args.mirror_nft);
+            b.interval = std::time::Duration::from_millis(args.conntrack_interval_ms.max(50));
+            line.push_str(&format!("; connections from the conntrack of netns {ns}"));
+            if args.mirror_nft {
+                line.push_str(", blocks mirrored to its nftables");
+            }
+            let stop = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn(b.run(handle.clone(), stop.clone(), None));
+            Some((stop, task))
+        }
+        None => None,
+    };
     println!("{line}");
     shutdown.await;
+    if let Some((stop, task)) = bridge {
+        stop.cancel();
+        let _ = task.await;
+    }
     handle.shutdown().await;
     Ok(())
 }

@@ -33,6 +33,14 @@ pub enum SimError {
     /// A configuration value is out of range or inconsistent.
     #[error("invalid simulator configuration: {0}")]
     Config(String),
+    /// Reading or changing a kernel conntrack table failed (`kernel`).
+    #[error("conntrack of network namespace {netns}: {message}")]
+    Conntrack {
+        /// The namespace, or `(current)`.
+        netns: String,
+        /// What failed and what to do.
+        message: String,
+    },
     /// Binding the listener or another socket operation failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -28,6 +28,8 @@
 //!   time ([`Trickle`], on tokio time), commands read but never answered ([`Silent`]), replies
 //!   with a wrong or no `.tag` ([`WrongTags`]), `not enough permissions (9)` traps, a bad row
 //!   mid-stream ([`BadRow`]), connections gone by the time their `remove` arrives;
+//! - a real kernel's table: [`ConntrackReader`] reads a Linux network namespace's conntrack
+//!   and maps it to RouterOS's connection properties (the lab, `lab/README.md`);
 //! - a manual clock ([`SimClock::Manual`]) for deterministic tests.
 //!
 //! Big prints stream: rows are produced in small chunks under a short lock and written with
@@ -66,6 +68,8 @@ mod error;
 mod filter;
 mod firewall;
 mod generate;
+mod kernel;
+mod kernel_bridge;
 mod kinds;
 mod query;
 mod request;
@@ -89,6 +93,11 @@ pub use connection::{
 pub use error::SimError;
 pub use firewall::PSD_MAX_TRACKED_SOURCES;
 pub use generate::GenerateSpec;
+pub use kernel::{
+    parse_conntrack, render_rows, ConntrackDump, ConntrackReader, KernelConnection,
+    CONNTRACK_MAX_OUTPUT, CONNTRACK_TIMEOUT,
+};
+pub use kernel_bridge::{BridgeEvent, KernelBridge, BRIDGE_INTERVAL, MIRROR_TABLE};
 pub use kinds::{AddressFormat, Family, FastTrackCounters, QueryCompare, SimClock};
 pub use scenario::{
     demo_scenario, Flow, FlowKind, ListSeed, RouterSettings, Scenario, Vary, DEMO_SCENARIO,

@@ -9,6 +9,7 @@ mod faults;
 mod fields;
 mod filter;
 mod generator;
+mod kernel;
 mod librouteros;
 mod lists;
 mod login;
