@@ -21,7 +21,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::{
-    asymmetric_miss, choose_target, is_scan_attempt, Evidence, Finding, Miss, Rule,
+    asymmetric_miss, choose_target, is_scan_attempt, is_stall_candidate, Evidence, Finding, Miss,
+    Rule,
 };
 use crate::history::{ActiveRecord, History};
 use crate::model::{AddrSet, Family, ListAddress, Networks};
@@ -30,6 +31,7 @@ use crate::outcome::AddResult;
 use crate::policy::{self, PolicyContext, Protected, Removal, SkipReason, MAX_COMMENT_BYTES};
 use crate::scan::ScanTracker;
 use crate::settings::Settings;
+use crate::stall::StallTracker;
 use crate::state::{panic_brake, Escalation, RateCap, Tracker, TrackerEntry, TrackerSettings};
 
 /// How often the gateways, DNS servers and sessions are re-read once known.
@@ -216,6 +218,7 @@ pub struct Decision {
 pub struct GuardState {
     tracker: Tracker,
     scans: ScanTracker,
+    stalls: StallTracker,
     rate: RateCap,
     protected: HashMap<Protected, AddrSet>,
     protected_at: Option<Duration>,
@@ -245,6 +248,7 @@ impl GuardState {
         Self {
             tracker: Tracker::new(tracker_settings(s)),
             scans: ScanTracker::new(),
+            stalls: StallTracker::new(),
             rate: RateCap::new(hourly_cap(s)),
             protected: HashMap::new(),
             protected_at: None,
@@ -470,6 +474,7 @@ pub fn decide(
     // Detection.
     let mut asymmetric = Vec::new();
     let mut extra = Vec::new();
+    let mut one_sided = 0u64;
     if d.enabled {
         for c in &obs.candidates {
             match asymmetric_miss(c, d) {
@@ -477,13 +482,16 @@ pub fn decide(
                     c.clone(),
                     choose_target(c, d.block_target, &networks),
                 )),
-                Some(_) if is_scan_attempt(c, d) => {}
+                Some(_) if is_scan_attempt(c, d) || is_stall_candidate(c, d) => {}
                 Some(Miss::Protocol) => out.ignored.protocol += 1,
                 Some(Miss::Port) => out.ignored.port += 1,
                 Some(Miss::Counters) => out.ignored.counters += 1,
             }
         }
         extra = st.scans.observe(&obs.candidates, d, now);
+        let stalled = st.stalls.observe(&obs.candidates, d, &networks, now);
+        one_sided += stalled.len() as u64;
+        extra.extend(stalled);
         if !d.scan.staging_list.is_empty() {
             extra.extend(obs.staging.iter().filter_map(|e| {
                 Some(Finding {
@@ -496,7 +504,9 @@ pub fn decide(
             }));
         }
     }
-    let flagged_asymmetric = asymmetric.len() as u64;
+    // Everything one-sided counts for the panic brake: a dead uplink makes flows look
+    // asymmetric and stall alike; scans and staged addresses are no symptom of it.
+    let flagged_asymmetric = asymmetric.len() as u64 + one_sided;
     out.flagged = flagged_asymmetric + extra.len() as u64;
     let mut confirmed = st.tracker.observe(asymmetric, now);
     confirmed.extend(extra);

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Connection, Networks, Protocol};
+use crate::model::{Connection, Networks, Protocol, TcpState};
 use crate::settings::{BlockTarget, Detection};
 
 /// Which test flagged an address.
@@ -33,6 +33,8 @@ pub enum Rule {
     PortScan,
     /// The router's `psd` rule staged the address.
     RouterPsd,
+    /// A flow whose replies stopped after it carried data: sent on, nothing back.
+    Stall,
 }
 
 impl Rule {
@@ -42,6 +44,7 @@ impl Rule {
             Rule::Asymmetric => "asymmetric",
             Rule::PortScan => "port-scan",
             Rule::RouterPsd => "router-psd",
+            Rule::Stall => "stall",
         }
     }
 }
@@ -73,6 +76,13 @@ pub enum Evidence {
         /// The staging list.
         list: String,
     },
+    /// A flow that sent `sent` packets since its reply counter last moved, and got none.
+    Stalled {
+        /// Packets sent since the last reply.
+        sent: u64,
+        /// The row, as read now.
+        connection: Connection,
+    },
 }
 
 /// A flagged address and why.
@@ -101,6 +111,7 @@ impl Finding {
         match &self.evidence {
             Evidence::Connection { connection } => Some(connection),
             Evidence::Scan { example, .. } => Some(example),
+            Evidence::Stalled { connection, .. } => Some(connection),
             Evidence::Staged { .. } => None,
         }
     }
@@ -156,8 +167,34 @@ pub fn is_scan_attempt(conn: &Connection, d: &Detection) -> bool {
         && conn.tcp_state.is_some_and(|s| d.scan.states.contains(&s))
 }
 
+/// The TCP states a stalled flow can be in: it carried data, and it is not over.
+pub const STALL_STATES: &[TcpState] = &[
+    TcpState::Established,
+    TcpState::FinWait,
+    TcpState::CloseWait,
+    TcpState::LastAck,
+];
+
+/// True when the row is a flow the stall rule watches: TCP to a monitored port, in a state
+/// that carries data, with few replies so far (it froze early, if at all).
+pub fn is_stall_candidate(conn: &Connection, d: &Detection) -> bool {
+    d.stall.enabled
+        && conn.protocol == Protocol::Tcp
+        && d.protocols.contains(&Protocol::Tcp)
+        && conn.tcp_state.is_some_and(|s| STALL_STATES.contains(&s))
+        && conn
+            .repl_total()
+            .is_some_and(|r| r <= d.stall.max_repl_packets)
+        && (d.monitored_ports.is_empty()
+            || conn
+                .dst
+                .port
+                .is_some_and(|p| d.monitored_ports.contains(&p)))
+}
+
 /// The looser test a backend applies while streaming: could any rule flag this row? Ports are
-/// not looked at (the decision counts the rows it ignores for their port).
+/// not looked at by the asymmetric part (the decision counts the rows it ignores for their
+/// port).
 pub fn is_candidate(conn: &Connection, d: &Detection) -> bool {
     if !d.enabled {
         return false;
@@ -166,7 +203,9 @@ pub fn is_candidate(conn: &Connection, d: &Detection) -> bool {
         (conn.orig_total(), conn.repl_total()),
         (Some(o), Some(r)) if o > d.min_orig_packets && r <= d.max_repl_packets
     );
-    (counters && d.protocols.contains(&conn.protocol)) || is_scan_attempt(conn, d)
+    (counters && d.protocols.contains(&conn.protocol))
+        || is_scan_attempt(conn, d)
+        || is_stall_candidate(conn, d)
 }
 
 /// The address a flagged connection points at, following `target`. `inside` holds the networks
@@ -194,7 +233,7 @@ pub fn check(conn: &Connection, d: &Detection, inside: &Networks) -> Option<Find
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ConnId, Endpoint, Family, TcpState};
+    use crate::model::{ConnId, Endpoint, Family};
 
     pub(crate) fn conn(
         proto: Protocol,

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod scan;
 pub mod settings;
 pub mod special;
+pub mod stall;
 pub mod state;
 
 pub use backend::Backend;

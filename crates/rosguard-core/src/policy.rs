@@ -22,7 +22,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Evidence, Finding, Rule};
+use crate::detect::{Evidence, Finding};
 use crate::model::{AddrSet, ConnId, Connection, Family, Networks, Protocol};
 use crate::special::Special;
 
@@ -317,6 +317,17 @@ pub fn block_comment(finding: &Finding) -> String {
             example.summary()
         ),
         Evidence::Staged { list } => format!("rosguard: router-psd list {list}"),
+        Evidence::Stalled {
+            sent,
+            connection: c,
+        } => format!(
+            "rosguard: {} {} -> {} stalled: {sent} sent without a reply, orig={} repl={}",
+            c.protocol,
+            c.src,
+            c.dst,
+            count(c.orig_total()),
+            count(c.repl_total())
+        ),
     };
     truncate_to(&s, MAX_COMMENT_BYTES).to_owned()
 }
@@ -348,8 +359,10 @@ pub fn plan(
         let in_list = ctx.already_blocked.contains(target);
         let dup = blocked_now.contains(&target.to_canonical());
         let needs_block = !in_list && !dup;
-        let removable = match (&finding.evidence, finding.rule) {
-            (Evidence::Connection { connection }, Rule::Asymmetric) => Some(connection),
+        let removable = match &finding.evidence {
+            Evidence::Connection { connection } | Evidence::Stalled { connection, .. } => {
+                Some(connection)
+            }
             _ => None,
         }
         .filter(|c| remove_tcp_conn && c.protocol == Protocol::Tcp && !ctx.touches_own(c));
@@ -405,6 +418,13 @@ pub fn detected_message(finding: &Finding, min_orig: u64, max_repl: u64) -> Stri
             "Detected port scan from {}: staged in {list} by the router's psd rule",
             finding.target
         ),
+        Evidence::Stalled { sent, connection: c } => format!(
+            "Detected stalled {} connection: {} -> {} ({sent} packets sent since its last reply, {} replies in all)",
+            c.protocol,
+            c.src,
+            c.dst,
+            c.repl_total().unwrap_or(0)
+        ),
     }
 }
 
@@ -431,7 +451,7 @@ pub fn deferred_message(deferred: usize, cap: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{check, choose_target};
+    use crate::detect::{check, choose_target, Rule};
     use crate::model::{Endpoint, TcpState};
     use crate::settings::{BlockTarget, Detection};
     use proptest::prelude::*;

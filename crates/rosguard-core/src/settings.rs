@@ -75,6 +75,8 @@ pub struct Detection {
     pub window: Duration,
     /// `[detection.scan]`: port scans.
     pub scan: Scan,
+    /// `[detection.stall]`: flows that froze after carrying data.
+    pub stall: Stall,
 }
 
 impl Default for Detection {
@@ -91,6 +93,36 @@ impl Default for Detection {
             min_flagged_connections: 1,
             window: Duration::from_secs(60),
             scan: Scan::default(),
+            stall: Stall::default(),
+        }
+    }
+}
+
+/// `[detection.stall]`: a TCP flow on a monitored port that stops getting answers after it
+/// carried data (a DPI freeze after N kilobytes): its reply counter stands still across polls
+/// while the sender retransmits. The asymmetric rule cannot see it, because the replies before
+/// the freeze already passed `max_repl_packets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stall {
+    /// Look for stalled flows.
+    pub enabled: bool,
+    /// Only flows that froze early are watched: at most this many reply packets in all.
+    pub max_repl_packets: u64,
+    /// Packets sent since the last reply before the flow counts as stalled.
+    pub min_orig_growth: u64,
+    /// The most flows watched at once; more are left for later cycles (the rest of the
+    /// detection is not affected).
+    pub max_tracked: usize,
+}
+
+impl Default for Stall {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_repl_packets: 64,
+            min_orig_growth: 4,
+            max_tracked: 50_000,
         }
     }
 }
@@ -341,6 +373,18 @@ impl Detection {
         }
         if s.states.contains(&TcpState::Other) {
             return Err(bad(&key("scan.states"), "names an unknown tcp-state; use syn-sent, syn-recv, established, fin-wait, close-wait, last-ack, time-wait, close or listen"));
+        }
+        if self.stall.min_orig_growth == 0 {
+            return Err(bad(
+                &key("stall.min_orig_growth"),
+                "must be at least 1 (packets sent without a reply); e.g. 4",
+            ));
+        }
+        if self.stall.max_tracked == 0 {
+            return Err(bad(
+                &key("stall.max_tracked"),
+                "must be at least 1, or set stall.enabled = false",
+            ));
         }
         if !s.staging_list.is_empty() && !list_name_ok(&s.staging_list) {
             return Err(bad(

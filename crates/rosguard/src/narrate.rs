@@ -126,7 +126,9 @@ pub fn log_decision(
 fn detected(router: &str, f: &Finding, min: u64, max: u64) {
     let line = policy::detected_message(f, min, max);
     match &f.evidence {
-        Evidence::Connection { connection: c } | Evidence::Scan { example: c, .. } => warn!(
+        Evidence::Connection { connection: c }
+        | Evidence::Scan { example: c, .. }
+        | Evidence::Stalled { connection: c, .. } => warn!(
             router,
             rule = f.rule.as_str(),
             protocol = %c.protocol,

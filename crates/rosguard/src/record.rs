@@ -56,6 +56,10 @@ pub fn evidence(f: &Finding, s: &Settings, level: u32, timeout: Duration) -> ser
             v["scan"] = json!({ "tried": tried, "window": format_duration(d.scan.window) });
         }
         Evidence::Staged { list } => v["staged_in"] = json!(list),
+        Evidence::Stalled { sent, connection } => {
+            v["connection"] = json!(connection);
+            v["stall"] = json!({ "sent_since_last_reply": sent, "max_repl_packets": d.stall.max_repl_packets });
+        }
     }
     v
 }

@@ -46,6 +46,14 @@ fn frozen(id: u32, src: &str, dst: &str) -> Connection {
     tcp(id, src, dst, 9, 1)
 }
 
+fn udp_with(id: u32, src: &str, dst: &str, orig: u64, repl: u64) -> Connection {
+    Connection {
+        protocol: Protocol::Udp,
+        tcp_state: None,
+        ..tcp(id, src, dst, orig, repl)
+    }
+}
+
 fn udp(id: u32, src: &str, dst: &str) -> Connection {
     Connection {
         protocol: Protocol::Udp,
@@ -767,6 +775,68 @@ fn the_routers_staging_list_goes_through_the_same_checks() {
 }
 
 #[test]
+fn a_flow_frozen_after_n_kilobytes_is_blocked_as_stalled() {
+    let mut r = Rig::new(Settings::default());
+    let row = |o| tcp(1, "192.168.88.50:50000", "203.0.113.31:443", o, 8);
+    assert!(r.cycle(vec![row(8)], at(0)).adds.is_empty());
+    assert!(r.cycle(vec![row(10)], at(2)).adds.is_empty());
+    let d = r.cycle(vec![row(12)], at(4));
+    assert_eq!(new_blocks(&d), ["203.0.113.31"]);
+    let f = d.adds[0].finding.as_ref().unwrap();
+    assert_eq!(f.rule, Rule::Stall);
+    assert_eq!(
+        d.adds[0].comment,
+        "rosguard: tcp 192.168.88.50:50000 -> 203.0.113.31:443 stalled: 4 sent without a reply, orig=12 repl=8"
+    );
+    assert_eq!(d.removals.len(), 1, "the stalled TCP connection goes too");
+    // Off: never.
+    let mut off = Rig::new(Settings {
+        detection: Detection {
+            stall: crate::settings::Stall {
+                enabled: false,
+                ..Default::default()
+            },
+            ..Detection::default()
+        },
+        ..Settings::default()
+    });
+    for (i, o) in [8, 10, 12, 14].into_iter().enumerate() {
+        assert!(off.cycle(vec![row(o)], at(i as u64 * 2)).adds.is_empty());
+    }
+}
+
+#[test]
+fn stalled_flows_count_for_the_panic_brake() {
+    // The uplink died mid-transfer: every flow stalls at once.
+    let mut r = Rig::new(Settings::default());
+    let rows = |o| -> Vec<Connection> {
+        (0..30u32)
+            .map(|i| {
+                tcp(
+                    i,
+                    &format!("192.168.88.50:{}", 40000 + i),
+                    &format!("203.0.113.{}:443", i + 1),
+                    o,
+                    8,
+                )
+            })
+            .collect()
+    };
+    let obs = |r: &Rig, o, t| {
+        let mut x = r.obs(rows(o), at(t));
+        x.table_size = Some(40);
+        x.rows_read = 30;
+        x
+    };
+    let o = obs(&r, 8, 0);
+    r.cycle_with(o, at(0));
+    let o = obs(&r, 14, 2);
+    let d = r.cycle_with(o, at(2));
+    assert!(d.adds.is_empty());
+    assert_eq!(d.brake.map(|b| b.cap), Some(Cap::PanicBrake));
+}
+
+#[test]
 fn ignored_rows_are_counted_and_detection_can_be_off() {
     let mut r = Rig::new(Settings::default());
     let d = r.cycle(
@@ -776,7 +846,7 @@ fn ignored_rows_are_counted_and_detection_can_be_off() {
                 protocol: Protocol::Gre,
                 ..tcp(2, "192.168.88.50:50000", "203.0.113.46:443", 9, 0)
             },
-            tcp(3, "192.168.88.50:50000", "203.0.113.47:443", 2, 0),
+            udp_with(3, "192.168.88.50:50000", "203.0.113.47:443", 2, 0),
         ],
         at(0),
     );
