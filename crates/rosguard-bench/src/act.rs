@@ -129,6 +129,18 @@ mod tests {
                 "?#&",
                 "?=repl-packets=0",
                 "?#&",
+                "?#|",
+                "?=protocol=tcp",
+                "?=tcp-state=established",
+                "?=tcp-state=fin-wait",
+                "?#|",
+                "?=tcp-state=close-wait",
+                "?#|",
+                "?=tcp-state=last-ack",
+                "?#|",
+                "?#&",
+                "?<repl-packets=65",
+                "?#&",
                 "?#|"
             ]
         );

@@ -507,7 +507,8 @@ pub fn decide(
     // Everything one-sided counts for the panic brake: a dead uplink makes flows look
     // asymmetric and stall alike; scans and staged addresses are no symptom of it.
     let flagged_asymmetric = asymmetric.len() as u64 + one_sided;
-    out.flagged = flagged_asymmetric + extra.len() as u64;
+    // Stalled flows are in `extra` too: count each finding once.
+    out.flagged = asymmetric.len() as u64 + extra.len() as u64;
     let mut confirmed = st.tracker.observe(asymmetric, now);
     confirmed.extend(extra);
     out.confirmed = confirmed.len() as u64;

@@ -196,6 +196,13 @@ pub fn is_stall_candidate(conn: &Connection, d: &Detection) -> bool {
 /// not looked at by the asymmetric part (the decision counts the rows it ignores for their
 /// port).
 pub fn is_candidate(conn: &Connection, d: &Detection) -> bool {
+    is_flag_candidate(conn, d) || (d.enabled && is_stall_candidate(conn, d))
+}
+
+/// [`is_candidate`] without the stall rule's rows: a row the asymmetric or the scan rule could
+/// flag in this very poll. A backend caps these apart from the stall rule's watched flows,
+/// which are many more on a busy router and are bounded by `stall.max_tracked`.
+pub fn is_flag_candidate(conn: &Connection, d: &Detection) -> bool {
     if !d.enabled {
         return false;
     }
@@ -203,9 +210,7 @@ pub fn is_candidate(conn: &Connection, d: &Detection) -> bool {
         (conn.orig_total(), conn.repl_total()),
         (Some(o), Some(r)) if o > d.min_orig_packets && r <= d.max_repl_packets
     );
-    (counters && d.protocols.contains(&conn.protocol))
-        || is_scan_attempt(conn, d)
-        || is_stall_candidate(conn, d)
+    (counters && d.protocols.contains(&conn.protocol)) || is_scan_attempt(conn, d)
 }
 
 /// The address a flagged connection points at, following `target`. `inside` holds the networks

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use rosguard_core::backend::Backend;
 use rosguard_core::decide::Decision;
-use rosguard_core::detect::is_candidate;
+use rosguard_core::detect::{is_flag_candidate, is_stall_candidate};
 use rosguard_core::model::{Connection, Family, ListEntry};
 use rosguard_core::observation::{Observation, ObservePlan};
 use rosguard_core::outcome::{AddResult, Applied, BackendError, FailureKind, RemoveResult};
@@ -434,6 +434,7 @@ impl RouterOsBackend {
         let client = self.client()?.clone();
         let name = self.config.router.clone();
         let mut misfiltered = 0u64;
+        let (mut flagging, mut watched, mut unwatched) = (0usize, 0usize, 0u64);
         for family in self.families() {
             let mut cmd = Command::new(&family.path("firewall/connection/print"))
                 .proplist(CONNECTION_PROPLIST);
@@ -469,18 +470,35 @@ impl RouterOsBackend {
                 if pushed && !matches_pushed_filter(&conn, d) {
                     misfiltered += 1;
                 }
-                if is_candidate(&conn, d) {
-                    if obs.candidates.len() >= self.max_candidates {
+                if is_flag_candidate(&conn, d) {
+                    if flagging >= self.max_candidates {
                         obs.truncated = true;
                         rows.cancel().await;
                         break;
                     }
+                    flagging += 1;
                     obs.candidates.push(conn);
+                } else if d.enabled && is_stall_candidate(&conn, d) {
+                    // Flows the stall rule watches: bounded apart, and past the bound they
+                    // wait (the tracker cannot hold more); the other rules lose nothing.
+                    if watched < d.stall.max_tracked {
+                        watched += 1;
+                        obs.candidates.push(conn);
+                    } else {
+                        unwatched += 1;
+                    }
                 }
             }
             if obs.truncated {
                 break;
             }
+        }
+        if unwatched > 0 {
+            debug!(
+                router = name.as_str(),
+                "{unwatched} flows not watched for stalls this cycle: stall.max_tracked = {} reached",
+                d.stall.max_tracked
+            );
         }
         if misfiltered > 0 && !self.filter_broken {
             self.filter_broken = true;

@@ -9,6 +9,9 @@
 //! ?<repl-packets=3 ?#&                                  repl <= max (slow path)
 //! ?=protocol=tcp ?=tcp-state=syn-sent ?#& ?=repl-packets=0 ?#&   an unanswered attempt
 //! ?#|                                                   either
+//! ?=protocol=tcp ?=tcp-state=established ?=tcp-state=fin-wait ?#| ?=tcp-state=close-wait ?#|
+//!   ?=tcp-state=last-ack ?#| ?#& ?<repl-packets=65 ?#&    a flow the stall rule watches
+//! ?#|                                                   any of them
 //! ```
 //!
 //! It is a superset of the local test ([`is_candidate`](rosguard_core::detect::is_candidate)):
@@ -22,6 +25,7 @@
 //!
 //! It deliberately decides nothing: the decision re-checks every row.
 
+use rosguard_core::detect::STALL_STATES;
 use rosguard_core::model::{Connection, Protocol};
 use rosguard_core::settings::Detection;
 use routeros_proto::{Command, QueryOps};
@@ -64,6 +68,23 @@ pub fn pushed_filter(cmd: Command, d: &Detection) -> Command {
             .query_ops(&QueryOps::and())
             .query_ops(&QueryOps::or());
     }
+    // The stall part: TCP flows that carry data and got few replies so far.
+    if d.stall.enabled && d.protocols.contains(&Protocol::Tcp) {
+        cmd = cmd.query_eq("protocol", "tcp");
+        for (i, s) in STALL_STATES.iter().enumerate() {
+            cmd = cmd.query_eq("tcp-state", s.as_str());
+            if i > 0 {
+                cmd = cmd.query_ops(&QueryOps::or());
+            }
+        }
+        cmd = cmd.query_ops(&QueryOps::and());
+        if let Some(bound) = d.stall.max_repl_packets.checked_add(1) {
+            cmd = cmd
+                .query_lt("repl-packets", bound.to_string())
+                .query_ops(&QueryOps::and());
+        }
+        cmd = cmd.query_ops(&QueryOps::or());
+    }
     cmd
 }
 
@@ -79,14 +100,19 @@ pub fn matches_pushed_filter(c: &Connection, d: &Detection) -> bool {
         && c.protocol == Protocol::Tcp
         && c.tcp_state.is_some_and(|s| d.scan.states.contains(&s))
         && c.repl_packets.is_none_or(|n| n == 0);
-    (protocol_ok && orig_ok && repl_ok) || attempt
+    let stalled = d.stall.enabled
+        && d.protocols.contains(&Protocol::Tcp)
+        && c.protocol == Protocol::Tcp
+        && c.tcp_state.is_none_or(|s| STALL_STATES.contains(&s))
+        && c.repl_packets.is_none_or(|n| n <= d.stall.max_repl_packets);
+    (protocol_ok && orig_ok && repl_ok) || attempt || stalled
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rosguard_core::model::{ConnId, Endpoint, Family, TcpState};
-    use rosguard_core::settings::Scan;
+    use rosguard_core::settings::{Scan, Stall};
 
     fn words(c: &Command) -> Vec<String> {
         c.words()
@@ -119,6 +145,18 @@ mod tests {
                 "?=repl-packets=0",
                 "?#&",
                 "?#|",
+                "?=protocol=tcp",
+                "?=tcp-state=established",
+                "?=tcp-state=fin-wait",
+                "?#|",
+                "?=tcp-state=close-wait",
+                "?#|",
+                "?=tcp-state=last-ack",
+                "?#|",
+                "?#&",
+                "?<repl-packets=65",
+                "?#&",
+                "?#|",
             ]
         );
         assert!(c.validate().is_ok());
@@ -130,6 +168,10 @@ mod tests {
             scan: Scan {
                 enabled: false,
                 ..Scan::default()
+            },
+            stall: Stall {
+                enabled: false,
+                ..Stall::default()
             },
             ..d
         };
@@ -179,7 +221,7 @@ mod tests {
         };
         let w = words(&pushed_filter(base(), &two_states));
         assert_eq!(
-            w[11..],
+            w[11..19],
             [
                 "?=protocol=tcp",
                 "?=tcp-state=syn-sent",
@@ -221,10 +263,12 @@ mod tests {
         let d = Detection::default();
         assert!(matches_pushed_filter(&row(4, 0), &d));
         assert!(
-            !matches_pushed_filter(&row(10, 10), &d),
+            !matches_pushed_filter(&row(10, 100), &d),
             "a string-comparing router"
         );
-        assert!(!matches_pushed_filter(&row(2, 0), &d));
+        let mut few = row(2, 0);
+        few.tcp_state = Some(TcpState::TimeWait);
+        assert!(!matches_pushed_filter(&few, &d), "too few packets sent");
         let mut ft = row(2, 1);
         ft.orig_fasttrack_packets = Some(7);
         assert!(matches_pushed_filter(&ft, &d));
@@ -234,5 +278,50 @@ mod tests {
         let mut udp = row(10, 0);
         udp.protocol = Protocol::Icmp;
         assert!(!matches_pushed_filter(&udp, &d));
+    }
+
+    #[test]
+    fn the_stall_part_returns_watched_flows_only() {
+        let d = Detection::default();
+        // A frozen download: replies stopped at 8, within the stall rule's bound.
+        assert!(matches_pushed_filter(&row(18, 8), &d));
+        assert!(
+            !matches_pushed_filter(&row(400, 65), &d),
+            "too many replies"
+        );
+        let mut closing = row(18, 8);
+        closing.tcp_state = Some(TcpState::TimeWait);
+        assert!(
+            !matches_pushed_filter(&closing, &d),
+            "not a state that carries data"
+        );
+        let udp_only = Detection {
+            protocols: vec![Protocol::Udp],
+            ..Detection::default()
+        };
+        assert!(
+            !matches_pushed_filter(&row(18, 8), &udp_only),
+            "TCP is not monitored"
+        );
+        let off = Detection {
+            stall: Stall {
+                enabled: false,
+                ..Stall::default()
+            },
+            ..Detection::default()
+        };
+        assert!(!matches_pushed_filter(&row(18, 8), &off));
+        let w = words(&pushed_filter(base(), &off));
+        assert!(!w.iter().any(|w| w == "?=tcp-state=established"));
+        let tighter = Detection {
+            stall: Stall {
+                max_repl_packets: 20,
+                ..Stall::default()
+            },
+            ..Detection::default()
+        };
+        let w = words(&pushed_filter(base(), &tighter));
+        assert!(w.iter().any(|w| w == "?<repl-packets=21"), "{w:?}");
+        assert!(pushed_filter(base(), &tighter).validate().is_ok());
     }
 }

@@ -45,6 +45,7 @@ pub fn evidence(f: &Finding, s: &Settings, level: u32, timeout: Duration) -> ser
             "min_observations": d.min_observations,
             "min_flagged_connections": d.min_flagged_connections,
             "scan_min_ports": d.scan.min_ports,
+            "stall_min_orig_growth": d.stall.min_orig_growth,
             "block_timeout": format_duration(s.blocking.block_timeout),
             "escalation_factor": s.blocking.escalation_factor,
         },

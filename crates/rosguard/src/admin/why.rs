@@ -170,6 +170,20 @@ fn explain(ev: &serde_json::Value) {
         );
         return;
     }
+    if let Some(stall) = ev.get("stall") {
+        outln!(
+            "  because {} connection {} -> {} sent {} packets since its last reply, {} in all with {} back (rule stall: at least {} sent without a reply, repl-packets <= {}){state}",
+            text(conn.get("protocol")),
+            endpoint(conn.get("src")),
+            endpoint(conn.get("dst")),
+            text(stall.get("sent_since_last_reply")),
+            text(conn.get("orig_packets")),
+            text(conn.get("repl_packets")),
+            cfgv("stall_min_orig_growth"),
+            text(stall.get("max_repl_packets")),
+        );
+        return;
+    }
     outln!(
         "  because {} connection {} -> {} sent {} packets and got {} back (rule {}: orig-packets > {}, repl-packets <= {}){state}",
         text(conn.get("protocol")),

@@ -384,7 +384,10 @@ async fn a_string_comparing_router_is_detected_and_filtered_locally() {
     sim.add_connection(
         SimConnection::tcp(sa("192.168.88.50:1001"), sa("203.0.113.50:443")).packets(50, 10),
     );
-    let mut rig = Rig::new(router_for(&sim, "core")).await;
+    let mut router = router_for(&sim, "core");
+    // The stall rule's branch of the filter would return the first row anyway.
+    router.settings.detection.stall.enabled = false;
+    let mut rig = Rig::new(router).await;
     let first = rig.cycle().await;
     assert_eq!(first.flagged, 0, "the string-compared filter hid the row");
     assert!(first.filtered_on_router);
@@ -518,4 +521,51 @@ async fn a_connection_that_vanished_before_its_removal_is_fine() {
         ["203.0.113.45"],
         "the block went through"
     );
+}
+
+#[tokio::test]
+async fn a_flow_frozen_after_it_carried_data_blocks_its_server_once_the_sender_retransmits() {
+    let sim = sim().await;
+    // A download that froze after 8 packets each way (a DPI freeze after N kilobytes): the
+    // replies already passed max_repl_packets, so only the stall rule can see it.
+    let frozen = sim.add_connection(
+        SimConnection::tcp(sa("192.168.88.50:40000"), sa("203.0.113.80:443")).packets(8, 8),
+    );
+    // A slow but healthy download: few packets, but every poll brings replies.
+    let slow = sim.add_connection(
+        SimConnection::tcp(sa("192.168.88.51:40001"), sa("203.0.113.81:443")).packets(8, 8),
+    );
+    // An idle keep-alive: nothing moves.
+    sim.add_connection(
+        SimConnection::tcp(sa("192.168.88.52:40002"), sa("203.0.113.82:443")).packets(9, 9),
+    );
+    let mut rig = Rig::new(router_for(&sim, "core")).await;
+    assert_eq!(rig.cycle().await.flagged, 0, "a first look is not a stall");
+    sim.set_connection_counters(&frozen, 11, 8);
+    sim.set_connection_counters(&slow, 11, 11);
+    assert_eq!(
+        rig.cycle().await.flagged,
+        0,
+        "3 packets without a reply is below min_orig_growth = 4"
+    );
+    sim.set_connection_counters(&frozen, 13, 8);
+    sim.set_connection_counters(&slow, 14, 14);
+    let r = rig.cycle().await;
+    assert_eq!(r.flagged, 1, "{r:#?}");
+    assert_eq!(
+        r.new_blocks()
+            .map(|b| b.address.to_string())
+            .collect::<Vec<_>>(),
+        ["203.0.113.80"]
+    );
+    assert_eq!(list_addresses(&sim, "tls_block"), ["203.0.113.80"]);
+    let comment: Vec<String> = sim
+        .address_list(Family::V4, "tls_block")
+        .into_iter()
+        .map(|e| e.comment.unwrap_or_default())
+        .collect();
+    assert!(comment[0].contains("stalled"), "{comment:?}");
+    // The frozen flow is removed from the router's table; the others stay.
+    let left: Vec<String> = table(&sim).await.into_iter().map(|(_, dst)| dst).collect();
+    assert_eq!(left, ["203.0.113.81:443", "203.0.113.82:443"]);
 }
