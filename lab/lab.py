@@ -64,7 +64,7 @@ SERVERS = {
     "quic": 40,  # udp 443 (the ISP swallows it), https 443
     "slow": 50,  # https 443, every connection held SLOW_DELAY s before the handshake
     "dns": 53,  # dns
-    "scan": 60,  # http 80 only; 443, 8443, 1000-1002 dropped (filtered), the rest closed
+    "scan": 60,  # http 80 only; 443, 8443, 1000-1029 dropped (filtered), the rest closed
 }
 SNI_BLOCKED = "blocked.example"
 FREEZE_BYTES = 24 * 1024
@@ -224,8 +224,8 @@ table inet lab_host {{
   chain input {{
     type filter hook input priority filter; policy accept;
     udp dport 514 drop
-    ip daddr {s4} tcp dport {{ 443, 8443, 1000-1002 }} drop
-    ip6 daddr {s6} tcp dport {{ 443, 8443, 1000-1002 }} drop
+    ip daddr {s4} tcp dport {{ 443, 8443, 1000-1029 }} drop
+    ip6 daddr {s6} tcp dport {{ 443, 8443, 1000-1029 }} drop
   }}
 }}
 """)
@@ -234,7 +234,7 @@ table inet lab_host {{
 table inet lab_host {
   chain input {
     type filter hook input priority filter; policy accept;
-    tcp dport { 1000-1005, 8443 } drop
+    tcp dport { 1000-1099, 8443 } drop
   }
 }
 """)
@@ -440,20 +440,23 @@ def traffic_classes(idle):
         [("lan1", client("udp", "--dst", v4(S["quic"]), "--port", "443", "--quic", "--size", "1200", "--wait", "0.2")),
          ("lan1", client("udp", "--dst", v6(S["quic"]), "--port", "443", "--quic", "--size", "1200", "--wait", "0.2"))],
         block=[v4(S["quic"]), v6(S["quic"])], spare=[*L1], side="dst")
-    scan_ports = "22,25,80,443,1000-1002,8443"
+    scan_ports = "22,25,80,443,1000-1029,8443"
     add("scan-outbound", f"a LAN host scans an internet host (nmap -sT, ports {scan_ports}: "
-        "80 open, 443, 8443, 1000-1002 filtered, the rest closed), IPv4 and IPv6", "spared",
+        "80 open, 443, 8443, 1000-1029 filtered, the rest closed), IPv4 and IPv6", "spared",
         [("lan2", ["nmap", "-sT", "-Pn", "-n", "--max-retries", "1", "-p", scan_ports, v4(S["scan"])]),
          ("lan2", ["nmap", "-6", "-sT", "-Pn", "-n", "--max-retries", "1", "-p", scan_ports, v6(S["scan"])])],
         spare=[*L2, v4(S["scan"]), v6(S["scan"])],
         note="the LAN host is never blocked and the scanned host did nothing wrong; a later "
              "phase may report the scanning LAN host instead")
-    in_ports = "22,80,443,1000-1005,8443"
+    in_ports = "22,80,443,1000-1099,8443"
     add("scan-inbound", f"an outside host scans a LAN host (nmap -sS, ports {in_ports}: 443 "
-        "open, 1000-1005 and 8443 filtered, the rest closed and answered by RST), IPv4 and IPv6",
+        "open, 1000-1099 and 8443 filtered, the rest closed and answered by RST), IPv4 and IPv6",
         "blocked",
-        [("atk", ["nmap", "-sS", "-Pn", "-n", "--max-retries", "2", "-p", in_ports, L3[0]]),
-         ("atk", ["nmap", "-6", "-sS", "-Pn", "-n", "--max-retries", "2", "-p", in_ports, L3[1]])],
+        # -S: the host has the sprayer's addresses too, and nmap would pick one of them.
+        [("atk", ["nmap", "-sS", "-Pn", "-n", "--max-retries", "2", "-e", "eth0", "-S", ATTACKER[0],
+                  "-p", in_ports, L3[0]]),
+         ("atk", ["nmap", "-6", "-sS", "-Pn", "-n", "--max-retries", "2", "-e", "eth0", "-S",
+                  ATTACKER[1], "-p", in_ports, L3[1]])],
         block=[*ATTACKER], spare=[*L3], side="src")
     add("udp-spray-inbound", "an outside host sprays 150 datagrams from 15 source ports at a LAN "
         "host's UDP 443 (closed: the host answers ICMP port unreachable), IPv4 and IPv6", "blocked",
@@ -599,6 +602,9 @@ def main():
         s.add_argument("--idle", type=float, default=30, help="keep-alive idle seconds")
         if name == "score":
             s.add_argument("--no-build", action="store_true", help="use the binaries already built")
+            s.add_argument("--settings", choices=["default", "recommended"], default="default",
+                           help="rosguard's detection settings: the defaults, or the README's "
+                                "recommended min_observations/min_flagged_connections/escalation")
         s.set_defaults(fn=fn)
     args = p.parse_args()
     if args.cmd == "score":

@@ -41,13 +41,28 @@ def build(args):
     return str(rosguard), str(bridge)
 
 
-def config(work, addr):
-    """Default detection and blocking; only the router, the state and the log level are set."""
+# README's recommended settings (the "2 recommended" keys of the config reference).
+RECOMMENDED = """
+[detection]
+min_observations = 2
+min_flagged_connections = 2
+
+[blocking]
+escalation_factor = 2
+"""
+
+
+def config(work, addr, settings="default"):
+    """Default detection and blocking (or the README's recommended keys); only the router, the
+    state and the log level are set besides."""
     cfg = work / "rosguard.toml"
-    cfg.write_text(f"""# The lab's rosguard: every detection and blocking key at its default.
+    extra = RECOMMENDED if settings == "recommended" else ""
+    cfg.write_text(f"""# The lab's rosguard: every detection and blocking key at its default{
+        " except the README's recommended ones" if extra else ""}.
 [daemon]
 state_dir = "{work / 'state'}"
 log_level = "info"
+{extra}
 
 [[router]]
 name = "lab"
@@ -166,7 +181,7 @@ def cmd_score(args):
                         pass
 
         threading.Thread(target=read_events, daemon=True).start()
-        cfg = config(work, addr)
+        cfg = config(work, addr, args.settings)
         env = dict(os.environ, LAB_ROUTER_PASSWORD="", NO_COLOR="1")
         p = subprocess.run([rosguard, "firewall", "-c", str(cfg), "--install"], env=env,
                            capture_output=True, text=True, timeout=60)
@@ -194,6 +209,7 @@ def cmd_score(args):
         (work / "labels.json").write_text(json.dumps(L.labels_doc(lab, classes), indent=2))
 
     card = scorecard(work, classes, events, t_daemon, enforcement)
+    card["settings"] = args.settings
     (work / "scorecard.json").write_text(json.dumps(card, indent=2))
     (work / "scorecard.md").write_text(markdown(card))
     print(markdown(card))

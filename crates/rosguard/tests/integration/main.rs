@@ -8,6 +8,7 @@ mod cycle;
 mod daemon;
 mod docs;
 mod imports;
+mod lab;
 mod licences;
 mod metrics;
 mod service;
