@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod narrate;
 pub mod output;
 pub mod record;
+pub mod recording;
 pub mod report;
 pub mod state;

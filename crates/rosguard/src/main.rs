@@ -87,6 +87,46 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Record one router's polls to a file, to replay offline (`rosguard replay`).
+    ///
+    /// Every loop_delay it reads the connection tables under a loose pre-filter (rows with
+    /// at most 10 replies, or the config's max_repl_packets if higher, any port; the stall
+    /// rule's flows; unanswered TCP attempts) plus the router's addresses, protected
+    /// addresses, allowlist and block list. It changes nothing on the router. Stops after
+    /// --duration, or at Ctrl-C or SIGTERM; a file cut short stays readable.
+    Record {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        router: RouterArg,
+        /// How long to record (RouterOS duration: 10m, 1h, 1d).
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "1h")]
+        duration: Duration,
+        /// The recording file to write.
+        #[arg(short, long, value_name = "FILE", default_value = "rosguard.rec")]
+        output: PathBuf,
+    },
+    /// Replay a recording through the daemon's decisions: what would have been blocked.
+    ///
+    /// Runs the same cycle as `run` on the recording's clock (no waiting), with the
+    /// detection and blocking settings of -c CONFIG (its router of the recorded name, or
+    /// --router), or the defaults. Needs no router and no password. Settings looser than
+    /// what the recording kept are reported as NOT ANSWERED.
+    Replay {
+        /// The recording (from `rosguard record`).
+        file: PathBuf,
+        /// The config whose settings to replay (default: the built-in defaults).
+        #[arg(short, long, value_name = "CONFIG")]
+        config: Option<PathBuf>,
+        /// A second config: print what each blocks and the difference.
+        #[arg(long, value_name = "CONFIG2")]
+        compare: Option<PathBuf>,
+        #[command(flatten)]
+        router: RouterArg,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the config file and exit 0, or print the problem and exit 1.
     CheckConfig {
         #[command(flatten)]
@@ -313,6 +353,36 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             };
             admin::once(&cfg, router.router.as_deref(), dry_run, json, &env).await
         }),
+        Cmd::Record {
+            config,
+            router,
+            duration,
+            output,
+        } => with_routers(&config.config, Some(QUIET), format, |cfg| async move {
+            admin::record(&cfg, router.router.as_deref(), duration, &output).await
+        }),
+        Cmd::Replay {
+            file,
+            config,
+            compare,
+            router,
+            json,
+        } => {
+            logging::init(LogLevel::Error, format)?;
+            let read = |p: &Option<PathBuf>| -> Result<Option<Config>> {
+                p.as_deref()
+                    .map(|p| rosguard::config::read_config_with(p, rosguard::config::Secrets::Skip))
+                    .transpose()
+            };
+            let (a, b) = (read(&config)?, read(&compare)?);
+            runtime()?.block_on(admin::replay(
+                &file,
+                a.as_ref(),
+                b.as_ref(),
+                router.router.as_deref(),
+                json,
+            ))
+        }
         Cmd::List {
             config,
             router,

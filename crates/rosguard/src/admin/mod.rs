@@ -1,5 +1,5 @@
 //! The one-shot commands: `once`, `list`, `unblock`, `clear`, `block`, `allow`, `stats`,
-//! `status`, `why`, `firewall`.
+//! `status`, `why`, `firewall`, `record`, `replay`.
 //!
 //! Each does one thing per selected router through the same RouterOS backend the daemon uses,
 //! prints what it can for every router (a router that cannot be reached is marked, the others
@@ -11,6 +11,7 @@ mod common;
 mod firewall;
 mod lists;
 mod once;
+mod replay;
 mod stats;
 mod why;
 
@@ -18,5 +19,6 @@ pub use common::{connect, format_unix, parse_address};
 pub use firewall::{firewall, firewall_rules, FilterRule, FirewallAction, RULE_SIGNATURE};
 pub use lists::{allow, block, clear, list, unblock, BlockArgs};
 pub use once::{once, print_report};
+pub use replay::{record, replay, replay_with, ReplayBlock, ReplayOutcome};
 pub use stats::{stats, status};
 pub use why::why;

@@ -11,4 +11,5 @@ mod imports;
 mod lab;
 mod licences;
 mod metrics;
+mod replay;
 mod service;

@@ -1,0 +1,365 @@
+//! `rosguard record` and `rosguard replay`: keep what a router's polls showed, and ask offline
+//! what a setting would have blocked on it.
+//!
+//! The replay drives the daemon's own cycle (`run_cycle`, so `decide()`) over a
+//! [`RecordingBackend`], on the recording's clock with an in-memory store: nothing sleeps, a
+//! day replays in seconds, and the same config gives the same decisions as it did live.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rosguard_core::backend::Backend;
+use rosguard_core::decide::GuardState;
+use rosguard_core::observation::ObservePlan;
+use rosguard_core::settings::Settings;
+use routeros_proto::format_duration;
+use serde::Serialize;
+
+use crate::config::{Config, RouterConfig};
+use crate::cycle::{run_cycle, CycleEnv, Limits, Notes};
+use crate::events::Events;
+use crate::outln;
+use crate::output::printable;
+use crate::recording::{
+    Header, Poll, Prefilter, Recording, RecordingBackend, Writer, FORMAT, VERSION,
+};
+use crate::state::{memory, unix_now};
+
+use super::common::connect;
+
+/// `rosguard record`: polls one router every `loop_delay` for `duration` (or until Ctrl-C or
+/// SIGTERM) and writes each poll to `out`.
+pub async fn record(
+    cfg: &Config,
+    only: Option<&str>,
+    duration: Duration,
+    out: &Path,
+) -> Result<ExitCode> {
+    let routers = cfg.select(only)?;
+    let [router] = routers.as_slice() else {
+        bail!(
+            "record reads one router; choose it with --router (one of: {})",
+            cfg.routers
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let prefilter = Prefilter::for_settings(&router.settings);
+    let reading = prefilter.reading_settings(&router.settings);
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let header = Header {
+        format: FORMAT.into(),
+        version: VERSION,
+        router: router.name.clone(),
+        rosguard: env!("CARGO_PKG_VERSION").into(),
+        prefilter,
+        started: unix_now().as_secs_f64(),
+    };
+    let mut w = Writer::new(std::io::BufWriter::new(file), &header)?;
+    let mut backend = connect(router, cfg.daemon.max_candidates)
+        .await
+        .map_err(|e| anyhow::anyhow!("router {:?}: {e}", router.name))?;
+    let started = Instant::now();
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let plan = ObservePlan {
+            refresh_protected: true,
+            ..ObservePlan::default()
+        };
+        let t = unix_now();
+        let obs = backend
+            .observe(&plan, &reading)
+            .await
+            .map_err(|e| anyhow::anyhow!("router {:?}: {e}", router.name))?;
+        w.poll(&Poll {
+            t: t.as_secs_f64(),
+            observation: obs,
+        })?;
+        let left = duration.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.daemon.loop_delay.min(left)) => {}
+            _ = &mut stop => break,
+        }
+    }
+    backend.close().await;
+    let per_row = w.bytes.checked_div(w.rows).unwrap_or(0);
+    eprintln!(
+        "recorded {} polls, {} rows, {} bytes ({per_row} per row) of router {:?} to {}",
+        w.polls,
+        w.rows,
+        w.bytes,
+        router.name,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One block a replay made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayBlock {
+    /// Seconds after the recording's first poll.
+    pub at: u64,
+    pub address: IpAddr,
+    /// The entry's timeout.
+    pub timeout: String,
+    pub level: u32,
+    /// The comment (the evidence in one line).
+    pub comment: String,
+}
+
+/// What a replay decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayOutcome {
+    pub polls: usize,
+    pub rows: u64,
+    /// Seconds from the first poll to the last.
+    pub span: u64,
+    pub blocks: Vec<ReplayBlock>,
+    /// Addresses flagged but never to be blocked, with why (each reason once).
+    pub spared: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// Caps and brakes that held something back, with how many cycles they fired in.
+    pub caps_hit: BTreeMap<String, u64>,
+    /// What the settings could flag that the recording did not keep.
+    pub blind_spots: Vec<String>,
+    /// The recording was cut short.
+    pub cut: Option<String>,
+}
+
+impl ReplayOutcome {
+    /// The addresses blocked.
+    pub fn blocked(&self) -> BTreeSet<IpAddr> {
+        self.blocks.iter().map(|b| b.address).collect()
+    }
+}
+
+/// Replays `recording` under `settings` through the daemon's cycle.
+pub async fn replay_with(
+    recording: Recording,
+    router: &str,
+    settings: &Settings,
+) -> Result<ReplayOutcome> {
+    let mut settings = settings.clone();
+    // A replay asks what would have been blocked: it "adds" to its own list.
+    settings.blocking.dry_run = false;
+    let mut out = ReplayOutcome {
+        polls: recording.polls.len(),
+        rows: recording
+            .polls
+            .iter()
+            .map(|p| p.observation.candidates.len() as u64)
+            .sum(),
+        blind_spots: recording.header.prefilter.blind_spots(&settings.detection),
+        cut: recording.cut.clone(),
+        ..ReplayOutcome::default()
+    };
+    let first = recording.polls.first().map(Poll::time).unwrap_or_default();
+    let last = recording.polls.last().map(Poll::time).unwrap_or_default();
+    out.span = last.saturating_sub(first).as_secs();
+    let env = CycleEnv {
+        store: memory(),
+        events: Events::new(),
+    };
+    let mut backend = RecordingBackend::new(recording);
+    let mut state = GuardState::new(&settings);
+    let mut notes = Notes::default();
+    let limits = Limits::default();
+    while let Some(now) = backend.peek_time() {
+        let r = run_cycle(
+            &mut backend,
+            router,
+            &settings,
+            &mut state,
+            &env,
+            &mut notes,
+            Vec::new(),
+            now,
+            &limits,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("replaying: {e}"))?;
+        let at = now.saturating_sub(first).as_secs();
+        for b in r.new_blocks() {
+            out.blocks.push(ReplayBlock {
+                at,
+                address: b.address,
+                timeout: format_duration(b.timeout),
+                level: b.level,
+                comment: b.comment.clone(),
+            });
+        }
+        for s in r.skipped.iter().filter(|s| s.reason.is_safety()) {
+            out.spared
+                .entry(s.address)
+                .or_default()
+                .insert(s.reason.to_string());
+        }
+        for c in &r.caps_hit {
+            *out.caps_hit.entry(c.as_str().to_owned()).or_default() += 1;
+        }
+        if let Some(b) = &r.brake {
+            if !r.caps_hit.contains(&b.cap) {
+                *out.caps_hit.entry(b.cap.as_str().to_owned()).or_default() += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The settings a replay uses: the router of the config the recording names (or `--router`),
+/// or the defaults without a config.
+fn settings_for<'a>(
+    cfg: Option<&'a Config>,
+    only: Option<&str>,
+    recorded: &str,
+) -> Result<(String, Settings)> {
+    let Some(cfg) = cfg else {
+        return Ok((recorded.to_owned(), Settings::default()));
+    };
+    let name = only.unwrap_or(recorded);
+    let router: Option<&'a RouterConfig> = cfg.routers.iter().find(|r| r.name == name);
+    match (router, cfg.routers.as_slice()) {
+        (Some(r), _) => Ok((r.name.clone(), r.settings.clone())),
+        (None, [one]) if only.is_none() => Ok((one.name.clone(), one.settings.clone())),
+        _ => bail!(
+            "the config has no router {name:?}; choose one with --router (one of: {})",
+            cfg.routers
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `rosguard replay`.
+pub async fn replay(
+    file: &Path,
+    a: Option<&Config>,
+    b: Option<&Config>,
+    only: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let rec = Recording::open(file)?;
+    let recorded = rec.header.router.clone();
+    let (name, sa) = settings_for(a, only, &recorded)?;
+    let first = replay_with(rec.clone(), &name, &sa).await?;
+    let second = match b {
+        Some(b) => {
+            let (_, sb) = settings_for(Some(b), only, &recorded)?;
+            Some(replay_with(rec, &name, &sb).await?)
+        }
+        None => None,
+    };
+    if json {
+        let v = match &second {
+            None => serde_json::json!({ "router": name, "replay": first }),
+            Some(s) => serde_json::json!({
+                "router": name,
+                "a": first,
+                "b": s,
+                "only_a": first.blocked().difference(&s.blocked()).collect::<Vec<_>>(),
+                "only_b": s.blocked().difference(&first.blocked()).collect::<Vec<_>>(),
+                "both": first.blocked().intersection(&s.blocked()).collect::<Vec<_>>(),
+            }),
+        };
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_outcome(&name, "", &first);
+    if let Some(s) = &second {
+        print_outcome(&name, " (--compare)", s);
+        let (ba, bb) = (first.blocked(), s.blocked());
+        let list = |v: Vec<&IpAddr>| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        outln!("compared:");
+        outln!(
+            "  only under the first config:  {}",
+            list(ba.difference(&bb).collect())
+        );
+        outln!(
+            "  only under --compare:         {}",
+            list(bb.difference(&ba).collect())
+        );
+        outln!(
+            "  under both:                   {}",
+            list(ba.intersection(&bb).collect())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_outcome(router: &str, which: &str, o: &ReplayOutcome) {
+    outln!(
+        "replay of router {}{which}: {} polls over {}, {} recorded rows",
+        printable(router),
+        o.polls,
+        format_duration(Duration::from_secs(o.span)),
+        o.rows
+    );
+    if let Some(cut) = &o.cut {
+        outln!("  the recording was cut short: {}", printable(cut));
+    }
+    for b in &o.blind_spots {
+        outln!("  NOT ANSWERED: {}", printable(b));
+    }
+    if o.blocks.is_empty() {
+        outln!("  would block nothing");
+    }
+    for b in &o.blocks {
+        outln!(
+            "  +{}s block {} for {}{}: {}",
+            b.at,
+            b.address,
+            b.timeout,
+            if b.level > 0 {
+                format!(" (repeat offender, level {})", b.level)
+            } else {
+                String::new()
+            },
+            printable(&b.comment)
+        );
+    }
+    for (a, why) in &o.spared {
+        outln!(
+            "  spared {a}: {}",
+            printable(&why.iter().cloned().collect::<Vec<_>>().join("; "))
+        );
+    }
+    for (c, n) in &o.caps_hit {
+        outln!("  held back by {} in {n} cycles", printable(c));
+    }
+}
