@@ -615,10 +615,12 @@ async fn run_daemon(
     let running = cfg.daemon.clone();
     let env = CycleEnv { store, events };
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
-    let daemon = tokio::spawn(daemon::run(rx, shutdown.clone(), env, daemon::routeros()));
-
+    // SIGHUP is caught before the daemon connects: a reload sent as soon as it logs must not
+    // meet the default action (termination).
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let daemon = tokio::spawn(daemon::run(rx, shutdown.clone(), env, daemon::routeros()));
+
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {

@@ -515,6 +515,44 @@ mod tests {
         assert_eq!(reader.await.unwrap(), None);
     }
 
+    /// At most `max_connections` at once: with the one slot held by a client that sends
+    /// nothing, the next client waits in the backlog until the first one's time is up.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_over_the_cap_waits_for_a_free_slot() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Mutex::new(HealthSpec {
+            routers: vec![],
+            max_age: Duration::from_secs(1),
+        }));
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(Metrics::default()),
+            health,
+            1,
+            shutdown.clone(),
+        ));
+        let start = tokio::time::Instant::now();
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        assert!(
+            start.elapsed() >= REQUEST_TIMEOUT,
+            "served while the only slot was taken"
+        );
+        let mut rest = Vec::new();
+        assert_eq!(idle.read_to_end(&mut rest).await.unwrap(), 0);
+        shutdown.cancel();
+        server.await.unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_times_out() {
         let (_client, mut server) = tokio::io::duplex(64);

@@ -12,23 +12,23 @@ use tokio::process::Command;
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rosguard");
-const PASSWORD_VAR: &str = "ROSGUARD_TEST_PASSWORD";
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_rosguard");
+pub(crate) const PASSWORD_VAR: &str = "ROSGUARD_TEST_PASSWORD";
 
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
 }
 
 /// A config file for `sim` (plus `extra` TOML before the router).
-fn setup(sim: &SimHandle, extra: &str) -> Setup {
+pub(crate) fn setup(sim: &SimHandle, extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("rosguard.toml");
     write_config(&config, sim, extra);
     Setup { dir, config }
 }
 
-fn write_config(path: &Path, sim: &SimHandle, extra: &str) {
+pub(crate) fn write_config(path: &Path, sim: &SimHandle, extra: &str) {
     let text = format!(
         "{extra}\n[[router]]\nname = \"core\"\naddress = \"{}\"\nusername = \"admin\"\npassword_env = \"{PASSWORD_VAR}\"\n",
         sim.local_addr()
@@ -36,7 +36,7 @@ fn write_config(path: &Path, sim: &SimHandle, extra: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn rosguard(s: &Setup, args: &[&str]) -> Command {
+pub(crate) fn rosguard(s: &Setup, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args)
         .arg("-c")
@@ -49,7 +49,7 @@ fn rosguard(s: &Setup, args: &[&str]) -> Command {
     c
 }
 
-async fn run(s: &Setup, args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn run(s: &Setup, args: &[&str]) -> (bool, String, String) {
     let out = rosguard(s, args).output().await.unwrap();
     (
         out.status.success(),
@@ -338,7 +338,7 @@ async fn firewall_prints_installs_idempotently_at_the_top_and_removes() {
 }
 
 /// Reads stderr lines until one contains `needle`.
-async fn until<R: tokio::io::AsyncBufRead + Unpin>(
+pub(crate) async fn until<R: tokio::io::AsyncBufRead + Unpin>(
     lines: &mut tokio::io::Lines<R>,
     needle: &str,
 ) -> String {

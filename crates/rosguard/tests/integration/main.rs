@@ -7,6 +7,7 @@ mod cli;
 mod cycle;
 mod daemon;
 mod docs;
+mod hostile;
 mod imports;
 mod lab;
 mod licences;
