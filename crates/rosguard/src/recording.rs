@@ -177,7 +177,7 @@ impl<W: Write> Writer<W> {
     }
 
     fn line(&mut self, json: &[u8]) -> Result<()> {
-        let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::default());
+        let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
         gz.write_all(json)?;
         gz.write_all(b"\n")?;
         let member = gz.finish()?;
