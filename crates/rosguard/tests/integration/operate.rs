@@ -249,3 +249,165 @@ async fn block_and_allow_by_hand() {
     assert_eq!(list_addresses(&sim, "tls_block"), ["192.168.88.1"]);
     assert_eq!(list_addresses(&sim, "allowlist"), ["203.0.113.9"]);
 }
+
+/// Reads `lines` until one contains `needle`; fails after 30 s or at the end of the output.
+async fn until<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    needle: &str,
+) -> String {
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("stderr ended before {needle:?}");
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("timed out waiting for {needle:?}"))
+}
+
+/// Items 11 and 14: at the default log level the daemon says it started (with a timestamp
+/// outside the journal) and names the router it connected to; `status`, with no password,
+/// says it runs and the router is connected; after SIGTERM, that it does not run.
+#[tokio::test]
+async fn the_daemon_says_it_started_and_status_agrees() {
+    use nix::sys::signal::{kill, Signal};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        &("[daemon]\nloop_delay = \"200ms\"\n".to_owned()
+            + &router_toml("core", &sim.local_addr().to_string())),
+    );
+    let state = dir.path().join("state");
+    let mut c = bare(&["run"]);
+    c.arg("-c")
+        .arg(&config)
+        .arg("--state")
+        .arg(&state)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = c.spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let start = until(&mut lines, "starting with 1 router(s)").await;
+    let (stamp, rest) = start.split_once(' ').unwrap();
+    assert!(humantime::parse_rfc3339(stamp).is_ok(), "{start}");
+    assert!(rest.starts_with("WARN "), "{start}");
+    until(&mut lines, "core: connected to").await;
+
+    // What the daemon records, read without a password (the variable is unset).
+    let status = || {
+        let mut c = bare(&["status"]);
+        c.env_remove(PASSWORD_VAR)
+            .arg("-c")
+            .arg(&config)
+            .arg("--state")
+            .arg(&state);
+        output(c)
+    };
+    let mut last = String::new();
+    for _ in 0..500 {
+        let (ok, out, err) = status().await;
+        last = format!("{out}{err}");
+        if ok && out.contains("router core (") && out.contains("): connected") {
+            break;
+        }
+    }
+    assert!(last.contains("running (pid"), "{last}");
+    assert!(
+        last.contains("router core (") && last.contains("): connected"),
+        "{last}"
+    );
+    assert!(last.contains("block list: 0 of max_list_size"), "{last}");
+
+    kill(pid, Signal::SIGTERM).unwrap();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.success());
+    let (ok, out, _) = status().await;
+    assert!(!ok && out.contains("is not running"), "{out}");
+}
+
+/// Item 11: under systemd (`JOURNAL_STREAM`) human lines leave the timestamp to the journal;
+/// `--log-format json` makes every line JSON, a detection's fields and a fatal error too.
+#[tokio::test]
+async fn journal_lines_have_no_timestamp_and_json_lines_are_json() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let sim = sim().await;
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        &("[daemon]\nloop_delay = \"200ms\"\n".to_owned()
+            + &router_toml("core", &sim.local_addr().to_string())),
+    );
+    let spawn = |extra: &[&str], journal: bool| {
+        let mut c = bare(&["run"]);
+        c.args(extra)
+            .arg("-c")
+            .arg(&config)
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        if journal {
+            c.env("JOURNAL_STREAM", "8:12345");
+        }
+        c.spawn().unwrap()
+    };
+
+    let mut child = spawn(&[], true);
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let start = until(&mut lines, "starting with 1 router(s)").await;
+    assert!(
+        start.starts_with("WARN "),
+        "no timestamp in the journal: {start}"
+    );
+    child.kill().await.unwrap();
+
+    let mut child = spawn(&["--log-format", "json"], false);
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let start = until(&mut lines, "starting with 1 router(s)").await;
+    let start: serde_json::Value = serde_json::from_str(&start).expect("a JSON line");
+    assert_eq!(start["level"], "WARN", "{start}");
+    let detected = until(&mut lines, "Detected").await;
+    let detected: serde_json::Value = serde_json::from_str(&detected).expect("a JSON line");
+    let fields = &detected["fields"];
+    let field = |k: &str| {
+        fields
+            .get(k)
+            .or_else(|| detected.get(k))
+            .unwrap_or_else(|| panic!("no {k} in {detected}"))
+            .clone()
+    };
+    assert_eq!(field("router"), "core");
+    assert_eq!(field("src"), "192.168.88.50:54321");
+    assert_eq!(field("dst"), "203.0.113.45:443");
+    assert_eq!(field("protocol"), "tcp");
+    child.kill().await.unwrap();
+
+    // A fatal error is JSON too.
+    std::fs::write(&config, "[daemon]\nnonsense = 1\n").unwrap();
+    let mut c = bare(&["--log-format", "json", "check-config"]);
+    c.arg("-c").arg(&config);
+    let (ok, _, err) = output(c).await;
+    assert!(!ok);
+    let line: serde_json::Value = serde_json::from_str(err.trim()).expect("one JSON line");
+    assert_eq!(line["level"], "ERROR", "{err}");
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .contains("daemon.nonsense"),
+        "{err}"
+    );
+}
