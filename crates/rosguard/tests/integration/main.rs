@@ -12,5 +12,6 @@ mod imports;
 mod lab;
 mod licences;
 mod metrics;
+mod operate;
 mod replay;
 mod service;
