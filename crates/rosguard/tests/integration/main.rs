@@ -10,4 +10,5 @@ mod docs;
 mod imports;
 mod licences;
 mod metrics;
+mod promises;
 mod service;
