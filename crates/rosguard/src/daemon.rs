@@ -295,8 +295,16 @@ async fn run_router<B: Backend>(
             }
             continue;
         }
-        if health != Health::Up {
+        // Once per change of state: the first connection is news; after a failure only a
+        // completed cycle is ("connection restored"), so a router that accepts the login and
+        // then drops us is not announced at every attempt.
+        if health == Health::Starting {
             warn!(
+                router = router_name,
+                "connected to {} as {}", router.address, router.username
+            );
+        } else if health != Health::Up {
+            debug!(
                 router = router_name,
                 "connected to {} as {}", router.address, router.username
             );

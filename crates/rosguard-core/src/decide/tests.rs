@@ -898,6 +898,80 @@ fn a_reload_keeps_what_the_tracker_learnt_and_the_hourly_count() {
     assert_eq!(r.st.hourly_budget(at(4)), Some(1), "the count survived too");
 }
 
+#[test]
+fn a_reload_that_changes_detection_keeps_the_streaks_and_applies_the_new_thresholds() {
+    // README: "a reload keeps ... what the tracker has learnt (its thresholds change in
+    // place)". Two polls seen at K = 3, then K becomes 4: the fourth poll in a row blocks,
+    // not the third (old threshold) and not the fourth after the reload (forgotten streak).
+    let s = Settings {
+        detection: Detection {
+            min_observations: 3,
+            ..Detection::default()
+        },
+        ..Settings::default()
+    };
+    let mut r = Rig::new(s.clone());
+    let row = || frozen(1, "192.168.88.50:50000", "203.0.113.45:443");
+    assert!(r.cycle(vec![row()], at(0)).adds.is_empty());
+    assert!(r.cycle(vec![row()], at(2)).adds.is_empty());
+    let mut reloaded = s.clone();
+    reloaded.detection.min_observations = 4;
+    r.st.reconfigure(&reloaded);
+    r.s = reloaded;
+    assert!(
+        r.cycle(vec![row()], at(4)).adds.is_empty(),
+        "the new threshold applies"
+    );
+    assert_eq!(
+        new_blocks(&r.cycle(vec![row()], at(6))),
+        ["203.0.113.45"],
+        "the streak survived the reload"
+    );
+}
+
+#[test]
+fn protected_sets_are_reread_every_five_minutes_and_kept_when_a_read_fails() {
+    let mut r = Rig::new(Settings::default());
+    r.cycle(vec![], at(0));
+    assert!(
+        !r.st.plan(&r.s, at(299)).refresh_protected,
+        "known: not reread"
+    );
+    assert!(
+        r.st.plan(&r.s, at(300)).refresh_protected,
+        "every five minutes"
+    );
+    // The read at 300 s: a new DNS server replaces the set; the old one is no longer spared.
+    let mut obs = r.obs(
+        vec![
+            frozen(1, "192.168.88.50:50000", "9.9.9.9:443"),
+            frozen(2, "192.168.88.50:50001", "1.0.0.1:443"),
+        ],
+        at(300),
+    );
+    for (kind, set) in &mut obs.protected {
+        if *kind == Protected::Dns {
+            *set = vec![ip("1.0.0.1")];
+        }
+    }
+    let d = r.cycle_with(obs, at(300));
+    assert_eq!(new_blocks(&d), ["9.9.9.9"]);
+    assert_eq!(reasons(&d), [("1.0.0.1".into(), "protected")]);
+    assert!(!r.st.plan(&r.s, at(599)).refresh_protected);
+    // At 600 s the read fails: the set of 300 s stays, and the next poll tries again.
+    r.protected = false;
+    let d = r.cycle(
+        vec![frozen(3, "192.168.88.50:50002", "1.0.0.1:443")],
+        at(600),
+    );
+    assert_eq!(reasons(&d), [("1.0.0.1".into(), "protected")]);
+    assert!(d.protection_missing.is_empty());
+    assert!(
+        r.st.plan(&r.s, at(602)).refresh_protected,
+        "a failed read is retried at the next poll"
+    );
+}
+
 // ---- safety over sequences ------------------------------------------------------------
 
 /// Addresses the sequences draw from: some protected in every way there is.

@@ -13,5 +13,6 @@ mod lab;
 mod licences;
 mod metrics;
 mod operate;
+mod promises;
 mod replay;
 mod service;

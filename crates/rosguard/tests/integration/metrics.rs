@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
@@ -21,7 +21,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
 }
 
 /// `name{labels} value` lines of an OpenMetrics text, as (series, value).
-fn samples(text: &str) -> Vec<(String, f64)> {
+pub fn samples(text: &str) -> Vec<(String, f64)> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
