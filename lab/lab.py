@@ -602,6 +602,9 @@ def main():
         s.add_argument("--idle", type=float, default=30, help="keep-alive idle seconds")
         if name == "score":
             s.add_argument("--no-build", action="store_true", help="use the binaries already built")
+            s.add_argument("--record", action="store_true",
+                           help="no daemon: record the traffic's polls with `rosguard record` "
+                                "into lab.rec (for `rosguard replay`), no scorecard")
             s.add_argument("--settings", choices=["default", "recommended"], default="default",
                            help="rosguard's detection settings: the defaults, or the README's "
                                 "recommended min_observations/min_flagged_connections/escalation")

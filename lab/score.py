@@ -6,7 +6,8 @@ mirrored into the router's nftables), installs `rosguard firewall` rules through
 runs `rosguard run` with default detection settings, runs every traffic class, then checks
 that a blocked destination is unreachable while normal traffic flows on. Writes into the
 work directory: labels.json, trace.jsonl (every kernel row of every poll, RouterOS names),
-events.jsonl (the bridge's block events), rosguard.log, scorecard.json and scorecard.md.
+events.jsonl (the bridge's block events), rosguard.log, scorecard.json and scorecard.md. With
+--record: no daemon, only `rosguard record` over the traffic, into lab.rec.
 
 It deliberately judges nothing itself beyond comparing what happened with the labels.
 """
@@ -183,6 +184,9 @@ def cmd_score(args):
         threading.Thread(target=read_events, daemon=True).start()
         cfg = config(work, addr, args.settings)
         env = dict(os.environ, LAB_ROUTER_PASSWORD="", NO_COLOR="1")
+        if args.record:
+            record(lab, work, rosguard, cfg, env, args)
+            return
         p = subprocess.run([rosguard, "firewall", "-c", str(cfg), "--install"], env=env,
                            capture_output=True, text=True, timeout=60)
         if p.returncode != 0:
@@ -214,6 +218,36 @@ def cmd_score(args):
     (work / "scorecard.md").write_text(markdown(card))
     print(markdown(card))
     print(f"lab: results in {work}", file=sys.stderr)
+
+
+def record(lab, work, rosguard, cfg, env, args):
+    """`--record`: no daemon and no blocks, only `rosguard record` over the whole traffic, so
+    the recording holds every flow as the kernel counted it (lab.rec, for `rosguard replay`)."""
+    out = work / "lab.rec"
+    log = open(work / "record.log", "w")
+    rec = subprocess.Popen([rosguard, "record", "-c", str(cfg), "--duration", "1h", "-o", str(out)],
+                           env=env, stdout=log, stderr=log, start_new_session=True)
+    lab.procs.append(("recorder", rec))
+    # The header is written before the first poll: wait for the file to grow past it.
+    deadline = time.monotonic() + 30
+    first = None
+    while True:
+        if rec.poll() is not None:
+            raise L.LabError(f"rosguard record exited; see {work / 'record.log'}")
+        size = out.stat().st_size if out.exists() else 0
+        if first is None and size > 0:
+            first = size
+        if first is not None and size > first:
+            break
+        if time.monotonic() > deadline:
+            raise L.LabError("rosguard record wrote no poll within 30 s")
+        time.sleep(0.1)
+    classes = L.run_traffic(lab, args.idle, None)
+    time.sleep(6)
+    rec.terminate()
+    rec.wait(timeout=30)
+    (work / "labels.json").write_text(json.dumps(L.labels_doc(lab, classes), indent=2))
+    print(f"lab: recording in {out}", file=sys.stderr)
 
 
 def wait_first_cycle(rosguard, cfg, env, daemon, limit=30):

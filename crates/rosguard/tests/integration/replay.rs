@@ -203,3 +203,70 @@ async fn a_looser_setting_than_the_recording_kept_is_not_answered_silently() {
     assert_eq!(out.blind_spots.len(), 1, "{:?}", out.blind_spots);
     assert!(out.blind_spots[0].contains("max_repl_packets = 50"));
 }
+
+fn fixture(name: &str) -> Recording {
+    Recording::open(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .expect("the fixture reads")
+}
+
+fn blocked(o: &rosguard::admin::ReplayOutcome) -> Vec<String> {
+    o.blocked().iter().map(|a| a.to_string()).collect()
+}
+
+/// The lab's traffic (lab/run score --record: real kernel counters of every class, no daemon)
+/// replayed with the default settings: exactly the labelled offenders, no LAN host.
+#[tokio::test]
+async fn the_recorded_lab_traffic_replays_to_its_labels_with_default_settings() {
+    let rec = fixture("lab-default-traffic.rec");
+    assert!(rec.cut.is_none());
+    assert!(rec.polls.len() >= 10, "{} polls", rec.polls.len());
+    let out = replay_with(rec, "lab", &Settings::default()).await.unwrap();
+    assert!(out.blind_spots.is_empty(), "{:?}", out.blind_spots);
+    let mut want = vec![
+        "192.0.2.130",      // scan-inbound
+        "192.0.2.131",      // udp-spray-inbound
+        "2001:db8:113::20", // tls-sni-frozen
+        "2001:db8:113::31", // nkb-freeze
+        "2001:db8:113::40", // quic-swallowed
+        "2001:db8:3::2",    // scan-inbound
+        "2001:db8:3::3",    // udp-spray-inbound
+        "203.0.113.20",     // tls-sni-frozen
+        "203.0.113.31",     // nkb-freeze
+        "203.0.113.40",     // quic-swallowed
+    ];
+    want.sort();
+    let mut got = blocked(&out);
+    got.sort();
+    assert_eq!(got, want);
+}
+
+/// A recording of the simulator's demo scenario: the defaults block the frozen flows and
+/// spare the allowlisted and router-local addresses; a stricter config blocks a subset.
+#[tokio::test]
+async fn the_recorded_demo_scenario_replays_and_compares() {
+    let rec = fixture("demo-scenario.rec");
+    let out = replay_with(rec.clone(), "lab", &Settings::default())
+        .await
+        .unwrap();
+    let got = blocked(&out);
+    assert!(got.contains(&"203.0.113.45".to_owned()), "{got:?}");
+    for spared in ["1.1.1.1", "192.168.88.1"] {
+        assert!(!got.contains(&spared.to_owned()), "{got:?}");
+        assert!(
+            out.spared.contains_key(&spared.parse().unwrap()),
+            "{spared} not reported spared: {:?}",
+            out.spared
+        );
+    }
+    let mut strict = Settings::default();
+    strict.detection.min_observations = 3;
+    strict.detection.min_flagged_connections = 2;
+    let strict = replay_with(rec, "lab", &strict).await.unwrap();
+    let s = blocked(&strict);
+    assert!(s.len() < got.len(), "{s:?} vs {got:?}");
+    assert!(s.iter().all(|a| got.contains(a)), "{s:?} vs {got:?}");
+}
