@@ -27,7 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Semaphore};
 // tokio's clock, so that a paused test clock drives `/health` too.
 use tokio::time::Instant;
@@ -405,9 +405,23 @@ fn respond(
     }
 }
 
+/// Where the metrics listener's connections come from: a [`TcpListener`], or in tests a
+/// listener that fails on purpose.
+pub trait Accept: Send + Sync {
+    /// The next connection.
+    fn accept_stream(&self)
+        -> impl std::future::Future<Output = std::io::Result<TcpStream>> + Send;
+}
+
+impl Accept for TcpListener {
+    async fn accept_stream(&self) -> std::io::Result<TcpStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
 /// Serves `/metrics` and `/health` until `shutdown`, at most `max_connections` at once.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Accept,
     metrics: Arc<Metrics>,
     health: Arc<Mutex<HealthSpec>>,
     max_connections: usize,
@@ -424,10 +438,10 @@ pub async fn serve(
         };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
+            a = listener.accept_stream() => a,
         };
         let mut stream = match accepted {
-            Ok((s, _)) => {
+            Ok(s) => {
                 backoff = ACCEPT_BACKOFF;
                 s
             }
@@ -515,6 +529,61 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reader.await.unwrap(), None);
+    }
+
+    /// Fails like `accept` under EMFILE, `fails` times, then waits for ever.
+    struct Failing {
+        calls: std::sync::atomic::AtomicUsize,
+        fails: usize,
+        done: tokio::sync::Notify,
+    }
+
+    impl Accept for Failing {
+        async fn accept_stream(&self) -> std::io::Result<TcpStream> {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < self.fails {
+                return Err(std::io::Error::from_raw_os_error(24)); // EMFILE
+            }
+            self.done.notify_one();
+            std::future::pending().await
+        }
+    }
+
+    /// A failing `accept` is retried after 50 ms, doubling up to a second: ten failures take at
+    /// least 0.05 + 0.1 + 0.2 + 0.4 + 0.8 + 5 x 1 s of (paused) time, where a busy loop takes none.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_accept_backs_off_instead_of_spinning() {
+        let failing = Arc::new(Failing {
+            calls: 0.into(),
+            fails: 10,
+            done: tokio::sync::Notify::new(),
+        });
+        struct Shared(Arc<Failing>);
+        impl Accept for Shared {
+            async fn accept_stream(&self) -> std::io::Result<TcpStream> {
+                self.0.accept_stream().await
+            }
+        }
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Mutex::new(HealthSpec {
+            routers: vec![],
+            max_age: Duration::from_secs(1),
+        }));
+        let start = tokio::time::Instant::now();
+        let server = tokio::spawn(serve(
+            Shared(failing.clone()),
+            Arc::new(Metrics::default()),
+            health,
+            4,
+            shutdown.clone(),
+        ));
+        failing.done.notified().await;
+        let waited = start.elapsed();
+        assert_eq!(failing.calls.load(std::sync::atomic::Ordering::SeqCst), 11);
+        assert!(waited >= Duration::from_millis(6550), "{waited:?}");
+        assert!(waited < Duration::from_millis(6600), "{waited:?}");
+        shutdown.cancel();
+        server.await.unwrap();
     }
 
     /// At most `max_connections` at once: with the one slot held by a client that sends
