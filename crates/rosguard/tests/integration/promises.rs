@@ -637,3 +637,104 @@ async fn a_reload_says_what_waits_for_a_restart_and_sigint_stops() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Issue "safe to leave running", item 5: restores after a reboot are logged at warning.
+#[tokio::test]
+async fn a_restore_after_a_reboot_is_logged_at_warning() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let sim = sim().await;
+    let env = memory_env();
+    let mut rig = Rig::with_env(router_for(&sim, "core"), env.clone()).await;
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    assert_eq!(rig.cycle().await.new_blocks().count(), 1);
+    rig.backend.close().await;
+    sim.reboot();
+    let mut rig = Rig::with_env(router_for(&sim, "core"), env).await;
+    let r = rig.cycle().await;
+    assert!(
+        r.blocks
+            .iter()
+            .any(|b| b.kind == rosguard_core::decide::AddKind::Restored
+                && b.result == rosguard_core::outcome::AddResult::Added),
+        "{r:#?}"
+    );
+    assert_eq!(logs.lines_with("WARN", "Restored 203.0.113.45"), 1);
+}
+
+/// Issue "safe to leave running", item 12: debug shows every decision, rows skipped for their
+/// port or protocol aggregated per cycle, "scanned N of the table's total" when the router
+/// filtered, and detection off says so instead of "nothing suspicious".
+#[tokio::test]
+async fn debug_shows_every_decision_and_detection_off_says_so() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let sim = sim().await;
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    // Asymmetric, but to a port and with a protocol that are not monitored.
+    sim.add_connection(
+        SimConnection::tcp(sa("192.168.88.51:40000"), sa("203.0.113.9:22")).packets(9, 0),
+    );
+    sim.add_connection(
+        SimConnection::tcp(sa("192.168.88.52:40000"), sa("203.0.113.10:25")).packets(9, 0),
+    );
+    // Healthy: filtered on the router, so the table is larger than what was scanned.
+    for p in 0..3u16 {
+        sim.add_connection(
+            SimConnection::tcp(
+                sa(&format!("192.168.88.53:{}", 41000 + p)),
+                sa("203.0.113.11:443"),
+            )
+            .packets(400, 380)
+            .state(routeros_sim::TcpState::TimeWait),
+        );
+    }
+    let mut rig = Rig::new(router_for(&sim, "core")).await;
+    let r = rig.cycle().await;
+    assert_eq!(r.new_blocks().count(), 1);
+    assert_eq!(
+        logs.lines_with(
+            "DEBUG",
+            &format!(
+                "scanned {} rows (of 6 in the tables; filtered on the router)",
+                r.scanned
+            )
+        ),
+        1,
+        "{}",
+        String::from_utf8_lossy(&logs.0.lock().unwrap())
+    );
+    assert!(r.scanned < 6);
+    assert_eq!(
+        logs.lines_with("DEBUG", "not flagged: 2 rows for their port"),
+        1
+    );
+    assert_eq!(
+        logs.lines_with("WARN", "Detected asymmetric tcp connection"),
+        1
+    );
+    let mut off = router_for(&sim, "core");
+    off.settings.detection.enabled = false;
+    let mut rig = Rig::new(off).await;
+    let r = rig.cycle().await;
+    assert!(r.detection_off);
+    assert_eq!(logs.lines_with("WARN", "detection is off"), 1);
+    rig.cycle().await;
+    assert_eq!(
+        logs.lines_with("WARN", "detection is off"),
+        1,
+        "once per change"
+    );
+}
