@@ -738,3 +738,44 @@ async fn debug_shows_every_decision_and_detection_off_says_so() {
         "once per change"
     );
 }
+
+/// Issue "safe to leave running", item 4, end to end: an unblock made while the daemon runs is
+/// honoured at its next cycle, even though the address is still flagged.
+#[tokio::test]
+async fn a_running_daemon_honours_an_unblock_while_the_address_is_still_flagged() {
+    let sim = sim().await;
+    let mut router = router_for(&sim, "core");
+    // The flow stays in the table after the block, so the address keeps being flagged.
+    router.settings.blocking.remove_tcp_conn = false;
+    let env = memory_env();
+    let cfg = config(fast(), vec![router]);
+    sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
+    let mut d = Running::start(cfg.clone(), env.clone());
+    d.wait_for("the block", |e| match e {
+        Event::Cycle(r) if r.new_blocks().count() == 1 => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(list_addresses(&sim, "tls_block"), ["203.0.113.45"]);
+    let code = rosguard::admin::unblock(&cfg, None, "203.0.113.45", None, None, &env.store)
+        .await
+        .unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    // A new flow to it after the unblock: flagged again, and spared for the unblock.
+    sim.add_connection(frozen_tls("192.168.88.50:54322", "203.0.113.45:443"));
+    let spared = d
+        .wait_for("a cycle that spares the unblocked address", |e| match e {
+            Event::Cycle(r) => r
+                .skipped
+                .iter()
+                .find(|s| s.address.to_string() == "203.0.113.45")
+                .cloned(),
+            _ => None,
+        })
+        .await;
+    assert_eq!(spared.reason.kind(), "unblocked", "{spared:?}");
+    let after = d.cycle_of("core").await;
+    assert_eq!(after.new_blocks().count(), 0, "{after:#?}");
+    assert!(list_addresses(&sim, "tls_block").is_empty());
+    d.stop().await;
+}
