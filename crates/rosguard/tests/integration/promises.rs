@@ -779,3 +779,26 @@ async fn a_running_daemon_honours_an_unblock_while_the_address_is_still_flagged(
     assert!(list_addresses(&sim, "tls_block").is_empty());
     d.stop().await;
 }
+
+/// Issue "safe to leave running", item 16: without -c and ROSGUARD_CONFIG the config is
+/// /etc/rosguard/rosguard.toml (read if it is there, named in the error if not).
+#[tokio::test]
+async fn the_config_defaults_to_etc_rosguard() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rosguard"))
+        .arg("check-config")
+        .env_remove("ROSGUARD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("/etc/rosguard/rosguard.toml"), "{text}");
+    if !Path::new("/etc/rosguard/rosguard.toml").exists() {
+        assert!(!out.status.success());
+        assert!(text.contains("-c FILE or ROSGUARD_CONFIG"), "{text}");
+    }
+}
