@@ -184,6 +184,27 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_that_stalls_after_its_replies_moved_counts_from_the_last_reply() {
+        let d = Detection::default();
+        let mut s = StallTracker::new();
+        s.observe(&[row(8, 8)], &d, &inside(), t(0));
+        assert!(s.observe(&[row(12, 12)], &d, &inside(), t(2)).is_empty());
+        let f = s.observe(&[row(16, 12)], &d, &inside(), t(4));
+        assert_eq!(f.len(), 1, "4 sent since the reply counter last moved");
+        assert!(matches!(f[0].evidence, Evidence::Stalled { sent: 4, .. }));
+    }
+
+    #[test]
+    fn a_flow_never_answered_is_no_stall() {
+        // No reply at all is the asymmetric rule's case, not a freeze after data.
+        let d = Detection::default();
+        let mut s = StallTracker::new();
+        s.observe(&[row(2, 0)], &d, &inside(), t(0));
+        assert!(s.observe(&[row(9, 0)], &d, &inside(), t(2)).is_empty());
+        assert_eq!(s.tracked(), 1, "watched all the same");
+    }
+
+    #[test]
     fn a_flow_gone_for_a_poll_starts_over_and_memory_is_bounded() {
         let d = Detection::default();
         let mut s = StallTracker::new();
