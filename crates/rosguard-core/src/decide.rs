@@ -474,7 +474,7 @@ pub fn decide(
     // Detection.
     let mut asymmetric = Vec::new();
     let mut extra = Vec::new();
-    let mut one_sided = 0u64;
+    let mut stalled_flows = 0u64;
     if d.enabled {
         for c in &obs.candidates {
             match asymmetric_miss(c, d) {
@@ -490,7 +490,7 @@ pub fn decide(
         }
         extra = st.scans.observe(&obs.candidates, d, now);
         let stalled = st.stalls.observe(&obs.candidates, d, &networks, now);
-        one_sided += stalled.len() as u64;
+        stalled_flows = stalled.len() as u64;
         extra.extend(stalled);
         if !d.scan.staging_list.is_empty() {
             extra.extend(obs.staging.iter().filter_map(|e| {
@@ -506,7 +506,7 @@ pub fn decide(
     }
     // Everything one-sided counts for the panic brake: a dead uplink makes flows look
     // asymmetric and stall alike; scans and staged addresses are no symptom of it.
-    let flagged_asymmetric = asymmetric.len() as u64 + one_sided;
+    let flagged_asymmetric = asymmetric.len() as u64 + stalled_flows;
     // Stalled flows are in `extra` too: count each finding once.
     out.flagged = asymmetric.len() as u64 + extra.len() as u64;
     let mut confirmed = st.tracker.observe(asymmetric, now);

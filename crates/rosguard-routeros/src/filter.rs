@@ -26,7 +26,7 @@
 //! It deliberately decides nothing: the decision re-checks every row.
 
 use rosguard_core::detect::STALL_STATES;
-use rosguard_core::model::{Connection, Protocol};
+use rosguard_core::model::{Connection, Protocol, TcpState};
 use rosguard_core::settings::Detection;
 use routeros_proto::{Command, QueryOps};
 
@@ -55,29 +55,14 @@ pub fn pushed_filter(cmd: Command, d: &Detection) -> Command {
     }
     // The scan part.
     if d.scan.enabled && !d.scan.states.is_empty() {
-        cmd = cmd.query_eq("protocol", "tcp");
-        for (i, s) in d.scan.states.iter().enumerate() {
-            cmd = cmd.query_eq("tcp-state", s.as_str());
-            if i > 0 {
-                cmd = cmd.query_ops(&QueryOps::or());
-            }
-        }
-        cmd = cmd
-            .query_ops(&QueryOps::and())
+        cmd = tcp_in_states(cmd, &d.scan.states)
             .query_eq("repl-packets", "0")
             .query_ops(&QueryOps::and())
             .query_ops(&QueryOps::or());
     }
     // The stall part: TCP flows that carry data and got few replies so far.
     if d.stall.enabled && d.protocols.contains(&Protocol::Tcp) {
-        cmd = cmd.query_eq("protocol", "tcp");
-        for (i, s) in STALL_STATES.iter().enumerate() {
-            cmd = cmd.query_eq("tcp-state", s.as_str());
-            if i > 0 {
-                cmd = cmd.query_ops(&QueryOps::or());
-            }
-        }
-        cmd = cmd.query_ops(&QueryOps::and());
+        cmd = tcp_in_states(cmd, STALL_STATES);
         if let Some(bound) = d.stall.max_repl_packets.checked_add(1) {
             cmd = cmd
                 .query_lt("repl-packets", bound.to_string())
@@ -86,6 +71,18 @@ pub fn pushed_filter(cmd: Command, d: &Detection) -> Command {
         cmd = cmd.query_ops(&QueryOps::or());
     }
     cmd
+}
+
+/// `protocol=tcp` and `tcp-state` one of `states` (at least one), as one term.
+fn tcp_in_states(cmd: Command, states: &[TcpState]) -> Command {
+    let mut cmd = cmd.query_eq("protocol", "tcp");
+    for (i, s) in states.iter().enumerate() {
+        cmd = cmd.query_eq("tcp-state", s.as_str());
+        if i > 0 {
+            cmd = cmd.query_ops(&QueryOps::or());
+        }
+    }
+    cmd.query_ops(&QueryOps::and())
 }
 
 /// Whether a row returned by the router satisfies the filter [`pushed_filter`] sent. A router

@@ -213,7 +213,13 @@ impl Recording {
 
     /// Reads a recording; polls after a damaged or cut-off point are dropped and said so.
     pub fn read(r: impl Read) -> Result<Self> {
-        let mut lines = BufReader::new(MultiGzDecoder::new(r)).split(b'\n');
+        Self::read_with_limit(r, MAX_LINE_BYTES)
+    }
+
+    /// [`Recording::read`] with lines of at most `max` bytes.
+    fn read_with_limit(r: impl Read, max: u64) -> Result<Self> {
+        let mut reader = BufReader::new(MultiGzDecoder::new(r));
+        let mut lines = std::iter::from_fn(move || next_line(&mut reader, max));
         let first = match lines.next() {
             Some(Ok(l)) => l,
             Some(Err(e)) => bail!("no header: {e}"),
@@ -249,6 +255,29 @@ impl Recording {
             }
         }
         Ok(Self { header, polls, cut })
+    }
+}
+
+/// The most bytes one line (a header or a poll) may hold once decompressed: far above a poll
+/// of `max_candidates` rows, far below what a crafted file could unpack to.
+pub const MAX_LINE_BYTES: u64 = 256 << 20;
+
+/// The next line, without its newline; `None` at the end. A line over `max` bytes is an
+/// error, not an allocation without end.
+fn next_line(r: &mut impl BufRead, max: u64) -> Option<std::io::Result<Vec<u8>>> {
+    let mut line = Vec::new();
+    match r.take(max + 1).read_until(b'\n', &mut line) {
+        Ok(0) => None,
+        Ok(_) if line.last() == Some(&b'\n') => {
+            line.pop();
+            Some(Ok(line))
+        }
+        Ok(n) if n as u64 > max => Some(Err(std::io::Error::other(format!(
+            "a line longer than {max} bytes"
+        )))),
+        // The last line, cut off before its newline.
+        Ok(_) => Some(Ok(line)),
+        Err(e) => Some(Err(e)),
     }
 }
 
@@ -424,6 +453,35 @@ mod tests {
         let r = Recording::read(&bytes[..two + (bytes.len() - two) / 2]).unwrap();
         assert_eq!(r.polls.len(), 2);
         assert!(r.cut.as_deref().unwrap().contains("poll 3"), "{:?}", r.cut);
+    }
+
+    #[test]
+    fn a_poll_over_the_line_limit_is_refused_not_read_without_end() {
+        let mut w = Writer::new(Vec::new(), &header()).unwrap();
+        let big = Observation {
+            candidates: Vec::new(),
+            own: vec!["192.0.2.1".parse().unwrap(); 500],
+            ..Observation::default()
+        };
+        w.poll(&Poll {
+            t: 1.0e9,
+            observation: Observation::default(),
+        })
+        .unwrap();
+        w.poll(&Poll {
+            t: 1.0e9 + 1.0,
+            observation: big,
+        })
+        .unwrap();
+        let bytes = w.into_inner();
+        let r = Recording::read_with_limit(&bytes[..], 2000).unwrap();
+        assert_eq!(r.polls.len(), 1);
+        assert!(
+            r.cut.as_deref().unwrap().contains("longer than 2000"),
+            "{:?}",
+            r.cut
+        );
+        assert_eq!(Recording::read(&bytes[..]).unwrap().polls.len(), 2);
     }
 
     #[test]

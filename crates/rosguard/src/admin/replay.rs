@@ -19,7 +19,7 @@ use rosguard_core::settings::Settings;
 use routeros_proto::format_duration;
 use serde::Serialize;
 
-use crate::config::{Config, RouterConfig};
+use crate::config::Config;
 use crate::cycle::{run_cycle, CycleEnv, Limits, Notes};
 use crate::events::Events;
 use crate::outln;
@@ -233,8 +233,8 @@ pub async fn replay_with(
 
 /// The settings a replay uses: the router of the config the recording names (or `--router`),
 /// or the defaults without a config.
-fn settings_for<'a>(
-    cfg: Option<&'a Config>,
+fn settings_for(
+    cfg: Option<&Config>,
     only: Option<&str>,
     recorded: &str,
 ) -> Result<(String, Settings)> {
@@ -242,8 +242,10 @@ fn settings_for<'a>(
         return Ok((recorded.to_owned(), Settings::default()));
     };
     let name = only.unwrap_or(recorded);
-    let router: Option<&'a RouterConfig> = cfg.routers.iter().find(|r| r.name == name);
-    match (router, cfg.routers.as_slice()) {
+    match (
+        cfg.routers.iter().find(|r| r.name == name),
+        cfg.routers.as_slice(),
+    ) {
         (Some(r), _) => Ok((r.name.clone(), r.settings.clone())),
         (None, [one]) if only.is_none() => Ok((one.name.clone(), one.settings.clone())),
         _ => bail!(

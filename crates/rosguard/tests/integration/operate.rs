@@ -7,39 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use routeros_sim::Family;
-use tokio::process::Command;
 
 use crate::support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_rosguard");
-const PASSWORD_VAR: &str = "ROSGUARD_TEST_PASSWORD";
 
 fn router_toml(name: &str, address: &str) -> String {
     format!(
         "\n[[router]]\nname = \"{name}\"\naddress = \"{address}\"\nusername = \"admin\"\npassword_env = \"{PASSWORD_VAR}\"\n"
-    )
-}
-
-/// The binary with a clean environment for config and state: no `-c`, no `--state`, so it
-/// finds both the way an admin's shell does.
-fn bare(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env(PASSWORD_VAR, "")
-        .env_remove("RUST_LOG")
-        .env_remove("ROSGUARD_CONFIG")
-        .env_remove("ROSGUARD_STATE")
-        .env_remove("STATE_DIRECTORY")
-        .stdin(Stdio::null());
-    c
-}
-
-async fn output(mut c: Command) -> (bool, String, String) {
-    let out = c.output().await.unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 

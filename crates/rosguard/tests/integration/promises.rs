@@ -30,9 +30,6 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{get, samples};
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rosguard");
-const PASSWORD_VAR: &str = "ROSGUARD_TEST_PASSWORD";
-
 // ---- the API connection's own addresses ------------------------------------------------
 
 /// "rosguard's own address and the router's address there" are two addresses: with the
@@ -133,6 +130,18 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// Captures this thread's log lines, at debug and above, until the guard is dropped.
+    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     fn lines_with(&self, level: &str, needle: &str) -> usize {
         let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
         text.lines()
@@ -143,14 +152,7 @@ impl Captured {
 
 #[tokio::test(start_paused = true)]
 async fn the_backoff_resets_only_after_a_completed_cycle_and_failures_are_logged_once() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install();
 
     let (tx, mut connects) = mpsc::unbounded_channel();
     let backend = Mutex::new(Some(Flaky {
@@ -331,28 +333,6 @@ fn router_toml(name: &str, sim: &SimHandle) -> String {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
-}
-
-/// The binary with no config or state from the test's own environment.
-fn bare(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env(PASSWORD_VAR, "")
-        .env_remove("RUST_LOG")
-        .env_remove("ROSGUARD_CONFIG")
-        .env_remove("ROSGUARD_STATE")
-        .env_remove("STATE_DIRECTORY")
-        .stdin(Stdio::null());
-    c
-}
-
-async fn output(mut c: Command) -> (bool, String, String) {
-    let out = c.output().await.unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn db(dir: &Path) -> bool {
@@ -641,14 +621,7 @@ async fn a_reload_says_what_waits_for_a_restart_and_sigint_stops() {
 /// Issue "safe to leave running", item 5: restores after a reboot are logged at warning.
 #[tokio::test]
 async fn a_restore_after_a_reboot_is_logged_at_warning() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install();
     let sim = sim().await;
     let env = memory_env();
     let mut rig = Rig::with_env(router_for(&sim, "core"), env.clone()).await;
@@ -673,14 +646,7 @@ async fn a_restore_after_a_reboot_is_logged_at_warning() {
 /// filtered, and detection off says so instead of "nothing suspicious".
 #[tokio::test]
 async fn debug_shows_every_decision_and_detection_off_says_so() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install();
     let sim = sim().await;
     sim.add_connection(frozen_tls("192.168.88.50:54321", "203.0.113.45:443"));
     // Asymmetric, but to a port and with a protocol that are not monitored.

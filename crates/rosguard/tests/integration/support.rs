@@ -240,3 +240,32 @@ pub async fn table(sim: &SimHandle) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// The rosguard binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_rosguard");
+/// The environment variable the binary tests' configs name for the router password.
+pub const PASSWORD_VAR: &str = "ROSGUARD_TEST_PASSWORD";
+
+/// The binary with a clean environment for config and state: no `-c`, no `--state`, no
+/// `RUST_LOG`, so it finds both the way an admin's shell does.
+pub fn bare(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(BIN);
+    c.args(args)
+        .env(PASSWORD_VAR, "")
+        .env_remove("RUST_LOG")
+        .env_remove("ROSGUARD_CONFIG")
+        .env_remove("ROSGUARD_STATE")
+        .env_remove("STATE_DIRECTORY")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// (success, stdout, stderr) of a finished command.
+pub async fn output(mut c: tokio::process::Command) -> (bool, String, String) {
+    let out = c.output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
