@@ -6,22 +6,43 @@
 //! through the same cycle the daemon runs, on the recording's clock, shows what a setting would
 //! have blocked.
 //!
-//! ## File format, version 1
+//! ## File format, version 2
 //!
 //! A sequence of gzip members (RFC 1952), each holding one line of JSON ending in `\n`:
-//! - the first, the [`Header`]: `{"format":"rosguard-recording","version":1,"router":..,
+//! - the first, the [`Header`]: `{"format":"rosguard-recording","version":2,"router":..,
 //!   "rosguard":..,"prefilter":{..},"started":..}`;
-//! - then one [`Poll`] per line: `{"t":<seconds since the UNIX epoch, fractional>,
-//!   "observation":{..}}`, the observation as [`Observation`] serialises it.
+//! - then one line per poll: `{"t":<seconds since the UNIX epoch, fractional>,"read":<rows
+//!   read>,"bad":<rows skipped>,"size":<table size or null>,"filtered":..,"truncated":..,
+//!   "uptime":..,"context":{..},"rows":[..]}`.
+//!
+//! `context` (the router's `addresses`, `protected`, `allowlist`, `block_list`, `staging`,
+//! `own`, `shared`, as [`Observation`] names them) is present only when it changed since the
+//! poll before; a list entry's `timeout` there is when it expires (seconds since the epoch),
+//! so entries that only count down do not change it (their remaining time reads back within
+//! two seconds). Each element of `rows`, in the poll's order, is one of:
+//! - an object: a row in full, as [`Connection`] serialises it;
+//! - `[start, len]`: the previous poll's rows `start..start+len`, unchanged;
+//! - `[index, orig_packets, repl_packets, orig_bytes, repl_bytes, orig_fasttrack_packets,
+//!   repl_fasttrack_packets]`: the previous poll's row `index` (the same flow) with these
+//!   counters (`null`: absent).
+//!
+//! Most rows of a conntrack table are unchanged from one poll to the next, so a poll costs
+//! little more than its new and moving rows. A file starts with a poll in full (there is no
+//! previous one); version 1 files (each poll a whole `{"t":..,"observation":{..}}`) still
+//! read. A reader refuses a newer version, a reference to a row the previous poll did not
+//! have, and a poll of more than [`MAX_POLL_ROWS`] rows.
 //!
 //! Every poll is its own member, written and flushed whole, so a recorder killed mid-write
-//! leaves a file readable up to its last complete poll ([`Recording::read`] says it was cut).
-//! `zcat FILE` shows it as JSON lines. A reader refuses a newer version.
+//! leaves a file readable up to its last complete poll ([`Reader::cut`] says it was cut).
+//! `zcat FILE` shows it as JSON lines. [`Reader`] streams a file poll by poll; [`Recording`]
+//! reads one whole.
 //!
 //! It deliberately decides nothing: the replay runs `run_cycle` and `decide()` unchanged.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,16 +54,17 @@ use ipnet::IpNet;
 use rosguard_core::backend::Backend;
 use rosguard_core::decide::Decision;
 use rosguard_core::detect::is_candidate;
-use rosguard_core::model::{ListAddress, ListEntry, Protocol};
-use rosguard_core::observation::{Observation, ObservePlan};
+use rosguard_core::model::{Connection, ListAddress, ListEntry, Protocol};
+use rosguard_core::observation::{Observation, ObservePlan, SharedCandidate};
 use rosguard_core::outcome::{AddResult, Applied, BackendError, RemoveResult};
+use rosguard_core::policy::Protected;
 use rosguard_core::settings::{Detection, Settings};
 use serde::{Deserialize, Serialize};
 
 /// The format name in every header.
 pub const FORMAT: &str = "rosguard-recording";
 /// The version this build writes and the newest it reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// What a recording kept of each poll: rows with at most `max_repl_packets` replies (FastTrack
 /// included) and more than zero sent, of the listed protocols, to any port; TCP flows the stall
@@ -144,7 +166,7 @@ impl Poll {
     }
 }
 
-/// Writes a recording, one gzip member per line.
+/// Writes a recording, one gzip member per line, each poll as a delta of the one before.
 pub struct Writer<W: Write> {
     out: W,
     /// Bytes written so far.
@@ -153,6 +175,12 @@ pub struct Writer<W: Write> {
     pub polls: u64,
     /// Rows written so far.
     pub rows: u64,
+    /// The previous poll's rows, which this poll's refer to.
+    prev: Vec<Connection>,
+    /// The context last written (list timeouts as expiry times).
+    context: Option<PollContext>,
+    /// The line being built.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> Writer<W> {
@@ -163,23 +191,56 @@ impl<W: Write> Writer<W> {
             bytes: 0,
             polls: 0,
             rows: 0,
+            prev: Vec::new(),
+            context: None,
+            buf: Vec::new(),
         };
-        w.line(&serde_json::to_vec(header)?)?;
+        let mut line = serde_json::to_vec(header)?;
+        line.push(b'\n');
+        w.member(&line)?;
         Ok(w)
     }
 
-    /// Appends one poll, whole.
+    /// Appends one poll, whole: its rows as references to the previous poll's where they are
+    /// the same flow, its context only when it changed.
     pub fn poll(&mut self, poll: &Poll) -> Result<()> {
-        self.line(&serde_json::to_vec(poll)?)?;
+        let obs = &poll.observation;
+        let t = poll.time();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        write!(
+            buf,
+            "{{\"t\":{},\"read\":{},\"bad\":{},\"size\":{},\"filtered\":{},\"truncated\":{},\"uptime\":",
+            serde_json::to_string(&poll.t)?,
+            obs.rows_read,
+            obs.bad_rows,
+            opt(obs.table_size),
+            obs.filtered,
+            obs.truncated,
+        )?;
+        serde_json::to_writer(&mut buf, &obs.uptime)?;
+        let changed = self.context.as_ref().is_none_or(|c| !c.same_as(obs, t));
+        if changed {
+            let c = PollContext::of(obs, t);
+            buf.extend_from_slice(b",\"context\":");
+            serde_json::to_writer(&mut buf, &c)?;
+            self.context = Some(c);
+        }
+        buf.extend_from_slice(b",\"rows\":[");
+        encode_rows(&mut buf, &self.prev, &obs.candidates)?;
+        buf.extend_from_slice(b"]}\n");
+        let r = self.member(&buf);
+        self.buf = buf;
+        r?;
+        self.prev.clone_from(&obs.candidates);
         self.polls += 1;
-        self.rows += poll.observation.candidates.len() as u64;
+        self.rows += obs.candidates.len() as u64;
         Ok(())
     }
 
-    fn line(&mut self, json: &[u8]) -> Result<()> {
-        let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
-        gz.write_all(json)?;
-        gz.write_all(b"\n")?;
+    fn member(&mut self, line: &[u8]) -> Result<()> {
+        let mut gz = GzEncoder::new(Vec::with_capacity(line.len() / 4), Compression::fast());
+        gz.write_all(line)?;
         let member = gz.finish()?;
         self.out.write_all(&member)?;
         self.out.flush()?;
@@ -193,7 +254,433 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// A recording read back.
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".to_owned(), |v| v.to_string())
+}
+
+/// The same flow: everything but the counters is equal.
+fn same_flow(a: &Connection, b: &Connection) -> bool {
+    a.id == b.id
+        && a.family == b.family
+        && a.protocol == b.protocol
+        && a.src == b.src
+        && a.dst == b.dst
+        && a.tcp_state == b.tcp_state
+}
+
+fn same_counters(a: &Connection, b: &Connection) -> bool {
+    a.orig_packets == b.orig_packets
+        && a.repl_packets == b.repl_packets
+        && a.orig_bytes == b.orig_bytes
+        && a.repl_bytes == b.repl_bytes
+        && a.orig_fasttrack_packets == b.orig_fasttrack_packets
+        && a.repl_fasttrack_packets == b.repl_fasttrack_packets
+}
+
+/// Writes `rows` as elements referring to `prev` (the format's `rows`, see the module doc).
+fn encode_rows(buf: &mut Vec<u8>, prev: &[Connection], rows: &[Connection]) -> Result<()> {
+    let mut index: Option<HashMap<&str, usize>> = None;
+    // The run of unchanged rows being built: (start in prev, length).
+    let mut run: Option<(usize, usize)> = None;
+    let mut next = 0usize;
+    let mut first = true;
+    let mut sep = |buf: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            buf.push(b',');
+        }
+    };
+    for row in rows {
+        // Rows mostly come back in the same order: try the one after the last match first.
+        let found = match prev.get(next) {
+            Some(p) if p.id == row.id => Some(next),
+            _ => index
+                .get_or_insert_with(|| {
+                    prev.iter()
+                        .enumerate()
+                        .map(|(i, p)| (p.id.as_str(), i))
+                        .collect()
+                })
+                .get(row.id.as_str())
+                .copied(),
+        }
+        .filter(|&i| same_flow(&prev[i], row));
+        match found {
+            Some(i) if same_counters(&prev[i], row) => {
+                run = match run {
+                    Some((s, n)) if s + n == i => Some((s, n + 1)),
+                    other => {
+                        if let Some((s, n)) = other {
+                            sep(buf);
+                            write!(buf, "[{s},{n}]")?;
+                        }
+                        Some((i, 1))
+                    }
+                };
+                next = i + 1;
+            }
+            found => {
+                if let Some((s, n)) = run.take() {
+                    sep(buf);
+                    write!(buf, "[{s},{n}]")?;
+                }
+                sep(buf);
+                match found {
+                    Some(i) => {
+                        write!(
+                            buf,
+                            "[{i},{},{},{},{},{},{}]",
+                            opt(row.orig_packets),
+                            opt(row.repl_packets),
+                            opt(row.orig_bytes),
+                            opt(row.repl_bytes),
+                            opt(row.orig_fasttrack_packets),
+                            opt(row.repl_fasttrack_packets)
+                        )?;
+                        next = i + 1;
+                    }
+                    None => serde_json::to_writer(&mut *buf, row)?,
+                }
+            }
+        }
+    }
+    if let Some((s, n)) = run {
+        sep(buf);
+        write!(buf, "[{s},{n}]")?;
+    }
+    Ok(())
+}
+
+/// What a poll knew besides its rows, as a recording keeps it: list entries' `timeout` is
+/// when the entry expires (seconds since the UNIX epoch), so a list whose entries only count
+/// down is the same context from poll to poll.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct PollContext {
+    #[serde(default)]
+    addresses: Vec<IpNet>,
+    #[serde(default)]
+    protected: Vec<(Protected, Vec<IpAddr>)>,
+    #[serde(default)]
+    allowlist: Vec<ListEntry>,
+    #[serde(default)]
+    block_list: Vec<ListEntry>,
+    #[serde(default)]
+    staging: Vec<ListEntry>,
+    #[serde(default)]
+    own: Vec<IpAddr>,
+    #[serde(default)]
+    shared: Vec<SharedCandidate>,
+}
+
+/// How far an entry's expiry may drift between polls and still be the same entry: the router
+/// reports whole seconds, polls are read at fractional ones.
+const EXPIRY_SLACK: Duration = Duration::from_secs(2);
+
+impl PollContext {
+    fn of(o: &Observation, t: Duration) -> Self {
+        let expiring = |l: &[ListEntry]| {
+            l.iter()
+                .map(|e| ListEntry {
+                    timeout: e.timeout.map(|d| t + d),
+                    ..e.clone()
+                })
+                .collect()
+        };
+        Self {
+            addresses: o.addresses.clone(),
+            protected: o.protected.clone(),
+            allowlist: expiring(&o.allowlist),
+            block_list: expiring(&o.block_list),
+            staging: expiring(&o.staging),
+            own: o.own.clone(),
+            shared: o.shared.clone(),
+        }
+    }
+
+    fn same_as(&self, o: &Observation, t: Duration) -> bool {
+        let same_list = |kept: &[ListEntry], now: &[ListEntry]| {
+            kept.len() == now.len()
+                && kept.iter().zip(now).all(|(k, n)| {
+                    k.id == n.id
+                        && k.list == n.list
+                        && k.address == n.address
+                        && k.dynamic == n.dynamic
+                        && k.disabled == n.disabled
+                        && k.comment == n.comment
+                        && match (k.timeout, n.timeout) {
+                            (None, None) => true,
+                            (Some(end), Some(left)) => end.abs_diff(t + left) <= EXPIRY_SLACK,
+                            _ => false,
+                        }
+                })
+        };
+        self.addresses == o.addresses
+            && self.protected == o.protected
+            && same_list(&self.allowlist, &o.allowlist)
+            && same_list(&self.block_list, &o.block_list)
+            && same_list(&self.staging, &o.staging)
+            && self.own == o.own
+            && self.shared == o.shared
+    }
+
+    /// Fills `o`'s context as it was at `t`.
+    fn fill(&self, o: &mut Observation, t: Duration) {
+        let left = |l: &[ListEntry]| {
+            l.iter()
+                .map(|e| ListEntry {
+                    timeout: e.timeout.map(|end| end.saturating_sub(t)),
+                    ..e.clone()
+                })
+                .collect()
+        };
+        o.addresses.clone_from(&self.addresses);
+        o.protected.clone_from(&self.protected);
+        o.allowlist = left(&self.allowlist);
+        o.block_list = left(&self.block_list);
+        o.staging = left(&self.staging);
+        o.own.clone_from(&self.own);
+        o.shared.clone_from(&self.shared);
+    }
+}
+
+/// One poll as version 2 writes it.
+#[derive(Deserialize)]
+struct Line {
+    t: f64,
+    read: u64,
+    bad: u64,
+    size: Option<u64>,
+    filtered: bool,
+    truncated: bool,
+    uptime: Option<Duration>,
+    context: Option<PollContext>,
+    rows: Vec<Element>,
+}
+
+/// An element of a version 2 poll's `rows`.
+enum Element {
+    /// A row in full.
+    Row(Box<Connection>),
+    /// The previous poll's rows `start..start + len`, unchanged.
+    Same { start: usize, len: usize },
+    /// The previous poll's row `index` with these counters.
+    Moved {
+        index: usize,
+        counters: [Option<u64>; 6],
+    },
+}
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Element;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a row, [start, len] or [index, 6 counters]")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Element, A::Error> {
+                Connection::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(|c| Element::Row(Box::new(c)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Element, A::Error> {
+                use serde::de::Error;
+                let index: usize = s
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let second: Option<u64> = s
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let mut counters = [second, None, None, None, None, None];
+                let mut n = 1;
+                while let Some(c) = s.next_element::<Option<u64>>()? {
+                    if n == 6 {
+                        return Err(A::Error::invalid_length(7, &self));
+                    }
+                    counters[n] = c;
+                    n += 1;
+                }
+                match (n, second) {
+                    (1, Some(len)) => Ok(Element::Same {
+                        start: index,
+                        len: usize::try_from(len).map_err(A::Error::custom)?,
+                    }),
+                    (6, _) => Ok(Element::Moved { index, counters }),
+                    _ => Err(A::Error::invalid_length(n + 1, &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The most rows one poll may expand to when read: ten times the daemon's default
+/// `max_candidates`, far below what references in a crafted file could multiply to.
+pub const MAX_POLL_ROWS: usize = 1_000_000;
+
+/// Reads a recording poll by poll, holding one poll (and the one before) at a time.
+pub struct Reader<R: Read> {
+    input: BufReader<MultiGzDecoder<R>>,
+    /// The recording's header.
+    pub header: Header,
+    max_line: u64,
+    prev: Vec<Connection>,
+    context: PollContext,
+    read: usize,
+    cut: Option<String>,
+    done: bool,
+}
+
+impl Reader<File> {
+    /// Opens a recording file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Self::new(f).with_context(|| format!("{} is not a readable recording", path.display()))
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// Reads the header; the polls follow with [`Iterator::next`].
+    pub fn new(r: R) -> Result<Self> {
+        Self::with_limit(r, MAX_LINE_BYTES)
+    }
+
+    fn with_limit(r: R, max_line: u64) -> Result<Self> {
+        let mut input = BufReader::new(MultiGzDecoder::new(r));
+        let first = match next_line(&mut input, max_line) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => bail!("no header: {e}"),
+            None => bail!("the file is empty"),
+        };
+        let header: Header = serde_json::from_slice(&first)
+            .context("the first line is not a rosguard recording header")?;
+        if header.format != FORMAT {
+            bail!("format {:?} is not {FORMAT:?}", header.format);
+        }
+        if header.version > VERSION || header.version == 0 {
+            bail!(
+                "format version {} is newer than this rosguard reads ({VERSION}); use a newer rosguard",
+                header.version
+            );
+        }
+        Ok(Self {
+            input,
+            header,
+            max_line,
+            prev: Vec::new(),
+            context: PollContext::default(),
+            read: 0,
+            cut: None,
+            done: false,
+        })
+    }
+
+    /// Why reading stopped before the end of the file (a recorder killed mid-write, damage),
+    /// once the polls are read; `None` when the file ended after a complete poll.
+    pub fn cut(&self) -> Option<&str> {
+        self.cut.as_deref()
+    }
+
+    fn decode(&mut self, line: &[u8]) -> Result<Poll, String> {
+        if self.header.version == 1 {
+            return serde_json::from_slice::<Poll>(line).map_err(|e| e.to_string());
+        }
+        let l: Line = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        let t =
+            Duration::try_from_secs_f64(l.t).map_err(|_| format!("time {} is not valid", l.t))?;
+        if let Some(c) = l.context {
+            self.context = c;
+        }
+        let mut rows: Vec<Connection> = Vec::with_capacity(l.rows.len().min(MAX_POLL_ROWS));
+        let prev = &self.prev;
+        let bad = |what: String| format!("{what} (the previous poll had {} rows)", prev.len());
+        for e in l.rows {
+            let n = match &e {
+                Element::Same { len, .. } => *len,
+                _ => 1,
+            };
+            if rows.len().saturating_add(n) > MAX_POLL_ROWS {
+                return Err(format!("a poll of more than {MAX_POLL_ROWS} rows"));
+            }
+            match e {
+                Element::Row(c) => rows.push(*c),
+                Element::Same { start, len } => {
+                    let r = prev
+                        .get(start..start.saturating_add(len))
+                        .ok_or_else(|| bad(format!("rows {start}..+{len} do not exist")))?;
+                    rows.extend_from_slice(r);
+                }
+                Element::Moved { index, counters } => {
+                    let mut c = prev
+                        .get(index)
+                        .ok_or_else(|| bad(format!("row {index} does not exist")))?
+                        .clone();
+                    [
+                        c.orig_packets,
+                        c.repl_packets,
+                        c.orig_bytes,
+                        c.repl_bytes,
+                        c.orig_fasttrack_packets,
+                        c.repl_fasttrack_packets,
+                    ] = counters;
+                    rows.push(c);
+                }
+            }
+        }
+        let mut observation = Observation {
+            candidates: Vec::new(),
+            rows_read: l.read,
+            bad_rows: l.bad,
+            table_size: l.size,
+            filtered: l.filtered,
+            truncated: l.truncated,
+            uptime: l.uptime,
+            ..Observation::default()
+        };
+        self.context.fill(&mut observation, t);
+        self.prev.clone_from(&rows);
+        observation.candidates = rows;
+        Ok(Poll {
+            t: l.t,
+            observation,
+        })
+    }
+}
+
+impl<R: Read> Iterator for Reader<R> {
+    type Item = Poll;
+
+    /// The next complete poll; `None` at the end or at a damaged poll ([`Reader::cut`] says
+    /// which).
+    fn next(&mut self) -> Option<Poll> {
+        if self.done {
+            return None;
+        }
+        let parsed = match next_line(&mut self.input, self.max_line)? {
+            Ok(l) => self.decode(&l),
+            Err(e) => Err(e.to_string()),
+        };
+        match parsed {
+            Ok(p) => {
+                self.read += 1;
+                Some(p)
+            }
+            Err(e) => {
+                self.done = true;
+                self.cut = Some(format!(
+                    "poll {} is incomplete or damaged ({e}); read the {} before it",
+                    self.read + 1,
+                    self.read
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// A recording read whole into memory (for small ones: tests, fixtures, the simulator's
+/// replay); [`Reader`] streams.
 #[derive(Debug, Clone)]
 pub struct Recording {
     /// Its header.
@@ -207,54 +694,26 @@ pub struct Recording {
 impl Recording {
     /// Reads a recording file.
     pub fn open(path: &Path) -> Result<Self> {
-        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Self::read(f).with_context(|| format!("{} is not a readable recording", path.display()))
+        Ok(Self::collect(Reader::open(path)?))
     }
 
     /// Reads a recording; polls after a damaged or cut-off point are dropped and said so.
     pub fn read(r: impl Read) -> Result<Self> {
-        Self::read_with_limit(r, MAX_LINE_BYTES)
+        Ok(Self::collect(Reader::new(r)?))
     }
 
-    /// [`Recording::read`] with lines of at most `max` bytes.
+    #[cfg(test)]
     fn read_with_limit(r: impl Read, max: u64) -> Result<Self> {
-        let mut reader = BufReader::new(MultiGzDecoder::new(r));
-        let mut lines = std::iter::from_fn(move || next_line(&mut reader, max));
-        let first = match lines.next() {
-            Some(Ok(l)) => l,
-            Some(Err(e)) => bail!("no header: {e}"),
-            None => bail!("the file is empty"),
-        };
-        let header: Header = serde_json::from_slice(&first)
-            .context("the first line is not a rosguard recording header")?;
-        if header.format != FORMAT {
-            bail!("format {:?} is not {FORMAT:?}", header.format);
+        Ok(Self::collect(Reader::with_limit(r, max)?))
+    }
+
+    fn collect<R: Read>(mut r: Reader<R>) -> Self {
+        let polls = r.by_ref().collect();
+        Self {
+            header: r.header.clone(),
+            polls,
+            cut: r.cut.take(),
         }
-        if header.version > VERSION {
-            bail!(
-                "format version {} is newer than this rosguard reads ({VERSION}); use a newer rosguard",
-                header.version
-            );
-        }
-        let mut polls = Vec::new();
-        let mut cut = None;
-        for (i, line) in lines.enumerate() {
-            let parsed = line
-                .map_err(|e| e.to_string())
-                .and_then(|l| serde_json::from_slice::<Poll>(&l).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(p) => polls.push(p),
-                Err(e) => {
-                    cut = Some(format!(
-                        "poll {} is incomplete or damaged ({e}); read the {} before it",
-                        i + 1,
-                        polls.len()
-                    ));
-                    break;
-                }
-            }
-        }
-        Ok(Self { header, polls, cut })
     }
 }
 
@@ -281,11 +740,14 @@ fn next_line(r: &mut impl BufRead, max: u64) -> Option<std::io::Result<Vec<u8>>>
     }
 }
 
-/// Plays a recording's polls as a router: each `observe` is the next poll, cut down by the
-/// replayed settings' own candidate test; the block list is the recording's at the start plus
-/// what the replay added (expiring on the recording's clock), not what the live daemon did.
+/// Plays a recording's polls as a router: each `observe` is the poll last [`fed`], cut down by
+/// the replayed settings' own candidate test; the block list is the recording's at the start
+/// plus what the replay added (expiring on the recording's clock), not what the live daemon did.
+///
+/// [`fed`]: RecordingBackend::feed
+#[derive(Default)]
 pub struct RecordingBackend {
-    polls: std::vec::IntoIter<Poll>,
+    next: Option<(Duration, Observation)>,
     now: Duration,
     list: Vec<(ListEntry, Option<Duration>)>,
     next_id: u64,
@@ -293,20 +755,45 @@ pub struct RecordingBackend {
 }
 
 impl RecordingBackend {
-    /// A backend over `recording`'s polls.
-    pub fn new(recording: Recording) -> Self {
+    /// A backend with nothing to play yet.
+    pub fn new() -> Self {
         Self {
-            polls: recording.polls.into_iter(),
-            now: Duration::ZERO,
-            list: Vec::new(),
             next_id: 1,
-            started: false,
+            ..Self::default()
         }
     }
 
-    /// The time of the poll `observe` will return next, if any is left.
-    pub fn peek_time(&self) -> Option<Duration> {
-        self.polls.as_slice().first().map(Poll::time)
+    /// Makes `poll` what the next `observe` returns, keeping only its rows `settings` would
+    /// read (so a replay of many settings clones only what each one looks at).
+    pub fn feed(&mut self, poll: &Poll, settings: &Settings) {
+        let o = &poll.observation;
+        let d = &settings.detection;
+        let obs = Observation {
+            candidates: o
+                .candidates
+                .iter()
+                .filter(|c| is_candidate(c, d))
+                .cloned()
+                .collect(),
+            rows_read: o.rows_read,
+            bad_rows: o.bad_rows,
+            table_size: o.table_size,
+            filtered: o.filtered,
+            truncated: o.truncated,
+            addresses: o.addresses.clone(),
+            protected: o.protected.clone(),
+            allowlist: o.allowlist.clone(),
+            block_list: if self.started {
+                Vec::new()
+            } else {
+                o.block_list.clone()
+            },
+            staging: o.staging.clone(),
+            uptime: o.uptime,
+            own: o.own.clone(),
+            shared: o.shared.clone(),
+        };
+        self.next = Some((poll.time(), obs));
     }
 }
 
@@ -314,7 +801,7 @@ fn exhausted() -> BackendError {
     BackendError {
         kind: rosguard_core::FailureKind::ConnectionLost,
         label: "recording".into(),
-        message: "the recording has no more polls".into(),
+        message: "no poll was fed to the recording backend".into(),
     }
 }
 
@@ -326,21 +813,19 @@ impl Backend for RecordingBackend {
     async fn observe(
         &mut self,
         _plan: &ObservePlan,
-        settings: &Settings,
+        _settings: &Settings,
     ) -> Result<Observation, BackendError> {
-        let poll = self.polls.next().ok_or_else(exhausted)?;
-        self.now = poll.time();
-        let mut obs = poll.observation;
+        let (now, mut obs) = self.next.take().ok_or_else(exhausted)?;
+        self.now = now;
         if !self.started {
             // The list as it was when recording started; from here on, the replay's own.
             self.started = true;
             self.list = obs
                 .block_list
                 .iter()
-                .map(|e| (e.clone(), e.timeout.map(|t| self.now + t)))
+                .map(|e| (e.clone(), e.timeout.map(|t| now + t)))
                 .collect();
         }
-        let now = self.now;
         self.list.retain(|(_, end)| end.is_none_or(|end| end > now));
         obs.block_list = self
             .list
@@ -350,8 +835,6 @@ impl Backend for RecordingBackend {
                 ..e.clone()
             })
             .collect();
-        let d = &settings.detection;
-        obs.candidates.retain(|c| is_candidate(c, d));
         Ok(obs)
     }
 
@@ -493,6 +976,225 @@ mod tests {
         let bytes = Writer::new(Vec::new(), &h).unwrap().into_inner();
         let e = format!("{:#}", Recording::read(&bytes[..]).unwrap_err());
         assert!(e.contains("newer"), "{e}");
+    }
+
+    fn row(id: u32, orig: u64, repl: u64) -> Connection {
+        use rosguard_core::model::{ConnId, Endpoint, Family};
+        Connection {
+            id: ConnId::new(format!("*{id:X}")),
+            family: Family::V4,
+            protocol: Protocol::Tcp,
+            src: Endpoint {
+                addr: IpAddr::from([192, 168, 88, (id % 200) as u8 + 2]),
+                port: Some(40000 + id as u16),
+            },
+            dst: Endpoint {
+                addr: IpAddr::from([203, 0, 113, 5]),
+                port: Some(443),
+            },
+            orig_packets: Some(orig),
+            repl_packets: Some(repl),
+            orig_bytes: Some(orig * 60),
+            repl_bytes: None,
+            orig_fasttrack_packets: None,
+            repl_fasttrack_packets: None,
+            tcp_state: None,
+        }
+    }
+
+    fn entry(id: u32, timeout: Option<u64>) -> ListEntry {
+        ListEntry {
+            id: format!("*{id}"),
+            list: "tls_block".into(),
+            address: ListAddress::Net(IpNet::from(IpAddr::from([198, 51, 100, id as u8]))),
+            timeout: timeout.map(Duration::from_secs),
+            dynamic: timeout.is_some(),
+            disabled: false,
+            comment: Some("rosguard: test".into()),
+        }
+    }
+
+    fn write_all(polls: &[Poll]) -> (Vec<u8>, u64) {
+        let mut w = Writer::new(Vec::new(), &header()).unwrap();
+        for p in polls {
+            w.poll(p).unwrap();
+        }
+        let bytes = w.bytes;
+        (w.into_inner(), bytes)
+    }
+
+    #[test]
+    fn unchanged_rows_are_written_as_references_and_read_back_whole() {
+        let rows: Vec<Connection> = (0..500).map(|i| row(i, 5, 0)).collect();
+        let mut moved = rows.clone();
+        moved[7].orig_packets = Some(9);
+        moved.remove(100);
+        moved.push(row(999, 4, 1));
+        let poll = |t: f64, candidates: &[Connection], left: u64| Poll {
+            t,
+            observation: Observation {
+                candidates: candidates.to_vec(),
+                rows_read: candidates.len() as u64,
+                block_list: vec![entry(1, Some(left)), entry(2, None)],
+                ..Observation::default()
+            },
+        };
+        // The block list's entry counts down: the same context.
+        let polls = vec![poll(1.0e9, &rows, 600), poll(1.0e9 + 2.0, &moved, 598)];
+        let (bytes, _) = write_all(&polls);
+        // The second poll is a handful of references, not 500 rows again.
+        let lines: Vec<String> = std::io::BufReader::new(MultiGzDecoder::new(&bytes[..]))
+            .lines()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].contains("\"context\""), "{}", &lines[1][..200]);
+        assert!(!lines[2].contains("\"context\""), "{}", lines[2]);
+        assert!(
+            lines[2].contains("[0,7],[7,9,0,300,null,null,null],[8,92],[101,399],{"),
+            "{}",
+            lines[2]
+        );
+        let back = Recording::read(&bytes[..]).unwrap();
+        assert_eq!(back.polls, polls);
+    }
+
+    #[test]
+    fn a_reference_to_a_row_that_was_not_there_cuts_the_recording() {
+        for bad in ["[[0,3]]", "[[5,1,1,1,1,1,1]]", "[[0]]", "[[0,1,2]]"] {
+            let mut w = Writer::new(Vec::new(), &header()).unwrap();
+            w.poll(&Poll {
+                t: 1.0e9,
+                observation: Observation {
+                    candidates: vec![row(1, 5, 0), row(2, 5, 0)],
+                    ..Observation::default()
+                },
+            })
+            .unwrap();
+            let line = format!(
+                "{{\"t\":1000000002.0,\"read\":0,\"bad\":0,\"size\":null,\"filtered\":false,\"truncated\":false,\"uptime\":null,\"rows\":{bad}}}\n"
+            );
+            w.member(line.as_bytes()).unwrap();
+            let r = Recording::read(&w.into_inner()[..]).unwrap();
+            assert_eq!(r.polls.len(), 1, "{bad}");
+            assert!(
+                r.cut.as_deref().unwrap().contains("poll 2"),
+                "{bad}: {:?}",
+                r.cut
+            );
+        }
+    }
+
+    #[test]
+    fn references_cannot_multiply_a_poll_past_the_row_limit() {
+        let mut w = Writer::new(Vec::new(), &header()).unwrap();
+        let rows: Vec<Connection> = (0..1000).map(|i| row(i, 5, 0)).collect();
+        w.poll(&Poll {
+            t: 1.0e9,
+            observation: Observation {
+                candidates: rows,
+                ..Observation::default()
+            },
+        })
+        .unwrap();
+        let refs = vec!["[0,1000]"; MAX_POLL_ROWS / 1000 + 1].join(",");
+        let line = format!(
+            "{{\"t\":1000000002.0,\"read\":0,\"bad\":0,\"size\":null,\"filtered\":false,\"truncated\":false,\"uptime\":null,\"rows\":[{refs}]}}\n"
+        );
+        w.member(line.as_bytes()).unwrap();
+        let r = Recording::read(&w.into_inner()[..]).unwrap();
+        assert_eq!(r.polls.len(), 1);
+        assert!(
+            r.cut.as_deref().unwrap().contains("more than"),
+            "{:?}",
+            r.cut
+        );
+    }
+
+    #[test]
+    fn a_version_1_recording_still_reads() {
+        let mut h = header();
+        h.version = 1;
+        let p = Poll {
+            t: 1.0e9,
+            observation: Observation {
+                candidates: vec![row(1, 5, 0)],
+                rows_read: 3,
+                ..Observation::default()
+            },
+        };
+        let mut w = Writer::new(Vec::new(), &h).unwrap();
+        let mut line = serde_json::to_vec(&p).unwrap();
+        line.push(b'\n');
+        w.member(&line).unwrap();
+        let r = Recording::read(&w.into_inner()[..]).unwrap();
+        assert_eq!(r.header.version, 1);
+        assert_eq!(r.polls, vec![p]);
+    }
+
+    proptest::proptest! {
+        /// Whatever rows come and go, move or reorder, a poll reads back as it was written.
+        #[test]
+        fn polls_read_back_as_written(
+            steps in proptest::collection::vec(
+                proptest::collection::vec((0u32..40, 0u64..4, 0u64..3, proptest::bool::ANY), 0..30),
+                1..8,
+            ),
+            lists in proptest::collection::vec(proptest::option::of(0u64..5), 1..8),
+        ) {
+            let mut polls = Vec::new();
+            for (i, rows) in steps.iter().enumerate() {
+                let mut seen = std::collections::HashSet::new();
+                let mut candidates: Vec<Connection> = rows
+                    .iter()
+                    .filter(|(id, ..)| seen.insert(*id))
+                    .map(|&(id, o, r, udp)| {
+                        let mut c = row(id, o, r);
+                        if udp {
+                            c.protocol = Protocol::Udp;
+                        }
+                        c
+                    })
+                    .collect();
+                if i % 3 == 2 {
+                    candidates.reverse();
+                }
+                let t = 1_000_000_000 + 2 * i as u64;
+                let block_list = match lists[i % lists.len()] {
+                    None => Vec::new(),
+                    Some(n) => (0..n as u32).map(|k| entry(k, (k % 2 == 0).then_some(300))).collect(),
+                };
+                polls.push(Poll {
+                    t: t as f64,
+                    observation: Observation {
+                        rows_read: candidates.len() as u64,
+                        candidates,
+                        block_list,
+                        uptime: Some(Duration::from_secs(t)),
+                        ..Observation::default()
+                    },
+                });
+            }
+            let (bytes, _) = write_all(&polls);
+            let back = Recording::read(&bytes[..]).unwrap();
+            proptest::prop_assert!(back.cut.is_none());
+            proptest::prop_assert_eq!(back.polls.len(), polls.len());
+            for (a, b) in back.polls.iter().zip(&polls) {
+                proptest::prop_assert_eq!(&a.observation.candidates, &b.observation.candidates);
+                proptest::prop_assert_eq!(a.observation.rows_read, b.observation.rows_read);
+                proptest::prop_assert_eq!(a.observation.uptime, b.observation.uptime);
+                proptest::prop_assert_eq!(a.observation.block_list.len(), b.observation.block_list.len());
+                for (x, y) in a.observation.block_list.iter().zip(&b.observation.block_list) {
+                    proptest::prop_assert_eq!(&x.address, &y.address);
+                    let (x, y) = (x.timeout.map(|d| d.as_secs()), y.timeout.map(|d| d.as_secs()));
+                    let close = match (x, y) {
+                        (Some(x), Some(y)) => x.abs_diff(y) <= 2,
+                        (x, y) => x == y,
+                    };
+                    proptest::prop_assert!(close, "{:?} {:?}", x, y);
+                }
+            }
+        }
     }
 
     #[test]

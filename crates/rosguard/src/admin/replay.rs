@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use rosguard_core::backend::Backend;
 use rosguard_core::decide::GuardState;
 use rosguard_core::observation::ObservePlan;
+use rosguard_core::policy::SkipReason;
 use rosguard_core::settings::Settings;
 use routeros_proto::format_duration;
 use serde::Serialize;
@@ -25,7 +26,7 @@ use crate::events::Events;
 use crate::outln;
 use crate::output::printable;
 use crate::recording::{
-    Header, Poll, Prefilter, Recording, RecordingBackend, Writer, FORMAT, VERSION,
+    Header, Poll, Prefilter, Reader, Recording, RecordingBackend, Writer, FORMAT, VERSION,
 };
 use crate::state::{memory, unix_now};
 
@@ -128,6 +129,8 @@ pub struct ReplayBlock {
     pub address: IpAddr,
     /// The entry's timeout.
     pub timeout: String,
+    /// The same, in seconds.
+    pub timeout_secs: u64,
     pub level: u32,
     /// The comment (the evidence in one line).
     pub comment: String,
@@ -143,6 +146,8 @@ pub struct ReplayOutcome {
     pub blocks: Vec<ReplayBlock>,
     /// Addresses flagged but never to be blocked, with why (each reason once).
     pub spared: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// The spared addresses the allowlist (the router's or the config's) kept.
+    pub allowlisted: BTreeSet<IpAddr>,
     /// Caps and brakes that held something back, with how many cycles they fired in.
     pub caps_hit: BTreeMap<String, u64>,
     /// What the settings could flag that the recording did not keep.
@@ -158,62 +163,85 @@ impl ReplayOutcome {
     }
 }
 
-/// Replays `recording` under `settings` through the daemon's cycle.
-pub async fn replay_with(
-    recording: Recording,
-    router: &str,
-    settings: &Settings,
-) -> Result<ReplayOutcome> {
-    let mut settings = settings.clone();
-    // A replay asks what would have been blocked: it "adds" to its own list.
-    settings.blocking.dry_run = false;
-    let mut out = ReplayOutcome {
-        polls: recording.polls.len(),
-        rows: recording
-            .polls
-            .iter()
-            .map(|p| p.observation.candidates.len() as u64)
-            .sum(),
-        blind_spots: recording.header.prefilter.blind_spots(&settings.detection),
-        cut: recording.cut.clone(),
-        ..ReplayOutcome::default()
-    };
-    let first = recording.polls.first().map(Poll::time).unwrap_or_default();
-    let last = recording.polls.last().map(Poll::time).unwrap_or_default();
-    out.span = last.saturating_sub(first).as_secs();
-    let env = CycleEnv {
-        store: memory(),
-        events: Events::new(),
-    };
-    let mut backend = RecordingBackend::new(recording);
-    let mut state = GuardState::new(&settings);
-    let mut notes = Notes::default();
-    let limits = Limits::default();
-    while let Some(now) = backend.peek_time() {
+/// One setting's replay, fed poll by poll: several run side by side over one read of a
+/// recording (`--compare`, `rosguard tune`).
+pub struct Replayer {
+    router: String,
+    settings: Settings,
+    backend: RecordingBackend,
+    state: GuardState,
+    env: CycleEnv,
+    notes: Notes,
+    limits: Limits,
+    first: Option<Duration>,
+    out: ReplayOutcome,
+}
+
+impl Replayer {
+    /// A replay of `router`'s recording (made under `prefilter`) with `settings`.
+    pub fn new(router: &str, settings: &Settings, prefilter: &Prefilter) -> Self {
+        let mut settings = settings.clone();
+        // A replay asks what would have been blocked: it "adds" to its own list.
+        settings.blocking.dry_run = false;
+        Self {
+            router: router.to_owned(),
+            state: GuardState::new(&settings),
+            out: ReplayOutcome {
+                blind_spots: prefilter.blind_spots(&settings.detection),
+                ..ReplayOutcome::default()
+            },
+            settings,
+            backend: RecordingBackend::new(),
+            env: CycleEnv {
+                store: memory(),
+                events: Events::new(),
+            },
+            notes: Notes::default(),
+            limits: Limits::default(),
+            first: None,
+        }
+    }
+
+    /// Runs the daemon's cycle on `poll`, at the poll's time.
+    pub async fn step(&mut self, poll: &Poll) -> Result<()> {
+        let now = poll.time();
+        let first = *self.first.get_or_insert(now);
+        self.out.polls += 1;
+        self.out.rows += poll.observation.candidates.len() as u64;
+        self.out.span = now.saturating_sub(first).as_secs();
+        self.backend.feed(poll, &self.settings);
         let r = run_cycle(
-            &mut backend,
-            router,
-            &settings,
-            &mut state,
-            &env,
-            &mut notes,
+            &mut self.backend,
+            &self.router,
+            &self.settings,
+            &mut self.state,
+            &self.env,
+            &mut self.notes,
             Vec::new(),
             now,
-            &limits,
+            &self.limits,
         )
         .await
         .map_err(|e| anyhow::anyhow!("replaying: {e}"))?;
-        let at = now.saturating_sub(first).as_secs();
+        let out = &mut self.out;
+        let at = out.span;
         for b in r.new_blocks() {
             out.blocks.push(ReplayBlock {
                 at,
                 address: b.address,
                 timeout: format_duration(b.timeout),
+                timeout_secs: b.timeout.as_secs(),
                 level: b.level,
                 comment: b.comment.clone(),
             });
         }
         for s in r.skipped.iter().filter(|s| s.reason.is_safety()) {
+            if matches!(
+                s.reason,
+                SkipReason::RouterAllowlist | SkipReason::ConfigAllow
+            ) {
+                out.allowlisted.insert(s.address);
+            }
             out.spared
                 .entry(s.address)
                 .or_default()
@@ -227,8 +255,27 @@ pub async fn replay_with(
                 *out.caps_hit.entry(b.cap.as_str().to_owned()).or_default() += 1;
             }
         }
+        Ok(())
     }
-    Ok(out)
+
+    /// What the replay decided; `cut` is why the recording ended early, if it did.
+    pub fn finish(mut self, cut: Option<&str>) -> ReplayOutcome {
+        self.out.cut = cut.map(str::to_owned);
+        self.out
+    }
+}
+
+/// Replays `recording` under `settings` through the daemon's cycle.
+pub async fn replay_with(
+    recording: Recording,
+    router: &str,
+    settings: &Settings,
+) -> Result<ReplayOutcome> {
+    let mut r = Replayer::new(router, settings, &recording.header.prefilter);
+    for p in &recording.polls {
+        r.step(p).await?;
+    }
+    Ok(r.finish(recording.cut.as_deref()))
 }
 
 /// The settings a replay uses: the router of the config the recording names (or `--router`),
@@ -267,17 +314,27 @@ pub async fn replay(
     only: Option<&str>,
     json: bool,
 ) -> Result<ExitCode> {
-    let rec = Recording::open(file)?;
-    let recorded = rec.header.router.clone();
+    let mut reader = Reader::open(file)?;
+    let recorded = reader.header.router.clone();
+    let prefilter = reader.header.prefilter.clone();
     let (name, sa) = settings_for(a, only, &recorded)?;
-    let first = replay_with(rec.clone(), &name, &sa).await?;
-    let second = match b {
+    let mut first = Replayer::new(&name, &sa, &prefilter);
+    let mut second = match b {
         Some(b) => {
             let (_, sb) = settings_for(Some(b), only, &recorded)?;
-            Some(replay_with(rec, &name, &sb).await?)
+            Some(Replayer::new(&name, &sb, &prefilter))
         }
         None => None,
     };
+    // One pass over the file, however long: each poll is read once and dropped.
+    for poll in reader.by_ref() {
+        first.step(&poll).await?;
+        if let Some(s) = &mut second {
+            s.step(&poll).await?;
+        }
+    }
+    let first = first.finish(reader.cut());
+    let second = second.map(|s| s.finish(reader.cut()));
     if json {
         let v = match &second {
             None => serde_json::json!({ "router": name, "replay": first }),
