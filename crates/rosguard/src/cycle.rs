@@ -63,6 +63,9 @@ pub struct Limits {
     pub stop: CancellationToken,
     /// `daemon.cycle_deadline` from the cycle's start.
     pub deadline: Duration,
+    /// The cycle replays a recording into a store of its own, in memory: it keeps only what
+    /// `decide()` reads back (blocks, lifts), not counters or the tracker's state.
+    pub replay: bool,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
         Self {
             stop: CancellationToken::new(),
             deadline: Duration::from_secs(60),
+            replay: false,
         }
     }
 }
@@ -174,6 +178,7 @@ pub async fn run_cycle<B: Backend>(
         &applied,
         &report,
         now,
+        limits.replay,
     )
     .await;
     emit(env, router, settings, &decision, &applied, now);

@@ -335,6 +335,7 @@ async fn run_router<B: Backend>(
             let limits = Limits {
                 stop: shutdown.clone(),
                 deadline: cfg.daemon.cycle_deadline,
+                replay: false,
             };
             let result = run_cycle(
                 &mut backend,

@@ -127,6 +127,72 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Sweep the detection settings over a recording: what each would have blocked.
+    ///
+    /// Replays the recording under every combination of the values below (the daemon's own
+    /// decisions, on the recording's clock), starting from the settings of -c CONFIG (or the
+    /// defaults), and prints per setting the addresses blocked, the block-hours and how many
+    /// flagged addresses the allowlist caught; with --labels, true and false positives,
+    /// precision and recall. It marks the frontier (settings no other beats on both) and
+    /// suggests one, as TOML for [detection]. Settings looser than the recording kept are
+    /// NOT ANSWERED. Changes nothing.
+    Tune {
+        /// The recording (from `rosguard record` or the daemon's [record]).
+        file: PathBuf,
+        /// The config whose other settings to keep (default: the built-in defaults).
+        #[arg(short, long, value_name = "CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        router: RouterArg,
+        /// Known good and bad addresses: lines `good ADDRESS[/PREFIX]`, `bad ADDRESS`, or
+        /// `bad SRC -> DST[:PORT]` (labels the flow's remote end); or the lab's labels.json.
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+        /// Also draw the sweep as a PNG scatter plot (caught against wrongly caught).
+        #[arg(long, value_name = "OUT.png")]
+        chart: Option<PathBuf>,
+        /// Values of detection.min_orig_packets to try.
+        #[arg(
+            long,
+            value_name = "N,..",
+            value_delimiter = ',',
+            default_value = "2,3,5,8"
+        )]
+        min_orig_packets: Vec<u64>,
+        /// Values of detection.max_repl_packets to try.
+        #[arg(
+            long,
+            value_name = "N,..",
+            value_delimiter = ',',
+            default_value = "0,1,2,4"
+        )]
+        max_repl_packets: Vec<u64>,
+        /// Values of detection.min_observations to try.
+        #[arg(
+            long,
+            value_name = "N,..",
+            value_delimiter = ',',
+            default_value = "1,2,3"
+        )]
+        min_observations: Vec<u32>,
+        /// Values of detection.min_flagged_connections to try.
+        #[arg(
+            long,
+            value_name = "N,..",
+            value_delimiter = ',',
+            default_value = "1,2,3"
+        )]
+        min_flagged_connections: Vec<u32>,
+        /// Values of detection.window to try (where min_flagged_connections > 1).
+        #[arg(long, value_name = "DURATION,..", value_delimiter = ',', value_parser = duration_arg, default_value = "1m,5m")]
+        window: Vec<Duration>,
+        /// Print every setting, not only the frontier, the current and the suggested.
+        #[arg(long)]
+        all: bool,
+        /// Print the sweep as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the config file and exit 0, or print the problem and exit 1.
     CheckConfig {
         #[command(flatten)]
@@ -382,6 +448,43 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 router.router.as_deref(),
                 json,
             ))
+        }
+        Cmd::Tune {
+            file,
+            config,
+            router,
+            labels,
+            chart,
+            min_orig_packets,
+            max_repl_packets,
+            min_observations,
+            min_flagged_connections,
+            window,
+            all,
+            json,
+        } => {
+            logging::init(LogLevel::Error, format)?;
+            let cfg = config
+                .as_deref()
+                .map(|p| rosguard::config::read_config_with(p, rosguard::config::Secrets::Skip))
+                .transpose()?;
+            let grid = admin::Grid {
+                min_orig_packets,
+                max_repl_packets,
+                min_observations,
+                min_flagged_connections,
+                window,
+            };
+            admin::tune(
+                &file,
+                cfg.as_ref(),
+                router.router.as_deref(),
+                &grid,
+                labels.as_deref(),
+                chart.as_deref(),
+                all,
+                json,
+            )
         }
         Cmd::List {
             config,

@@ -116,7 +116,8 @@ fn counters(r: &CycleReport) -> Vec<(String, u64)> {
     c
 }
 
-/// Writes what a cycle did in one transaction (and prunes old history now and then).
+/// Writes what a cycle did in one transaction (and prunes old history now and then). A
+/// `replay` writes only what `decide()` reads back (blocks, lifts, holds), in place.
 #[allow(clippy::too_many_arguments)]
 pub async fn persist(
     store: &SharedStore,
@@ -128,6 +129,7 @@ pub async fn persist(
     applied: &Applied,
     report: &CycleReport,
     now: Duration,
+    replay: bool,
 ) {
     let list = s.blocking.address_list.clone();
     let mut blocks: Vec<NewBlock> = d
@@ -176,8 +178,8 @@ pub async fn persist(
         blocks,
         placed,
         lifts,
-        counters: counters(report),
-        strikes: GuardState::tracker_persists(s).then(|| {
+        counters: if replay { Vec::new() } else { counters(report) },
+        strikes: (!replay && GuardState::tracker_persists(s)).then(|| {
             state
                 .export_tracker(now)
                 .iter()
@@ -185,10 +187,11 @@ pub async fn persist(
                 .collect()
         }),
     };
-    let prune_before = prune
-        .last
-        .is_none_or(|t| now.saturating_sub(t) >= PRUNE_EVERY)
-        .then(|| secs(now.saturating_sub(s.blocking.forget_after)));
+    let prune_before = (!replay
+        && prune
+            .last
+            .is_none_or(|t| now.saturating_sub(t) >= PRUNE_EVERY))
+    .then(|| secs(now.saturating_sub(s.blocking.forget_after)));
     if prune_before.is_some() {
         prune.last = Some(now);
     }
@@ -196,7 +199,7 @@ pub async fn persist(
     let store = store.clone();
     let name = router.to_owned();
     let list = list.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let write = move || {
         let mut s = store
             .lock()
             .map_err(|_| "the state store lock is poisoned".to_owned())?;
@@ -217,8 +220,13 @@ pub async fn persist(
             .map_err(|e| e.to_string())?;
         }
         Ok::<(), String>(())
-    })
-    .await;
+    };
+    // A replay's store is its own, in memory: written in place, not on a blocking thread.
+    let result = if replay {
+        Ok(write())
+    } else {
+        tokio::task::spawn_blocking(write).await
+    };
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => error!(router, "state store: {e}"),

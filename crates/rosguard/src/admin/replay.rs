@@ -197,7 +197,10 @@ impl Replayer {
                 events: Events::new(),
             },
             notes: Notes::default(),
-            limits: Limits::default(),
+            limits: Limits {
+                replay: true,
+                ..Limits::default()
+            },
             first: None,
         }
     }
@@ -280,7 +283,7 @@ pub async fn replay_with(
 
 /// The settings a replay uses: the router of the config the recording names (or `--router`),
 /// or the defaults without a config.
-fn settings_for(
+pub(super) fn settings_for(
     cfg: Option<&Config>,
     only: Option<&str>,
     recorded: &str,

@@ -133,6 +133,7 @@ async fn a_trickling_connection_table_ends_the_cycle_at_its_deadline() {
     let limits = rosguard::cycle::Limits {
         stop: CancellationToken::new(),
         deadline: Duration::from_millis(500),
+        replay: false,
     };
     let cycle = rosguard::cycle::run_cycle(
         &mut rig.backend,
