@@ -16,3 +16,4 @@ mod operate;
 mod promises;
 mod replay;
 mod service;
+mod sim_replay;
