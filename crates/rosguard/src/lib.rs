@@ -19,4 +19,5 @@ pub mod output;
 pub mod record;
 pub mod recording;
 pub mod report;
+pub mod sim_replay;
 pub mod state;

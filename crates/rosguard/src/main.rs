@@ -320,8 +320,27 @@ enum Cmd {
     },
     /// Run the built-in simulator and the daemon against it: no router, no config needed.
     Demo(demo::DemoArgs),
-    /// Run the RouterOS API simulator on its own (for tests, benchmarks and experiments).
-    Sim(routeros_sim::SimArgs),
+    /// Run the RouterOS API simulator on its own (for tests, benchmarks and experiments), or
+    /// serve a recording as a live router (--replay) to reproduce what rosguard saw.
+    Sim(Box<SimCmd>),
+}
+
+#[derive(Debug, Args)]
+struct SimCmd {
+    #[command(flatten)]
+    sim: routeros_sim::SimArgs,
+
+    /// Serve this recording (from `rosguard record`) as the router: each poll's connection
+    /// rows at its recorded time (real speed), with the router's addresses, default gateways,
+    /// DNS servers, allowlist and the block list of the first poll. Point `rosguard once` or
+    /// `run` at --listen to see what the router saw. The tables hold only the rows the
+    /// recording kept (its pre-filter), not the whole table.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["scenario", "connections", "conntrack_netns"]
+    )]
+    replay: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -606,10 +625,20 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             logging::init(LogLevel::Info, format)?;
             runtime()?.block_on(demo::run(args))
         }
-        Cmd::Sim(args) => {
+        Cmd::Sim(cmd) => {
             logging::init(LogLevel::Info, format)?;
+            let feed = cmd
+                .replay
+                .as_deref()
+                .map(rosguard::sim_replay::ReplayFeed::open)
+                .transpose()?;
             runtime()?.block_on(async {
-                routeros_sim::run_cli(args, shutdown_signal()).await?;
+                match feed {
+                    Some(feed) => {
+                        routeros_sim::run_cli_with(cmd.sim, shutdown_signal(), feed).await?
+                    }
+                    None => routeros_sim::run_cli(cmd.sim, shutdown_signal()).await?,
+                }
                 Ok(ExitCode::SUCCESS)
             })
         }

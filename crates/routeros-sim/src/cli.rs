@@ -2,8 +2,10 @@
 //! the binary crate mounts).
 //!
 //! It turns flags into a [`SimConfig`], starts the simulator, prints one line saying where it
-//! listens (and the TLS fingerprint), and serves until the shutdown future completes. It
-//! deliberately installs no signal handler and no logger: the binary owns those.
+//! listens (and the TLS fingerprint), and serves until the shutdown future completes. A crate
+//! the simulator does not depend on can run a [`Feed`] beside it ([`run_cli_with`]): rosguard
+//! serves a recording this way (`rosguard sim --replay FILE`). It deliberately installs no
+//! signal handler and no logger: the binary owns those.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,7 +19,46 @@ use crate::kernel::ConntrackReader;
 use crate::kernel_bridge::KernelBridge;
 use crate::kinds::{AddressFormat, FastTrackCounters, QueryCompare, SimClock};
 use crate::scenario::Scenario;
-use crate::server::Sim;
+use crate::server::{Sim, SimHandle};
+
+/// A source of connections that [`run_cli_with`] runs beside the simulator, for a crate the
+/// simulator does not depend on (rosguard's replay of a recording). It shapes the
+/// configuration, names itself on the start line, then feeds the running simulator through
+/// its [`SimHandle`] until told to stop.
+pub trait Feed {
+    /// Changes the configuration the flags made before the simulator starts; what a flag set
+    /// should stay as the flag said. An error stops the start.
+    fn configure(&self, cfg: &mut SimConfig) -> anyhow::Result<()>;
+
+    /// What it serves, for the start line (`replaying FILE`).
+    fn describe(&self) -> String;
+
+    /// Starts feeding `sim`. Called once the simulator listens and before the start line is
+    /// printed, so what it does before returning comes before any client is told where to
+    /// connect. The future runs until `stop` is cancelled and is awaited at shutdown.
+    fn start(
+        self,
+        sim: SimHandle,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// No feed: [`run_cli`].
+enum NoFeed {}
+
+impl Feed for NoFeed {
+    fn configure(&self, _: &mut SimConfig) -> anyhow::Result<()> {
+        match *self {}
+    }
+
+    fn describe(&self) -> String {
+        match *self {}
+    }
+
+    async fn start(self, _: SimHandle, _: tokio_util::sync::CancellationToken) {
+        match self {}
+    }
+}
 
 /// Address format names for `--address-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -225,7 +266,28 @@ impl SimArgs {
 
 /// Runs the simulator until `shutdown` completes.
 pub async fn run_cli(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let cfg = args.to_config()?;
+    serve(args, shutdown, None::<NoFeed>).await
+}
+
+/// [`run_cli`] with `feed` beside the simulator: it configures it before the start, is started
+/// once it listens, and is stopped and joined before the simulator shuts down.
+pub async fn run_cli_with(
+    args: SimArgs,
+    shutdown: impl Future<Output = ()>,
+    feed: impl Feed,
+) -> anyhow::Result<()> {
+    serve(args, shutdown, Some(feed)).await
+}
+
+async fn serve<F: Feed>(
+    args: SimArgs,
+    shutdown: impl Future<Output = ()>,
+    feed: Option<F>,
+) -> anyhow::Result<()> {
+    let mut cfg = args.to_config()?;
+    if let Some(f) = &feed {
+        f.configure(&mut cfg)?;
+    }
     let users: Vec<String> = cfg
         .users
         .iter()
@@ -273,11 +335,19 @@ pub async fn run_cli(args: SimArgs, shutdown: impl Future<Output = ()>) -> anyho
         }
         None => None,
     };
+    let fed = feed.map(|f| {
+        line.push_str(&format!("; {}", f.describe()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(f.start(handle.clone(), stop.clone()));
+        (stop, task)
+    });
     println!("{line}");
     shutdown.await;
-    if let Some((stop, task)) = bridge {
+    for (stop, task) in bridge.into_iter().chain(fed) {
         stop.cancel();
-        let _ = task.await;
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a task beside the simulator failed");
+        }
     }
     handle.shutdown().await;
     Ok(())

@@ -2,10 +2,14 @@
 //!
 //! Everything time-dependent in the simulator (counters, timeouts, expiry, uptime) is a pure
 //! function of "sim time since start", read from here. It deliberately schedules nothing:
-//! nothing wakes up when time moves, values are computed when they are read.
+//! values are computed when they are read. The one thing that waits on it is
+//! [`Clock::wait_until`], for a source outside the simulator that plays on its time (a replay
+//! of a recording): it wakes when real time gets there or when `advance` moves past it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
 
 use crate::kinds::SimClock;
 
@@ -21,6 +25,8 @@ pub(crate) struct Clock {
     offset_nanos: AtomicU64,
     /// Unix seconds at sim time zero.
     wall_base: u64,
+    /// Woken at every `advance`, for `wait_until`.
+    moved: Notify,
 }
 
 impl Clock {
@@ -37,6 +43,7 @@ impl Clock {
             origin: Instant::now(),
             offset_nanos: AtomicU64::new(0),
             wall_base,
+            moved: Notify::new(),
         }
     }
 
@@ -62,6 +69,31 @@ impl Clock {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
                 Some(v.saturating_add(nanos))
             });
+        self.moved.notify_waiters();
+    }
+
+    /// Returns once sim time is `at` or later: at once if it is, else when real time gets
+    /// there (real clock, tokio time) or an `advance` moves past it (either clock).
+    pub(crate) async fn wait_until(&self, at: Duration) {
+        loop {
+            // Registered before time is read, so an `advance` in between is not missed.
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let now = self.now();
+            if now >= at {
+                return;
+            }
+            match self.kind {
+                SimClock::Manual => moved.await,
+                SimClock::Real => {
+                    tokio::select! {
+                        _ = moved => {}
+                        _ = tokio::time::sleep(at - now) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// `yyyy-mm-dd hh:mm:ss` (UTC) of the sim time `at`.
@@ -115,5 +147,26 @@ mod tests {
         c.advance(Duration::from_secs(5));
         assert_eq!(c.now(), Duration::from_secs(5));
         assert_eq!(c.wall_stamp(c.now()), "2025-01-01 00:00:05");
+    }
+
+    #[tokio::test]
+    async fn a_wait_on_the_manual_clock_ends_when_an_advance_reaches_it() {
+        let c = std::sync::Arc::new(Clock::new(SimClock::Manual));
+        c.wait_until(Duration::ZERO).await;
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.wait_until(Duration::from_secs(10)).await }
+        });
+        // Short of the mark: the waiter must still be waiting after it looked again.
+        c.advance(Duration::from_secs(9));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        c.advance(Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("the advance to 10 s ends the wait")
+            .unwrap();
     }
 }

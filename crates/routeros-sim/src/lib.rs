@@ -52,6 +52,11 @@
 //!   updated, removed with its [`ListRemoval`] cause), in order, so a bridge can mirror a list
 //!   into nftables; after `RecvError::Lagged` it re-reads [`SimHandle::address_lists`].
 //!
+//! A source that plays on the simulator's time waits with [`SimHandle::sleep_until`] (a
+//! manual clock's `advance` wakes it), and one that serves part of a bigger table says how big
+//! with [`SimHandle::set_table_size`]. The command line runs such a source beside the
+//! simulator with [`run_cli_with`] and a [`Feed`].
+//!
 //! Both receivers hold at most [`REMOVAL_BACKLOG`] / [`LIST_CHANGE_BACKLOG`] unread items.
 //!
 //! It deliberately does not route packets, drop traffic by filter rules, resolve DNS names in
@@ -82,7 +87,7 @@ mod tls;
 mod writer;
 
 pub use address_list::{ListChange, ListRemoval, SimListEntry};
-pub use cli::{run_cli, AddressFormatArg, FastTrackCountersArg, SimArgs};
+pub use cli::{run_cli, run_cli_with, AddressFormatArg, FastTrackCountersArg, Feed, SimArgs};
 pub use config::{
     BadRow, BadRowKind, Faults, PathMatch, RouterAddress, Silent, SimConfig, SimTls, Trickle,
     WrongTag, WrongTags,

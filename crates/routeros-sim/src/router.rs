@@ -36,6 +36,8 @@ pub(crate) struct Router {
     firewall_v6: Firewall,
     /// How far scenario traffic has been through the firewall (see `ConnTable::first_packets`).
     packets_cursor: usize,
+    /// `total-entries` as an external source says it is, instead of the rows served.
+    reported_total: Option<u64>,
 }
 
 /// Scenario packets taken through the firewall per step of `housekeep`.
@@ -88,6 +90,7 @@ impl Router {
             firewall_v4: Firewall::default(),
             firewall_v6: Firewall::default(),
             packets_cursor: 0,
+            reported_total: None,
         };
         for s in seeds {
             let family = if s.address.contains(':') {
@@ -107,6 +110,11 @@ impl Router {
                 .map_err(|e| format!("allowlist entry {:?}: {e:?}", s.address))?;
         }
         Ok(r)
+    }
+
+    /// Reports `total-entries` as `n` (`None`: the rows in the table).
+    pub(crate) fn set_reported_total(&mut self, n: Option<u64>) {
+        self.reported_total = n;
     }
 
     pub(crate) fn lists(&mut self, family: Family) -> &mut AddressLists {
@@ -196,6 +204,7 @@ impl Router {
         self.firewall_v4.reboot();
         self.firewall_v6.reboot();
         self.conns.reboot(now);
+        self.reported_total = None;
         self.lists_v4.reboot();
         self.lists_v6.reboot();
     }
@@ -270,7 +279,9 @@ impl Router {
         now: Duration,
         hide_totals: bool,
     ) -> Vec<Vec<(String, String)>> {
-        let total = self.conns.live_count(now);
+        let total = self
+            .reported_total
+            .unwrap_or_else(|| self.conns.live_count(now));
         let mut pairs: Vec<(&str, String)> = vec![
             ("enabled", "auto".into()),
             ("active-ipv4", "yes".into()),

@@ -348,6 +348,22 @@ impl SimHandle {
         self.shared().clock.now()
     }
 
+    /// Returns once sim time is `at` or later: with the real clock when that time comes (or
+    /// an [`advance`](Self::advance) passes it), with the manual clock only when an `advance`
+    /// does. A source that plays on the simulator's time (a replay of a recording) waits
+    /// here, so a test drives it with `advance` and no sleeps.
+    pub async fn sleep_until(&self, at: Duration) {
+        self.shared().clock.wait_until(at).await;
+    }
+
+    /// Makes `/ip/firewall/connection/tracking` report `total-entries` as `n` instead of
+    /// counting the table (`None`: count again), for a source that serves part of a bigger
+    /// table (a recording keeps only the rows rosguard could flag). `count-only` prints still
+    /// count the rows served.
+    pub fn set_table_size(&self, n: Option<u64>) {
+        self.shared().router().set_reported_total(n);
+    }
+
     /// Adds a connection to the table of its family; returns its `.id`.
     pub fn add_connection(&self, c: SimConnection) -> String {
         let now = self.shared().clock.now();
@@ -404,13 +420,27 @@ impl SimHandle {
         timeout: Option<Duration>,
         comment: Option<&str>,
     ) -> Option<String> {
+        self.add_list_entry_as(family, list, address, timeout, comment, false)
+    }
+
+    /// [`add_list_entry`](Self::add_list_entry), disabled or not (`disabled=true` rows are
+    /// listed but match nothing on a router).
+    pub fn add_list_entry_as(
+        &self,
+        family: Family,
+        list: &str,
+        address: &str,
+        timeout: Option<Duration>,
+        comment: Option<&str>,
+        disabled: bool,
+    ) -> Option<String> {
         let now = self.shared().clock.now();
         let r = self.shared().router().lists(family).add(
             list,
             address,
             timeout,
             comment.map(str::to_owned),
-            false,
+            disabled,
             now,
         );
         match r {

@@ -16,4 +16,5 @@ mod operate;
 mod promises;
 mod replay;
 mod service;
+mod sim_replay;
 mod tune;

@@ -1,5 +1,6 @@
 //! The seam for external connection sources: `sync_connections` (ids kept by 5-tuple), the
-//! connections a client removed, and address-list changes, each with its backlog limit.
+//! connections a client removed, and address-list changes, each with its backlog limit; the
+//! table size a source reports, waiting on the sim clock, and seeding disabled entries.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -352,5 +353,78 @@ async fn a_list_change_receiver_that_falls_behind_the_backlog_is_told_so() {
     }
     // A lagging receiver re-reads the lists.
     assert_eq!(sim.address_lists(Family::V4).len(), LIST_CHANGE_BACKLOG + 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reported_table_size_replaces_the_count_of_total_entries_until_cleared() {
+    let sim = start(manual()).await;
+    sim.sync_connections(
+        Family::V4,
+        vec![conn("192.168.88.50:40000", "203.0.113.45:443", 4)],
+    )
+    .unwrap();
+    let mut c = Client::admin(sim.local_addr()).await;
+    let total = |rows: &[routeros_proto::Reply]| col(rows, "total-entries");
+    let tracking = "/ip/firewall/connection/tracking/print";
+    assert_eq!(total(&c.rows(&[tracking]).await), ["1"]);
+    sim.set_table_size(Some(52_000));
+    assert_eq!(total(&c.rows(&[tracking]).await), ["52000"]);
+    assert_eq!(
+        count(&mut c, PRINT).await,
+        1,
+        "count-only counts the rows served"
+    );
+    sim.set_table_size(None);
+    assert_eq!(total(&c.rows(&[tracking]).await), ["1"]);
+    sim.set_table_size(Some(7));
+    sim.reboot();
+    let mut c = Client::admin(sim.local_addr()).await;
+    assert_eq!(
+        total(&c.rows(&[tracking]).await),
+        ["0"],
+        "a reboot counts again"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sleep_until_ends_when_the_manual_clock_is_advanced_there() {
+    let sim = start(manual()).await;
+    sim.sleep_until(Duration::ZERO).await;
+    let waiter = tokio::spawn({
+        let sim = sim.clone();
+        async move {
+            sim.sleep_until(Duration::from_secs(90)).await;
+            sim.now()
+        }
+    });
+    sim.advance(Duration::from_secs(60));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiter.is_finished(), "woke before its time");
+    sim.advance(Duration::from_secs(45));
+    let woke_at = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the advance past 90 s ends the wait")
+        .unwrap();
+    assert_eq!(woke_at, Duration::from_secs(105));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_seeded_entry_can_be_disabled() {
+    let sim = start(manual()).await;
+    sim.add_list_entry_as(Family::V4, "allowlist", "1.1.1.1", None, None, true)
+        .unwrap();
+    sim.add_list_entry_as(Family::V4, "allowlist", "9.9.9.9", None, Some("dns"), false)
+        .unwrap();
+    let mut c = Client::admin(sim.local_addr()).await;
+    let rows = c
+        .rows(&["/ip/firewall/address-list/print", "?list=allowlist"])
+        .await;
+    assert_eq!(col(&rows, "address"), ["1.1.1.1", "9.9.9.9"]);
+    assert_eq!(col(&rows, "disabled"), ["true", "false"]);
     sim.shutdown().await;
 }
