@@ -172,6 +172,7 @@ async fn the_backoff_resets_only_after_a_completed_cycle_and_failures_are_logged
             ..DaemonSettings::default()
         },
         routers: vec![router],
+        record: rosguard::config::RecordSettings::default(),
     };
     let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
     let shutdown = CancellationToken::new();

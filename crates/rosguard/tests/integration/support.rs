@@ -212,7 +212,11 @@ pub fn config(daemon: DaemonSettings, mut routers: Vec<RouterConfig>) -> Config 
         r.settings.cycle.max_conn_per_cycle = daemon.max_conn_per_cycle;
         r.settings.cycle.reconcile_interval = daemon.reconcile_interval;
     }
-    Config { daemon, routers }
+    Config {
+        daemon,
+        routers,
+        record: rosguard::config::RecordSettings::default(),
+    }
 }
 
 /// The simulator's connection tables as another API client reads them: (src, dst) of every
