@@ -39,6 +39,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rosguard";
 pub struct Config {
     pub daemon: DaemonSettings,
     pub routers: Vec<RouterConfig>,
+    /// `[record]`: the daemon's rolling recording (off by default).
+    pub record: RecordSettings,
 }
 
 /// cfgLogLevel values.
@@ -156,6 +158,99 @@ impl DaemonSettings {
         }
         PathBuf::from(DEFAULT_STATE_DIR)
     }
+}
+
+/// The smallest `record.max_bytes`: a file must hold its header and at least one poll.
+pub const MIN_RECORD_BYTES: u64 = 64 << 10;
+/// The most rotated files `record.keep` may ask for per router.
+pub const MAX_RECORD_KEEP: usize = 100;
+
+/// `[record]`: while the daemon runs, every router's polls are appended to `<dir>/<router>.rec`
+/// (the format `rosguard record` writes), rotated to `<router>.1.rec` .. `<router>.<keep>.rec`
+/// when a file would pass `max_bytes`. At most `max_bytes * (keep + 1)` bytes per router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordSettings {
+    /// The directory of the recordings; unset: the daemon records nothing.
+    pub dir: Option<PathBuf>,
+    /// The most bytes one file holds; the poll that would pass it starts a new file.
+    pub max_bytes: u64,
+    /// Rotated files kept per router besides the current one; older ones are deleted.
+    pub keep: usize,
+}
+
+impl Default for RecordSettings {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: 256 << 20,
+            keep: 4,
+        }
+    }
+}
+
+impl RecordSettings {
+    fn validate(&self) -> Result<()> {
+        if self.max_bytes < MIN_RECORD_BYTES {
+            bail!(
+                "record.max_bytes: {} is below {MIN_RECORD_BYTES} (64 KiB), too small for a header and a poll; the default is 268435456 (256 MiB)",
+                self.max_bytes
+            );
+        }
+        if self.keep > MAX_RECORD_KEEP {
+            bail!(
+                "record.keep: {} is more than {MAX_RECORD_KEEP} rotated files; raise record.max_bytes instead (default keep = 4)",
+                self.keep
+            );
+        }
+        if let Some(d) = &self.dir {
+            if d.as_os_str().is_empty() {
+                bail!("record.dir: is empty; give a directory, e.g. \"/var/lib/rosguard/recordings\", or remove the key to record nothing");
+            }
+        }
+        Ok(())
+    }
+
+    /// The current recording file of `router` (`None`: recording is off). The router's name
+    /// becomes a file name: every character other than ASCII letters, digits, `-` and `_` is
+    /// written as `_`, so no name reaches outside `dir` or looks like a rotated file.
+    pub fn current_file(&self, router: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{}.rec", record_file_stem(router))))
+    }
+
+    /// Refuses routers whose recordings would share files.
+    fn check_names(&self, routers: &[RouterConfig]) -> Result<()> {
+        if self.dir.is_none() {
+            return Ok(());
+        }
+        let stems: Vec<(String, &str)> = routers
+            .iter()
+            .map(|r| (record_file_stem(&r.name), r.name.as_str()))
+            .collect();
+        for (i, (a, an)) in stems.iter().enumerate() {
+            if let Some((_, bn)) = stems[i + 1..].iter().find(|(b, _)| b == a) {
+                bail!(
+                    "record: routers {an:?} and {bn:?} would both record to {a}.rec (a name's characters other than letters, digits, - and _ become _); rename one of them"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A router's name as the stem of its recording files.
+fn record_file_stem(router: &str) -> String {
+    router
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// One `[[router]]`.
@@ -521,7 +616,7 @@ fn section(root: &mut Table, key: &str) -> Result<Table> {
 
 impl Config {
     /// Parses and checks a config. `base` is where relative paths (password_file, ca_file,
-    /// state_dir) start.
+    /// state_dir, record.dir) start.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config> {
         Self::from_toml_with(text, base, Secrets::Read)
     }
@@ -533,19 +628,27 @@ impl Config {
         let detection = section(&mut root, "detection")?;
         let blocking = section(&mut root, "blocking")?;
         let daemon_table = section(&mut root, "daemon")?;
+        let record_table = section(&mut root, "record")?;
         let routers = match root.remove("router") {
             None => Vec::new(),
             Some(Value::Array(a)) => a,
             Some(_) => bail!("router: expected [[router]] entries"),
         };
         if let Some(unknown) = root.keys().next() {
-            bail!("{unknown}: unknown section; the sections are [detection], [blocking], [daemon] and [[router]]");
+            bail!("{unknown}: unknown section; the sections are [detection], [blocking], [daemon], [record] and [[router]]");
         }
         let mut daemon: DaemonSettings = read(daemon_table, "daemon")?;
         daemon.validate()?;
         if let Some(d) = &daemon.state_dir {
             if d.is_relative() {
                 daemon.state_dir = Some(base.join(d));
+            }
+        }
+        let mut record: RecordSettings = read(record_table, "record")?;
+        record.validate()?;
+        if let Some(d) = &record.dir {
+            if d.is_relative() {
+                record.dir = Some(base.join(d));
             }
         }
         // Check the global sections on their own too, so their errors name the global key.
@@ -571,9 +674,11 @@ impl Config {
             }
             out.push(r);
         }
+        record.check_names(&out)?;
         Ok(Config {
             daemon,
             routers: out,
+            record,
         })
     }
 
@@ -582,6 +687,7 @@ impl Config {
         Config {
             daemon: DaemonSettings::default(),
             routers: Vec::new(),
+            record: RecordSettings::default(),
         }
     }
 
@@ -611,6 +717,7 @@ impl Config {
         #[derive(Serialize)]
         struct Effective<'a> {
             daemon: &'a DaemonSettings,
+            record: &'a RecordSettings,
             router: Vec<EffectiveRouter<'a>>,
         }
         #[derive(Serialize)]
@@ -630,6 +737,7 @@ impl Config {
         }
         let e = Effective {
             daemon: &self.daemon,
+            record: &self.record,
             router: self
                 .routers
                 .iter()

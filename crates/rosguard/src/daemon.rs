@@ -8,8 +8,9 @@
 //! cancellation token that abandons a cycle in progress at once (the store is only written in
 //! one transaction at a cycle's end, so nothing is half-recorded), and every task is joined.
 //!
-//! The daemon drives any [`Backend`]; [`run`] takes a factory that makes one per router.
-//! This module does not parse config or decide what to block: see `config` and `cycle`.
+//! The daemon drives any [`Backend`]; [`run`] takes a factory that makes one per router, and
+//! wraps each in a [`RecordingTap`] that follows `[record]` (recording nothing while it is
+//! off). This module does not parse config or decide what to block: see `config` and `cycle`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tracing::{debug, error, warn};
 use crate::config::{Config, RouterConfig};
 use crate::cycle::{load_state, run_cycle, CycleEnv, Limits, Notes};
 use crate::events::{Event, Link};
+use crate::record_tap::RecordingTap;
 use crate::state::{secs, unix_now};
 
 /// The longest a graceful close of a connection may take before it is dropped.
@@ -112,14 +114,13 @@ pub async fn run<B: Backend + 'static>(
             }
             let token = shutdown.child_token();
             running.insert(r.name.clone(), (r.clone(), token.clone()));
-            let backend = factory(r, &current);
-            let handle = tasks.spawn(run_router(
-                r.name.clone(),
-                backend,
-                config.clone(),
-                token,
-                env.clone(),
-            ));
+            let mut backend =
+                RecordingTap::following(factory(r, &current), &r.name, config.clone());
+            let (name, rx, env) = (r.name.clone(), config.clone(), env.clone());
+            let handle = tasks.spawn(async move {
+                run_router(name, &mut backend, rx, token, env).await;
+                backend.finish().await;
+            });
             ids.insert(handle.id(), r.name.clone());
         }
         tokio::select! {
@@ -221,7 +222,7 @@ async fn write_status(env: &CycleEnv, router: &str, status: serde_json::Value) {
 /// One router's life: connect, cycle until the connection is lost, back off, repeat.
 async fn run_router<B: Backend>(
     name: String,
-    mut backend: B,
+    backend: &mut B,
     mut config: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
     env: CycleEnv,
@@ -321,7 +322,7 @@ async fn run_router<B: Backend>(
         loop {
             let cfg = config.borrow_and_update().clone();
             let Some(router) = cfg.routers.iter().find(|r| r.name == name) else {
-                close(&mut backend).await;
+                close(backend).await;
                 return;
             };
             // A reloaded config (SIGHUP) keeps the counted blocks and what was learnt.
@@ -338,7 +339,7 @@ async fn run_router<B: Backend>(
                 replay: false,
             };
             let result = run_cycle(
-                &mut backend,
+                &mut *backend,
                 router_name,
                 &router.settings,
                 state,
@@ -353,7 +354,7 @@ async fn run_router<B: Backend>(
                 if result.is_err() {
                     warn!(router = router_name, "stopping: the cycle in progress was abandoned (what it added is adopted from the router at the next start)");
                 }
-                close(&mut backend).await;
+                close(backend).await;
                 return;
             }
             match result {
@@ -404,11 +405,11 @@ async fn run_router<B: Backend>(
                 }
             }
             if wait_or_stop(cfg.daemon.loop_delay, &shutdown).await {
-                close(&mut backend).await;
+                close(backend).await;
                 return;
             }
         }
-        close(&mut backend).await;
+        close(backend).await;
         if wait_or_stop(backoff.next_delay(), &shutdown).await {
             return;
         }

@@ -100,6 +100,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let config = Config {
         daemon: daemon_settings,
         routers: vec![router],
+        record: crate::config::RecordSettings::default(),
     };
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config));
     let shutdown = CancellationToken::new();

@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod narrate;
 pub mod output;
 pub mod record;
+pub mod record_files;
+pub mod record_tap;
 pub mod recording;
 pub mod report;
 pub mod sim_replay;

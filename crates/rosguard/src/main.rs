@@ -410,6 +410,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 );
             }
             outln!("  state: {}", state_for(&cfg).display());
+            if let Some(d) = &cfg.record.dir {
+                outln!(
+                    "  recording: {}/<router>.rec, {} bytes a file, {} older files kept",
+                    d.display(),
+                    cfg.record.max_bytes,
+                    cfg.record.keep
+                );
+            }
             if cfg.routers.is_empty() {
                 outln!("  no [[router]] yet: `run` and `once` need at least one");
             }
@@ -645,7 +653,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The keys a reload cannot apply to a running daemon.
+/// The keys a reload cannot apply to a running daemon. (`[record]` is not one: each router's
+/// recording follows the config at its next poll.)
 fn restart_only_changes(
     running: &rosguard::config::DaemonSettings,
     new: &Config,

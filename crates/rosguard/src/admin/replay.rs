@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rosguard_core::backend::Backend;
 use rosguard_core::decide::GuardState;
 use rosguard_core::observation::ObservePlan;
@@ -25,9 +25,9 @@ use crate::cycle::{run_cycle, CycleEnv, Limits, Notes};
 use crate::events::Events;
 use crate::outln;
 use crate::output::printable;
-use crate::recording::{
-    Header, Poll, Prefilter, Reader, Recording, RecordingBackend, Writer, FORMAT, VERSION,
-};
+use crate::record_files::{FileSet, RecordFile};
+use crate::record_tap::RecordingTap;
+use crate::recording::{Header, Poll, Prefilter, Reader, Recording, RecordingBackend, FORMAT, VERSION};
 use crate::state::{memory, unix_now};
 
 use super::common::connect;
@@ -51,39 +51,37 @@ pub async fn record(
                 .join(", ")
         );
     };
-    let prefilter = Prefilter::for_settings(&router.settings);
-    let reading = prefilter.reading_settings(&router.settings);
-    let file =
-        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let header = Header {
         format: FORMAT.into(),
         version: VERSION,
         router: router.name.clone(),
         rosguard: env!("CARGO_PKG_VERSION").into(),
-        prefilter,
+        prefilter: Prefilter::for_settings(&router.settings),
         started: unix_now().as_secs_f64(),
     };
-    let mut w = Writer::new(std::io::BufWriter::new(file), &header)?;
-    let mut backend = connect(router, cfg.daemon.max_candidates)
+    // Opened before connecting: a file that cannot be written fails at once.
+    let file = RecordFile::start(FileSet::single(out.to_path_buf()), header)?;
+    let backend = connect(router, cfg.daemon.max_candidates)
         .await
         .map_err(|e| anyhow::anyhow!("router {:?}: {e}", router.name))?;
+    // The daemon's tap: the same loose read, the same writer, one file without rotation.
+    let mut tap = RecordingTap::to_file(backend, &router.name, file);
     let started = Instant::now();
     let stop = stop_signal();
     tokio::pin!(stop);
+    let plan = ObservePlan {
+        refresh_protected: true,
+        ..ObservePlan::default()
+    };
+    let mut failed = None;
     loop {
-        let plan = ObservePlan {
-            refresh_protected: true,
-            ..ObservePlan::default()
-        };
-        let t = unix_now();
-        let obs = backend
-            .observe(&plan, &reading)
-            .await
-            .map_err(|e| anyhow::anyhow!("router {:?}: {e}", router.name))?;
-        w.poll(&Poll {
-            t: t.as_secs_f64(),
-            observation: obs,
-        })?;
+        if let Err(e) = tap.observe(&plan, &router.settings).await {
+            failed = Some(anyhow::anyhow!("router {:?}: {e}", router.name));
+            break;
+        }
+        if tap.stats().error.is_some() {
+            break;
+        }
         let left = duration.saturating_sub(started.elapsed());
         if left.is_zero() {
             break;
@@ -93,7 +91,14 @@ pub async fn record(
             _ = &mut stop => break,
         }
     }
-    backend.close().await;
+    tap.close().await;
+    let w = tap.finish().await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Some(e) = w.error {
+        bail!("recording to {} failed: {e}", out.display());
+    }
     let per_row = w.bytes.checked_div(w.rows).unwrap_or(0);
     eprintln!(
         "recorded {} polls, {} rows, {} bytes ({per_row} per row) of router {:?} to {}",

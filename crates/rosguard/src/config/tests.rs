@@ -456,4 +456,84 @@ fn the_shipped_example_parses_with_the_defaults_it_documents() {
         c.daemon.state_dir.as_deref(),
         Some(Path::new(DEFAULT_STATE_DIR))
     );
+    // The recording is shown, commented out: off, with the documented defaults.
+    assert_eq!(c.record, RecordSettings::default());
+    let shown = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# [record]"))
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim_start())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(shown.starts_with("[record]"), "the example shows [record]");
+    let c = Config::from_toml_with(&shown, Path::new("/"), Secrets::Skip).unwrap();
+    assert_eq!(
+        c.record,
+        RecordSettings {
+            dir: Some(PathBuf::from("/var/lib/rosguard/recordings")),
+            ..RecordSettings::default()
+        }
+    );
+}
+
+#[test]
+fn record_is_off_by_default_and_its_directory_follows_the_config() {
+    let c = load("").unwrap();
+    assert_eq!(c.record, RecordSettings::default());
+    assert_eq!(c.record.current_file("core"), None);
+    let c = load("[record]\ndir = \"rec\"\nmax_bytes = 1048576\nkeep = 0\n").unwrap();
+    assert_eq!(c.record.dir.as_deref(), Some(Path::new("/nonexistent/rec")));
+    assert_eq!((c.record.max_bytes, c.record.keep), (1 << 20, 0));
+    assert_eq!(
+        c.record.current_file("core").unwrap(),
+        Path::new("/nonexistent/rec/core.rec")
+    );
+    // No name reaches outside the directory or looks like a rotated file.
+    assert_eq!(
+        c.record.current_file("../x/core.1").unwrap(),
+        Path::new("/nonexistent/rec/___x_core_1.rec")
+    );
+}
+
+#[test]
+fn bad_record_values_are_named_with_their_fix() {
+    let e = err("[record]\ndir = \"/r\"\nmax_bytes = 1000\n");
+    assert!(
+        e.contains("record.max_bytes: 1000 is below 65536") && e.contains("256 MiB"),
+        "{e}"
+    );
+    let e = err("[record]\nmax_bytes = \"256MiB\"\n");
+    assert!(
+        e.contains("record.max_bytes: expected an integer (0 or more), got \"256MiB\""),
+        "{e}"
+    );
+    let e = err("[record]\nkeep = 101\n");
+    assert!(e.contains("record.keep: 101 is more than 100"), "{e}");
+    let e = err("[record]\nkeep = -1\n");
+    assert!(e.contains("record.keep"), "{e}");
+    let e = err("[record]\ndir = \"\"\n");
+    assert!(e.contains("record.dir: is empty"), "{e}");
+    let e = err("[record]\npath = \"/r\"\n");
+    assert!(
+        e.contains("record") && e.contains("unknown field `path`"),
+        "{e}"
+    );
+    let e = err("record = 1\n");
+    assert!(e.contains("record: expected a table ([record])"), "{e}");
+    let e = err("[recording]\n");
+    assert!(e.contains("[record]"), "the sections are listed: {e}");
+    // Two routers whose names make the same file name.
+    let router = |name: &str| ROUTER.replace("\"core\"", &format!("{name:?}"));
+    let two = format!(
+        "[record]\ndir = \"/r\"\n{}{}",
+        router("co/re"),
+        router("co_re")
+    );
+    let e = with_password(|| format!("{:#}", load(&two).unwrap_err()));
+    assert!(
+        e.contains("routers \"co/re\" and \"co_re\" would both record to co_re.rec"),
+        "{e}"
+    );
+    // Without a recording, the same names are fine.
+    with_password(|| load(&two.replace("dir = \"/r\"", ""))).unwrap();
 }

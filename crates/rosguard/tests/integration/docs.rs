@@ -80,3 +80,71 @@ fn every_command_in_the_readme_table_exists() {
         );
     }
 }
+
+/// Every key of every section, `detection.scan.min_ports` style, from the types the config is
+/// read into (optional keys given a value, so that they show).
+fn config_keys() -> Vec<String> {
+    fn flatten(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in t {
+            let key = format!("{prefix}.{k}");
+            match v {
+                toml::Value::Table(t) => flatten(&key, t, out),
+                _ => out.push(key),
+            }
+        }
+    }
+    let daemon = rosguard::config::DaemonSettings {
+        state_dir: Some("/var/lib/rosguard".into()),
+        metrics_listen: Some("127.0.0.1:9464".parse().unwrap()),
+        ..Default::default()
+    };
+    let record = rosguard::config::RecordSettings {
+        dir: Some("/var/lib/rosguard/recordings".into()),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for (section, value) in [
+        (
+            "detection",
+            toml::Table::try_from(rosguard_core::Detection::default()),
+        ),
+        (
+            "blocking",
+            toml::Table::try_from(rosguard_core::Blocking::default()),
+        ),
+        ("daemon", toml::Table::try_from(daemon)),
+        ("record", toml::Table::try_from(record)),
+    ] {
+        flatten(section, &value.unwrap(), &mut out);
+    }
+    out
+}
+
+/// The configuration reference names every key, and the shipped example shows every key (the
+/// optional ones commented out) in its section.
+#[test]
+fn every_config_key_is_in_the_reference_and_the_example() {
+    let readme = include_str!("../../../../README.md");
+    let example = include_str!("../../../../dist/rosguard.example.toml");
+    let keys = config_keys();
+    assert!(keys.len() > 40, "{keys:?}");
+    for key in &keys {
+        assert!(
+            readme.contains(&format!("`{key}`")),
+            "the README's configuration reference lacks `{key}`"
+        );
+        let (section, name) = key.rsplit_once('.').unwrap();
+        let header = format!("[{section}]");
+        let body = example
+            .lines()
+            .map(|l| l.trim_start_matches('#').trim_start())
+            .skip_while(|l| *l != header)
+            .skip(1)
+            .take_while(|l| !l.starts_with('['))
+            .any(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+        assert!(body, "dist/rosguard.example.toml lacks {name} in {header}");
+    }
+}

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod cycle;
 mod daemon;
+mod daemon_record;
 mod docs;
 mod hostile;
 mod imports;

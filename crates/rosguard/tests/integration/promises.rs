@@ -115,41 +115,6 @@ impl Backend for Flaky {
     async fn close(&mut self) {}
 }
 
-/// Log lines, for the "once per change of state" promise.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Captures this thread's log lines, at debug and above, until the guard is dropped.
-    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn lines_with(&self, level: &str, needle: &str) -> usize {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        text.lines()
-            .filter(|l| l.contains(level) && l.contains(needle))
-            .count()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_backoff_resets_only_after_a_completed_cycle_and_failures_are_logged_once() {
     let (logs, _guard) = Captured::install();
@@ -172,6 +137,7 @@ async fn the_backoff_resets_only_after_a_completed_cycle_and_failures_are_logged
             ..DaemonSettings::default()
         },
         routers: vec![router],
+        record: rosguard::config::RecordSettings::default(),
     };
     let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
     let shutdown = CancellationToken::new();

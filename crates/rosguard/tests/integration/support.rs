@@ -1,7 +1,7 @@
 //! Shared helpers: a simulator, a router config pointing at it, one cycle, a running daemon.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rosguard::config::{Config, DaemonSettings, RouterConfig};
@@ -212,7 +212,11 @@ pub fn config(daemon: DaemonSettings, mut routers: Vec<RouterConfig>) -> Config 
         r.settings.cycle.max_conn_per_cycle = daemon.max_conn_per_cycle;
         r.settings.cycle.reconcile_interval = daemon.reconcile_interval;
     }
-    Config { daemon, routers }
+    Config {
+        daemon,
+        routers,
+        record: rosguard::config::RecordSettings::default(),
+    }
 }
 
 /// The simulator's connection tables as another API client reads them: (src, dst) of every
@@ -268,4 +272,39 @@ pub async fn output(mut c: tokio::process::Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Log lines, for the promises about what is logged.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures this thread's log lines, at debug and above, until the guard is dropped.
+    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn lines_with(&self, level: &str, needle: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines()
+            .filter(|l| l.contains(level) && l.contains(needle))
+            .count()
+    }
 }
