@@ -238,6 +238,8 @@ impl RecordFile {
             return Ok(Wrote::Appended);
         }
         if self.polls == 0 {
+            // Not written: the next poll must not refer to its rows.
+            self.writer.forget();
             return Ok(Wrote::TooLarge {
                 bytes: bytes.len() as u64,
             });
@@ -251,6 +253,7 @@ impl RecordFile {
         self.writer.poll(&poll)?;
         let bytes = self.staged.take();
         if self.len.saturating_add(bytes.len() as u64) > self.set.max_bytes {
+            self.writer.forget();
             return Ok(Wrote::TooLarge {
                 bytes: bytes.len() as u64,
             });
@@ -411,6 +414,61 @@ mod tests {
         for p in set.existing() {
             assert!(std::fs::metadata(&p).unwrap().len() <= 400);
         }
+    }
+
+    fn rows(n: u16) -> Vec<rosguard_core::model::Connection> {
+        use rosguard_core::model::{ConnId, Connection, Endpoint, Family, Protocol};
+        (0..n)
+            .map(|i| Connection {
+                id: ConnId::new(format!("*{i:X}")),
+                family: Family::V4,
+                protocol: Protocol::Udp,
+                src: Endpoint {
+                    addr: IpAddr::from([192, 168, 88, 10]),
+                    port: Some(40000 + i),
+                },
+                dst: Endpoint {
+                    addr: IpAddr::from([203, 0, 113, (i % 250) as u8]),
+                    port: Some(443),
+                },
+                orig_packets: Some(5),
+                repl_packets: Some(0),
+                orig_bytes: Some(500),
+                repl_bytes: Some(0),
+                orig_fasttrack_packets: None,
+                repl_fasttrack_packets: None,
+                tcp_state: None,
+            })
+            .collect()
+    }
+
+    /// A poll left out is not one the next poll may refer to: the next is written whole.
+    #[test]
+    fn after_a_poll_left_out_the_next_refers_to_nothing_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = FileSet {
+            current: dir.path().join("core.rec"),
+            max_bytes: 1200,
+            keep: 1,
+        };
+        let mut f = RecordFile::start(set.clone(), header()).unwrap();
+        let with = |t: f64, n: u16| Poll {
+            t,
+            observation: Observation {
+                candidates: rows(n),
+                ..Observation::default()
+            },
+        };
+        assert!(matches!(
+            f.poll(with(1.0e9, 400), &[]).unwrap(),
+            Wrote::TooLarge { .. }
+        ));
+        // The same first rows, now few enough to fit.
+        assert_eq!(f.poll(with(1.0e9 + 2.0, 3), &[]).unwrap(), Wrote::Appended);
+        let r = Recording::open(&set.current).unwrap();
+        assert!(r.cut.is_none(), "{:?}", r.cut);
+        assert_eq!(r.polls.len(), 1);
+        assert_eq!(r.polls[0].observation.candidates, rows(3));
     }
 
     #[test]

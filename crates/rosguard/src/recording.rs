@@ -20,7 +20,10 @@
 //! poll before; a list entry's `timeout` there is when it expires (seconds since the epoch),
 //! so entries that only count down do not change it (their remaining time reads back within
 //! two seconds). Each element of `rows`, in the poll's order, is one of:
-//! - an object: a row in full, as [`Connection`] serialises it;
+//! - `[id, family, protocol, src, src_port, dst, dst_port, orig_packets, repl_packets,
+//!   orig_bytes, repl_bytes, orig_fasttrack_packets, repl_fasttrack_packets, tcp_state]`
+//!   (the first item a string): a row in full, the [`Connection`]'s fields in this order as
+//!   it serialises them (`null`: absent);
 //! - `[start, len]`: the previous poll's rows `start..start+len`, unchanged;
 //! - `[index, orig_packets, repl_packets, orig_bytes, repl_bytes, orig_fasttrack_packets,
 //!   repl_fasttrack_packets]`: the previous poll's row `index` (the same flow) with these
@@ -54,7 +57,7 @@ use ipnet::IpNet;
 use rosguard_core::backend::Backend;
 use rosguard_core::decide::Decision;
 use rosguard_core::detect::is_candidate;
-use rosguard_core::model::{Connection, ListAddress, ListEntry, Protocol};
+use rosguard_core::model::{ConnId, Connection, Endpoint, ListAddress, ListEntry, Protocol};
 use rosguard_core::observation::{Observation, ObservePlan, SharedCandidate};
 use rosguard_core::outcome::{AddResult, Applied, BackendError, RemoveResult};
 use rosguard_core::policy::Protected;
@@ -238,6 +241,14 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// Makes the next poll a whole one, referring to nothing before it: after a poll whose
+    /// bytes the caller did not keep (a file rotated, a poll too large), so that nothing
+    /// refers to rows the file does not hold.
+    pub fn forget(&mut self) {
+        self.prev.clear();
+        self.context = None;
+    }
+
     fn member(&mut self, line: &[u8]) -> Result<()> {
         let mut gz = GzEncoder::new(Vec::with_capacity(line.len() / 4), Compression::fast());
         gz.write_all(line)?;
@@ -290,10 +301,11 @@ fn encode_rows(buf: &mut Vec<u8>, prev: &[Connection], rows: &[Connection]) -> R
         }
     };
     for row in rows {
-        // Rows mostly come back in the same order: try the one after the last match first.
-        let found = match prev.get(next) {
-            Some(p) if p.id == row.id => Some(next),
-            _ => index
+        // Rows mostly come back in the same order, a few gone: try the next ones first.
+        let near = (next..prev.len().min(next + 4)).find(|&i| prev[i].id == row.id);
+        let found = match near {
+            Some(i) => Some(i),
+            None => index
                 .get_or_insert_with(|| {
                     prev.iter()
                         .enumerate()
@@ -338,7 +350,25 @@ fn encode_rows(buf: &mut Vec<u8>, prev: &[Connection], rows: &[Connection]) -> R
                         )?;
                         next = i + 1;
                     }
-                    None => serde_json::to_writer(&mut *buf, row)?,
+                    None => serde_json::to_writer(
+                        &mut *buf,
+                        &(
+                            &row.id,
+                            row.family,
+                            row.protocol,
+                            row.src.addr,
+                            row.src.port,
+                            row.dst.addr,
+                            row.dst.port,
+                            row.orig_packets,
+                            row.repl_packets,
+                            row.orig_bytes,
+                            row.repl_bytes,
+                            row.orig_fasttrack_packets,
+                            row.repl_fasttrack_packets,
+                            row.tcp_state,
+                        ),
+                    )?,
                 }
             }
         }
@@ -456,6 +486,31 @@ struct Line {
     rows: Vec<Element>,
 }
 
+/// The first item of an element of `rows`: a row's id (a row in full) or an index.
+enum Head {
+    Id(String),
+    Index(u64),
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Head;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a row's id or an index")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Head, E> {
+                Ok(Head::Id(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Head, E> {
+                Ok(Head::Index(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// An element of a version 2 poll's `rows`.
 enum Element {
     /// A row in full.
@@ -475,20 +530,52 @@ impl<'de> Deserialize<'de> for Element {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Element;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a row, [start, len] or [index, 6 counters]")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Element, A::Error> {
-                Connection::deserialize(serde::de::value::MapAccessDeserializer::new(m))
-                    .map(|c| Element::Row(Box::new(c)))
+                f.write_str("[id, ..13 fields], [start, len] or [index, 6 counters]")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut s: A,
             ) -> Result<Element, A::Error> {
                 use serde::de::Error;
-                let index: usize = s
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let index = match s.next_element::<Head>()? {
+                    None => return Err(A::Error::invalid_length(0, &self)),
+                    Some(Head::Index(i)) => i,
+                    Some(Head::Id(id)) => {
+                        let mut n = 0;
+                        macro_rules! field {
+                            () => {{
+                                n += 1;
+                                s.next_element()?
+                                    .ok_or_else(|| A::Error::invalid_length(n, &self))?
+                            }};
+                        }
+                        let row = Connection {
+                            id: ConnId::new(id),
+                            family: field!(),
+                            protocol: field!(),
+                            src: Endpoint {
+                                addr: field!(),
+                                port: field!(),
+                            },
+                            dst: Endpoint {
+                                addr: field!(),
+                                port: field!(),
+                            },
+                            orig_packets: field!(),
+                            repl_packets: field!(),
+                            orig_bytes: field!(),
+                            repl_bytes: field!(),
+                            orig_fasttrack_packets: field!(),
+                            repl_fasttrack_packets: field!(),
+                            tcp_state: field!(),
+                        };
+                        if s.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                            return Err(A::Error::invalid_length(15, &self));
+                        }
+                        return Ok(Element::Row(Box::new(row)));
+                    }
+                };
+                let index = usize::try_from(index).map_err(A::Error::custom)?;
                 let second: Option<u64> = s
                     .next_element()?
                     .ok_or_else(|| A::Error::invalid_length(1, &self))?;
@@ -496,7 +583,7 @@ impl<'de> Deserialize<'de> for Element {
                 let mut n = 1;
                 while let Some(c) = s.next_element::<Option<u64>>()? {
                     if n == 6 {
-                        return Err(A::Error::invalid_length(7, &self));
+                        return Err(A::Error::invalid_length(8, &self));
                     }
                     counters[n] = c;
                     n += 1;
@@ -1051,7 +1138,7 @@ mod tests {
         assert!(lines[1].contains("\"context\""), "{}", &lines[1][..200]);
         assert!(!lines[2].contains("\"context\""), "{}", lines[2]);
         assert!(
-            lines[2].contains("[0,7],[7,9,0,300,null,null,null],[8,92],[101,399],{"),
+            lines[2].contains("[0,7],[7,9,0,300,null,null,null],[8,92],[101,399],[\"*3E7\",\"v4\",\"tcp\",\"192.168.88.201\",40999,\"203.0.113.5\",443,4,1,240,null,null,null,null]]"),
             "{}",
             lines[2]
         );
@@ -1061,7 +1148,16 @@ mod tests {
 
     #[test]
     fn a_reference_to_a_row_that_was_not_there_cuts_the_recording() {
-        for bad in ["[[0,3]]", "[[5,1,1,1,1,1,1]]", "[[0]]", "[[0,1,2]]"] {
+        for bad in [
+            "[[0,3]]",
+            "[[5,1,1,1,1,1,1]]",
+            "[[0]]",
+            "[[0,1,2]]",
+            "[[0,1,1,1,1,1,1,1]]",
+            r#"[["*9","v4","tcp"]]"#,
+            r#"[["*9","v4","tcp","192.0.2.1",1,"192.0.2.2",2,1,1,1,1,null,null,null,"extra"]]"#,
+            r#"[{"id":"*9"}]"#,
+        ] {
             let mut w = Writer::new(Vec::new(), &header()).unwrap();
             w.poll(&Poll {
                 t: 1.0e9,
