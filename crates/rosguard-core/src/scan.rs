@@ -13,7 +13,7 @@
 //! It deliberately does not decide whether a scanner may be blocked: a LAN host scanning out is
 //! flagged like any other, and [`policy`](crate::policy) spares it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 //! It deliberately decides nothing about blocking: the finding goes through the policy like
 //! any other.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::time::Duration;
 
 use crate::detect::{choose_target, is_stall_candidate, Evidence, Finding, Rule};

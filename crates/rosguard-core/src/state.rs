@@ -13,7 +13,9 @@
 //! passes it back in) and does not decide safety (that is [`policy`](crate::policy), which
 //! runs after the tracker).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;

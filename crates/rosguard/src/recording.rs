@@ -57,7 +57,9 @@ use ipnet::IpNet;
 use rosguard_core::backend::Backend;
 use rosguard_core::decide::Decision;
 use rosguard_core::detect::is_candidate;
-use rosguard_core::model::{ConnId, Connection, Endpoint, ListAddress, ListEntry, Protocol};
+use rosguard_core::model::{
+    ConnId, Connection, Endpoint, Family, ListAddress, ListEntry, Protocol,
+};
 use rosguard_core::observation::{Observation, ObservePlan, SharedCandidate};
 use rosguard_core::outcome::{AddResult, Applied, BackendError, RemoveResult};
 use rosguard_core::policy::Protected;
@@ -178,8 +180,8 @@ pub struct Writer<W: Write> {
     pub polls: u64,
     /// Rows written so far.
     pub rows: u64,
-    /// The previous poll's rows, which this poll's refer to.
-    prev: Vec<Connection>,
+    /// What it keeps of the previous poll's rows, which this poll's refer to.
+    prev: Vec<Kept>,
     /// The context last written (list timeouts as expiry times).
     context: Option<PollContext>,
     /// The line being built.
@@ -230,12 +232,13 @@ impl<W: Write> Writer<W> {
             self.context = Some(c);
         }
         buf.extend_from_slice(b",\"rows\":[");
-        encode_rows(&mut buf, &self.prev, &obs.candidates)?;
+        let mut prev = std::mem::take(&mut self.prev);
+        encode_rows(&mut buf, &mut prev, &obs.candidates)?;
         buf.extend_from_slice(b"]}\n");
         let r = self.member(&buf);
         self.buf = buf;
         r?;
-        self.prev.clone_from(&obs.candidates);
+        self.prev = prev;
         self.polls += 1;
         self.rows += obs.candidates.len() as u64;
         Ok(())
@@ -269,114 +272,218 @@ fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "null".to_owned(), |v| v.to_string())
 }
 
-/// The same flow: everything but the counters is equal.
-fn same_flow(a: &Connection, b: &Connection) -> bool {
-    a.id == b.id
-        && a.family == b.family
-        && a.protocol == b.protocol
-        && a.src == b.src
-        && a.dst == b.dst
-        && a.tcp_state == b.tcp_state
+/// What the writer keeps of a row of the previous poll: enough to tell the same flow and
+/// the same counters, without holding the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Kept {
+    /// The row's `.id`, hashed.
+    id: u64,
+    /// Everything but the counters (the id included), hashed with another seed: a row
+    /// matches only when both agree, so a wrong match takes two 64-bit collisions at once.
+    flow: u64,
+    counters: [Option<u64>; 6],
 }
 
-fn same_counters(a: &Connection, b: &Connection) -> bool {
-    a.orig_packets == b.orig_packets
-        && a.repl_packets == b.repl_packets
-        && a.orig_bytes == b.orig_bytes
-        && a.repl_bytes == b.repl_bytes
-        && a.orig_fasttrack_packets == b.orig_fasttrack_packets
-        && a.repl_fasttrack_packets == b.repl_fasttrack_packets
+/// A 64-bit multiply-rotate hash (the Fx hash's step), seeded; not for hostile input (a
+/// collision only costs a row written whole or, with the flow hash too, is out of reach).
+struct Mix(u64);
+
+impl Mix {
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let mut last = [0u8; 8];
+        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.add(u64::from_le_bytes(last) ^ (b.len() as u64) << 56);
+    }
+    /// The hash, its bits spread (murmur3's finaliser): the multiply alone leaves the low
+    /// bits, which pick a map's bucket, depending on the input's low bits only.
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+
+    fn addr(&mut self, a: IpAddr) {
+        let v = match a {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a) ^ (1 << 127),
+        };
+        self.add(v as u64);
+        self.add((v >> 64) as u64);
+    }
 }
 
-/// Writes `rows` as elements referring to `prev` (the format's `rows`, see the module doc).
-fn encode_rows(buf: &mut Vec<u8>, prev: &[Connection], rows: &[Connection]) -> Result<()> {
-    let mut index: Option<HashMap<&str, usize>> = None;
+impl Kept {
+    fn of(c: &Connection) -> Self {
+        let mut id = Mix(0x9e37_79b9_7f4a_7c15);
+        id.bytes(c.id.as_str().as_bytes());
+        let mut flow = Mix(0xc2b2_ae3d_27d4_eb4f);
+        flow.bytes(c.id.as_str().as_bytes());
+        flow.add(match c.family {
+            Family::V4 => 4,
+            Family::V6 => 6,
+        });
+        flow.add(c.protocol.number().into());
+        flow.addr(c.src.addr);
+        flow.add(c.src.port.map_or(1 << 20, u64::from));
+        flow.addr(c.dst.addr);
+        flow.add(c.dst.port.map_or(1 << 20, u64::from));
+        flow.bytes(c.tcp_state.map_or("", |s| s.as_str()).as_bytes());
+        Self {
+            id: id.finish(),
+            flow: flow.finish(),
+            counters: counters(c),
+        }
+    }
+}
+
+fn counters(c: &Connection) -> [Option<u64>; 6] {
+    [
+        c.orig_packets,
+        c.repl_packets,
+        c.orig_bytes,
+        c.repl_bytes,
+        c.orig_fasttrack_packets,
+        c.repl_fasttrack_packets,
+    ]
+}
+
+/// A `HashMap` hasher for keys that are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 = self.0.rotate_left(8) ^ u64::from(x);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Appends `n` in decimal.
+fn number(buf: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+fn opt_number(buf: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(n) => number(buf, n),
+        None => buf.extend_from_slice(b"null"),
+    }
+}
+
+/// Writes `rows` as elements referring to `prev` (the format's `rows`, see the module doc),
+/// and makes `prev` what it keeps of `rows` for the next poll.
+fn encode_rows(buf: &mut Vec<u8>, prev: &mut Vec<Kept>, rows: &[Connection]) -> Result<()> {
+    type Index = HashMap<u64, usize, std::hash::BuildHasherDefault<Prehashed>>;
+    let mut index: Option<Index> = None;
+    let kept: Vec<Kept> = rows.iter().map(Kept::of).collect();
     // The run of unchanged rows being built: (start in prev, length).
     let mut run: Option<(usize, usize)> = None;
     let mut next = 0usize;
     let mut first = true;
-    let mut sep = |buf: &mut Vec<u8>| {
-        if !std::mem::take(&mut first) {
+    let sep = |buf: &mut Vec<u8>, first: &mut bool| {
+        if !std::mem::take(first) {
             buf.push(b',');
         }
     };
-    for row in rows {
+    let flush = |buf: &mut Vec<u8>, first: &mut bool, run: Option<(usize, usize)>| {
+        if let Some((s, n)) = run {
+            sep(buf, first);
+            buf.push(b'[');
+            number(buf, s as u64);
+            buf.push(b',');
+            number(buf, n as u64);
+            buf.push(b']');
+        }
+    };
+    for (row, k) in rows.iter().zip(&kept) {
         // Rows mostly come back in the same order, a few gone: try the next ones first.
-        let near = (next..prev.len().min(next + 4)).find(|&i| prev[i].id == row.id);
+        let near = (next..prev.len().min(next + 4)).find(|&i| prev[i].id == k.id);
         let found = match near {
             Some(i) => Some(i),
             None => index
-                .get_or_insert_with(|| {
-                    prev.iter()
-                        .enumerate()
-                        .map(|(i, p)| (p.id.as_str(), i))
-                        .collect()
-                })
-                .get(row.id.as_str())
+                .get_or_insert_with(|| prev.iter().enumerate().map(|(i, p)| (p.id, i)).collect())
+                .get(&k.id)
                 .copied(),
         }
-        .filter(|&i| same_flow(&prev[i], row));
+        .filter(|&i| prev[i].flow == k.flow);
         match found {
-            Some(i) if same_counters(&prev[i], row) => {
+            Some(i) if prev[i].counters == k.counters => {
                 run = match run {
                     Some((s, n)) if s + n == i => Some((s, n + 1)),
                     other => {
-                        if let Some((s, n)) = other {
-                            sep(buf);
-                            write!(buf, "[{s},{n}]")?;
-                        }
+                        flush(buf, &mut first, other);
                         Some((i, 1))
                     }
                 };
                 next = i + 1;
             }
-            found => {
-                if let Some((s, n)) = run.take() {
-                    sep(buf);
-                    write!(buf, "[{s},{n}]")?;
+            Some(i) => {
+                flush(buf, &mut first, run.take());
+                sep(buf, &mut first);
+                buf.push(b'[');
+                number(buf, i as u64);
+                for c in k.counters {
+                    buf.push(b',');
+                    opt_number(buf, c);
                 }
-                sep(buf);
-                match found {
-                    Some(i) => {
-                        write!(
-                            buf,
-                            "[{i},{},{},{},{},{},{}]",
-                            opt(row.orig_packets),
-                            opt(row.repl_packets),
-                            opt(row.orig_bytes),
-                            opt(row.repl_bytes),
-                            opt(row.orig_fasttrack_packets),
-                            opt(row.repl_fasttrack_packets)
-                        )?;
-                        next = i + 1;
-                    }
-                    None => serde_json::to_writer(
-                        &mut *buf,
-                        &(
-                            &row.id,
-                            row.family,
-                            row.protocol,
-                            row.src.addr,
-                            row.src.port,
-                            row.dst.addr,
-                            row.dst.port,
-                            row.orig_packets,
-                            row.repl_packets,
-                            row.orig_bytes,
-                            row.repl_bytes,
-                            row.orig_fasttrack_packets,
-                            row.repl_fasttrack_packets,
-                            row.tcp_state,
-                        ),
-                    )?,
-                }
+                buf.push(b']');
+                next = i + 1;
+            }
+            None => {
+                flush(buf, &mut first, run.take());
+                sep(buf, &mut first);
+                serde_json::to_writer(
+                    &mut *buf,
+                    &(
+                        &row.id,
+                        row.family,
+                        row.protocol,
+                        row.src.addr,
+                        row.src.port,
+                        row.dst.addr,
+                        row.dst.port,
+                        row.orig_packets,
+                        row.repl_packets,
+                        row.orig_bytes,
+                        row.repl_bytes,
+                        row.orig_fasttrack_packets,
+                        row.repl_fasttrack_packets,
+                        row.tcp_state,
+                    ),
+                )?;
             }
         }
     }
-    if let Some((s, n)) = run {
-        sep(buf);
-        write!(buf, "[{s},{n}]")?;
-    }
+    flush(buf, &mut first, run);
+    *prev = kept;
     Ok(())
 }
 

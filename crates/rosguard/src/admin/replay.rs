@@ -27,7 +27,9 @@ use crate::outln;
 use crate::output::printable;
 use crate::record_files::{FileSet, RecordFile};
 use crate::record_tap::RecordingTap;
-use crate::recording::{Header, Poll, Prefilter, Reader, Recording, RecordingBackend, FORMAT, VERSION};
+use crate::recording::{
+    Header, Poll, Prefilter, Reader, Recording, RecordingBackend, FORMAT, VERSION,
+};
 use crate::state::{memory, unix_now};
 
 use super::common::connect;
