@@ -293,7 +293,9 @@ pub fn render(s: &Sweep) -> Vec<u8> {
     // How many settings share each spot.
     for (&(x, y), &n) in &seen {
         if n > 1 {
-            c.text(x + 10, y - 14, &format!("X{n}"), 1, OTHER, false);
+            let label = format!("X{n}");
+            let lx = (x + 10).min(W as i64 - 2 - Canvas::text_width(&label, 1));
+            c.text(lx, y - 14, &label, 1, OTHER, false);
         }
     }
     for layer in 0..3 {

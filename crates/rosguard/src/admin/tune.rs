@@ -328,6 +328,9 @@ pub struct Row {
     pub frontier: bool,
     /// The config in use.
     pub current: bool,
+    /// The addresses it blocked.
+    #[serde(skip)]
+    pub addresses: BTreeSet<IpAddr>,
 }
 
 impl Row {
@@ -357,6 +360,10 @@ pub struct Sweep {
     pub suggested: Option<usize>,
     /// Why it is the suggestion.
     pub reason: String,
+    /// What the suggestion blocks that the current setting does not.
+    pub only_suggested: Vec<IpAddr>,
+    /// What the current setting blocks that the suggestion does not.
+    pub only_current: Vec<IpAddr>,
 }
 
 /// Replays the recording `reader` under every point, on `threads` threads.
@@ -390,6 +397,7 @@ pub fn sweep<R: std::io::Read>(
             recall: None,
             frontier: false,
             current: *p == current,
+            addresses: BTreeSet::new(),
         })
         .collect();
     for r in &mut rows {
@@ -467,6 +475,7 @@ pub fn sweep<R: std::io::Read>(
     for (i, o) in outcomes {
         let r = &mut rows[i];
         let blocked = o.blocked();
+        r.addresses.clone_from(&blocked);
         r.blocked = blocked.len();
         r.blocks = o.blocks.len();
         r.block_hours = o.blocks.iter().map(|b| b.timeout_secs as f64).sum::<f64>() / 3600.0;
@@ -503,7 +512,15 @@ pub fn sweep<R: std::io::Read>(
     }
     mark_frontier(&mut rows);
     let (suggested, reason) = suggest(&rows, labels.is_some());
+    let (mut only_suggested, mut only_current) = (Vec::new(), Vec::new());
+    if let (Some(i), Some(c)) = (suggested, rows.iter().find(|r| r.current && r.answered)) {
+        let s = &rows[i].addresses;
+        only_suggested = s.difference(&c.addresses).copied().collect();
+        only_current = c.addresses.difference(s).copied().collect();
+    }
     Ok(Sweep {
+        only_suggested,
+        only_current,
         router: router.to_owned(),
         polls,
         rows: nrows,
@@ -791,6 +808,29 @@ fn print_sweep(s: &Sweep, all: bool) {
                 for l in r.setting.toml().lines() {
                     outln!("  {l}");
                 }
+                let list = |v: &[IpAddr]| {
+                    v.iter()
+                        .map(IpAddr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                if !s.only_suggested.is_empty() {
+                    outln!(
+                        "  it also blocks what the current setting does not: {}",
+                        list(&s.only_suggested)
+                    );
+                }
+                if !s.only_current.is_empty() {
+                    outln!(
+                        "  it no longer blocks what the current setting does: {}",
+                        list(&s.only_current)
+                    );
+                }
+                if !s.labelled && !s.only_suggested.is_empty() {
+                    outln!(
+                        "  check those before you adopt it: label them (--labels) or see why with rosguard replay"
+                    );
+                }
             }
         }
         None => outln!("no suggestion: {}", s.reason),
@@ -885,6 +925,7 @@ mod tests {
             recall: None,
             frontier: false,
             current: false,
+            addresses: BTreeSet::new(),
         }
     }
 

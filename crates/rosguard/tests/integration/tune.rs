@@ -200,3 +200,39 @@ async fn a_bad_labels_file_names_its_line() {
         "{err}"
     );
 }
+
+/// Without labels the suggestion blocks the most of what the allowlist did not flag, and names
+/// what it would block beyond the current setting: on the lab's traffic, the four good servers
+/// a looser min_orig_packets catches.
+#[tokio::test]
+async fn without_labels_the_suggestion_names_what_it_adds_to_the_current() {
+    let reader = Reader::open(&fixture("lab-default-traffic.rec")).unwrap();
+    let base = Settings::default();
+    let s = sweep(
+        reader,
+        "lab",
+        &base,
+        &Grid::default().points(Point::of(&base)),
+        None,
+        2,
+    )
+    .unwrap();
+    assert!(!s.labelled);
+    let best = &s.settings[s.suggested.unwrap()];
+    assert_eq!(best.setting.min_orig_packets, 2, "{best:?}");
+    assert_eq!(best.allowlist_caught, 0);
+    let extra: Vec<String> = s.only_suggested.iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        extra,
+        ["203.0.113.50", "203.0.113.60", "2001:db8:113::50", "2001:db8:113::60"]
+    );
+    assert!(s.only_current.is_empty());
+    let file = fixture("lab-default-traffic.rec");
+    let (ok, out, err) = output(bare(&["tune", file.to_str().unwrap()])).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("it also blocks what the current setting does not: 203.0.113.50"),
+        "{out}"
+    );
+    assert!(out.contains("label them (--labels)"), "{out}");
+}
