@@ -224,7 +224,12 @@ async fn without_labels_the_suggestion_names_what_it_adds_to_the_current() {
     let extra: Vec<String> = s.only_suggested.iter().map(|a| a.to_string()).collect();
     assert_eq!(
         extra,
-        ["203.0.113.50", "203.0.113.60", "2001:db8:113::50", "2001:db8:113::60"]
+        [
+            "203.0.113.50",
+            "203.0.113.60",
+            "2001:db8:113::50",
+            "2001:db8:113::60"
+        ]
     );
     assert!(s.only_current.is_empty());
     let file = fixture("lab-default-traffic.rec");
