@@ -12,7 +12,28 @@ use std::io::Write;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
 
-use super::tune::{Row, Sweep};
+/// One setting, as the chart draws it.
+#[derive(Debug, Clone, Copy)]
+pub struct Dot {
+    /// What it caught wrongly (right).
+    pub x: f64,
+    /// What it caught (up).
+    pub y: f64,
+    pub frontier: bool,
+    pub current: bool,
+    pub suggested: bool,
+}
+
+/// What the chart shows.
+pub struct Plot {
+    /// The settings replayed.
+    pub dots: Vec<Dot>,
+    /// The axes are labels' counts (bad and good blocked), not blocked and allowlisted.
+    pub labelled: bool,
+    pub polls: usize,
+    /// Settings not answered (not drawn, counted in a corner).
+    pub not_answered: usize,
+}
 
 const W: usize = 720;
 const H: usize = 480;
@@ -162,8 +183,8 @@ fn step(max: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
-/// The chart of `s`, as PNG bytes.
-pub fn render(s: &Sweep) -> Vec<u8> {
+/// The chart, as PNG bytes.
+pub fn render(s: &Plot) -> Vec<u8> {
     let mut c = Canvas::new();
     let (xs, ys) = if s.labelled {
         (
@@ -173,20 +194,10 @@ pub fn render(s: &Sweep) -> Vec<u8> {
     } else {
         ("ALLOWLISTED ADDRESSES FLAGGED", "ADDRESSES BLOCKED")
     };
-    let point = |r: &Row| -> (f64, f64) {
-        match (r.true_positives, r.false_positives) {
-            (Some(tp), Some(fp)) => (fp as f64, tp as f64),
-            _ => (r.allowlist_caught as f64, r.blocked as f64),
-        }
-    };
-    let answered: Vec<(usize, &Row)> = s
-        .settings
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.answered)
-        .collect();
-    let xmax = answered.iter().map(|(_, r)| point(r).0).fold(1.0, f64::max);
-    let ymax = answered.iter().map(|(_, r)| point(r).1).fold(1.0, f64::max);
+    let point = |d: &Dot| (d.x, d.y);
+    let answered = &s.dots;
+    let xmax = answered.iter().map(|d| point(d).0).fold(1.0, f64::max);
+    let ymax = answered.iter().map(|d| point(d).1).fold(1.0, f64::max);
     let (xstep, ystep) = (step(xmax), step(ymax));
     let (xmax, ymax) = ((xmax / xstep).ceil() * xstep, (ymax / ystep).ceil() * ystep);
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
@@ -266,7 +277,7 @@ pub fn render(s: &Sweep) -> Vec<u8> {
     }
     c.ring(lx + 4, 38, 6, INK);
     c.text(lx + 14, 35, "CURRENT", 1, INK, false);
-    let skipped = s.settings.len() - answered.len();
+    let skipped = s.not_answered;
     if skipped > 0 {
         let note = format!("{skipped} NOT ANSWERED");
         c.text(
@@ -282,13 +293,13 @@ pub fn render(s: &Sweep) -> Vec<u8> {
     // same spot are spread a little so each shows.
     let mut seen = std::collections::BTreeMap::<(i64, i64), i64>::new();
     let mut placed = Vec::new();
-    for &(i, r) in &answered {
-        let (x, y) = point(r);
+    for d in answered {
+        let (x, y) = point(d);
         let (px, py) = at(x, y);
         let k = seen.entry((px, py)).or_insert(0);
         let offset = (*k % 5 - 2) * 2;
         *k += 1;
-        placed.push((i, r, px + offset, py));
+        placed.push((d, px + offset, py));
     }
     // How many settings share each spot.
     for (&(x, y), &n) in &seen {
@@ -299,15 +310,14 @@ pub fn render(s: &Sweep) -> Vec<u8> {
         }
     }
     for layer in 0..3 {
-        for &(i, r, x, y) in &placed {
-            let suggested = s.suggested == Some(i);
-            match (layer, suggested, r.frontier) {
+        for &(d, x, y) in &placed {
+            match (layer, d.suggested, d.frontier) {
                 (0, false, false) => c.dot(x, y, 3, OTHER),
                 (1, false, true) => c.dot(x, y, 4, FRONTIER),
                 (2, true, _) => c.dot(x, y, 6, SUGGESTED),
                 _ => {}
             }
-            if layer == 2 && r.current {
+            if layer == 2 && d.current {
                 c.ring(x, y, 9, INK);
             }
         }

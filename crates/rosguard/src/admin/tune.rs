@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::outln;
 use crate::recording::{Poll, Reader};
 
+use super::chart::{Dot, Plot};
 use super::replay::{settings_for, Replayer};
 
 /// The values `tune` tries for each detection setting (every combination is one setting).
@@ -407,64 +408,66 @@ pub fn sweep<R: std::io::Read>(
     let threads = threads.clamp(1, todo.len().max(1));
     let mut first_poll: Option<Arc<Poll>> = None;
     let (mut polls, mut nrows, mut last) = (0usize, 0u64, Duration::ZERO);
-    let outcomes = std::thread::scope(|scope| -> Result<Vec<(usize, super::ReplayOutcome)>> {
-        let mut senders = Vec::new();
-        let mut workers = Vec::new();
-        for chunk in todo.chunks(todo.len().div_ceil(threads).max(1)) {
-            let (tx, rx) = sync_channel::<Arc<Poll>>(8);
-            senders.push(tx);
-            let chunk = chunk.to_vec();
-            let points: Vec<Point> = chunk.iter().map(|&i| rows[i].setting).collect();
-            let router = router.to_owned();
-            let prefilter = prefilter.clone();
-            workers.push(
-                scope.spawn(move || -> Result<Vec<(usize, super::ReplayOutcome)>> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    let mut reps: Vec<Replayer> = points
-                        .iter()
-                        .map(|p| Replayer::new(&router, &p.apply(base), &prefilter))
-                        .collect();
-                    rt.block_on(async {
-                        for poll in rx {
-                            for r in &mut reps {
-                                r.step(&poll).await?;
+    let outcomes = std::thread::scope(
+        |scope| -> Result<Vec<(usize, super::replay::ReplayOutcome)>> {
+            let mut senders = Vec::new();
+            let mut workers = Vec::new();
+            for chunk in todo.chunks(todo.len().div_ceil(threads).max(1)) {
+                let (tx, rx) = sync_channel::<Arc<Poll>>(8);
+                senders.push(tx);
+                let chunk = chunk.to_vec();
+                let points: Vec<Point> = chunk.iter().map(|&i| rows[i].setting).collect();
+                let router = router.to_owned();
+                let prefilter = prefilter.clone();
+                workers.push(scope.spawn(
+                    move || -> Result<Vec<(usize, super::replay::ReplayOutcome)>> {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()?;
+                        let mut reps: Vec<Replayer> = points
+                            .iter()
+                            .map(|p| Replayer::new(&router, &p.apply(base), &prefilter))
+                            .collect();
+                        rt.block_on(async {
+                            for poll in rx {
+                                for r in &mut reps {
+                                    r.step(&poll).await?;
+                                }
                             }
-                        }
-                        anyhow::Ok(())
-                    })?;
-                    Ok(chunk
-                        .into_iter()
-                        .zip(reps)
-                        .map(|(i, r)| (i, r.finish(None)))
-                        .collect())
-                }),
-            );
-        }
-        for poll in reader.by_ref() {
-            let poll = Arc::new(poll);
-            if first_poll.is_none() {
-                first_poll = Some(poll.clone());
+                            anyhow::Ok(())
+                        })?;
+                        Ok(chunk
+                            .into_iter()
+                            .zip(reps)
+                            .map(|(i, r)| (i, r.finish(None)))
+                            .collect())
+                    },
+                ));
             }
-            polls += 1;
-            nrows += poll.observation.candidates.len() as u64;
-            last = poll.time();
-            for tx in &senders {
-                // A worker that failed has hung up: its error is reported at the join.
-                let _ = tx.send(poll.clone());
+            for poll in reader.by_ref() {
+                let poll = Arc::new(poll);
+                if first_poll.is_none() {
+                    first_poll = Some(poll.clone());
+                }
+                polls += 1;
+                nrows += poll.observation.candidates.len() as u64;
+                last = poll.time();
+                for tx in &senders {
+                    // A worker that failed has hung up: its error is reported at the join.
+                    let _ = tx.send(poll.clone());
+                }
             }
-        }
-        drop(senders);
-        let mut all = Vec::new();
-        for w in workers {
-            all.extend(
-                w.join()
-                    .map_err(|_| anyhow::anyhow!("a replay thread panicked"))??,
-            );
-        }
-        Ok(all)
-    })?;
+            drop(senders);
+            let mut all = Vec::new();
+            for w in workers {
+                all.extend(
+                    w.join()
+                        .map_err(|_| anyhow::anyhow!("a replay thread panicked"))??,
+                );
+            }
+            Ok(all)
+        },
+    )?;
     let cut = reader.cut().map(str::to_owned);
     if let (Some(l), Some(p)) = (labels.as_mut(), &first_poll) {
         l.resolve(&p.observation.addresses);
@@ -658,7 +661,7 @@ pub fn tune(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let s = sweep(reader, &router, &base, &points, labels, threads)?;
     if let Some(path) = chart {
-        let png = super::chart::render(&s);
+        let png = super::chart::render(&plot(&s));
         std::fs::write(path, png)
             .with_context(|| format!("cannot write the chart to {}", path.display()))?;
     }
@@ -711,6 +714,36 @@ fn shown(s: &Sweep, all: bool) -> Vec<(usize, usize)> {
     }
     reps.sort_unstable();
     reps
+}
+
+/// The sweep as the chart draws it: with labels bad blocked against good blocked, without
+/// them blocked against flagged allowlisted addresses.
+fn plot(s: &Sweep) -> Plot {
+    let dots = s
+        .settings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.answered)
+        .map(|(i, r)| {
+            let (x, y) = match (r.true_positives, r.false_positives) {
+                (Some(tp), Some(fp)) => (fp as f64, tp as f64),
+                _ => (r.allowlist_caught as f64, r.blocked as f64),
+            };
+            Dot {
+                x,
+                y,
+                frontier: r.frontier,
+                current: r.current,
+                suggested: s.suggested == Some(i),
+            }
+        })
+        .collect::<Vec<_>>();
+    Plot {
+        not_answered: s.settings.len() - dots.len(),
+        dots,
+        labelled: s.labelled,
+        polls: s.polls,
+    }
 }
 
 fn print_sweep(s: &Sweep, all: bool) {
