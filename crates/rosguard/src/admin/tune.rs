@@ -660,6 +660,16 @@ pub fn tune(
     let points = grid.points(Point::of(&base));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let s = sweep(reader, &router, &base, &points, labels, threads)?;
+    if s.polls == 0 {
+        bail!(
+            "{} holds no complete poll{}: record for longer (rosguard record --duration)",
+            file.display(),
+            s.cut
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(path) = chart {
         let png = super::chart::render(&plot(&s));
         std::fs::write(path, png)

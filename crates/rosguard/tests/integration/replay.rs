@@ -270,3 +270,22 @@ async fn the_recorded_demo_scenario_replays_and_compares() {
     assert!(s.len() < got.len(), "{s:?} vs {got:?}");
     assert!(s.iter().all(|a| got.contains(a)), "{s:?} vs {got:?}");
 }
+
+/// A file of format version 1 (each poll whole, as the first rosguard wrote it) reads and
+/// replays to exactly what the same polls rewritten in version 2 (deltas) replay to.
+#[tokio::test]
+async fn a_version_1_recording_replays_as_its_version_2_rewrite() {
+    let v1 = fixture("demo-scenario-v1.rec");
+    let v2 = fixture("demo-scenario.rec");
+    assert_eq!(
+        (v1.header.version, v2.header.version),
+        (1, rosguard::recording::VERSION)
+    );
+    assert_eq!(v1.polls, v2.polls);
+    let (a, b) = (
+        replay_with(v1, "lab", &Settings::default()).await.unwrap(),
+        replay_with(v2, "lab", &Settings::default()).await.unwrap(),
+    );
+    assert_eq!(a.blocks, b.blocks);
+    assert!(!a.blocks.is_empty());
+}

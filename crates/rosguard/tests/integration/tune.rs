@@ -241,3 +241,24 @@ async fn without_labels_the_suggestion_names_what_it_adds_to_the_current() {
     );
     assert!(out.contains("label them (--labels)"), "{out}");
 }
+
+/// A recording without a complete poll has nothing to tune on, and says so.
+#[tokio::test]
+async fn a_recording_without_polls_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("empty.rec");
+    let header = rosguard::recording::Header {
+        format: rosguard::recording::FORMAT.into(),
+        version: rosguard::recording::VERSION,
+        router: "lab".into(),
+        rosguard: "test".into(),
+        prefilter: rosguard::recording::Prefilter::for_settings(&Settings::default()),
+        started: 1.0e9,
+    };
+    let w =
+        rosguard::recording::Writer::new(std::fs::File::create(&file).unwrap(), &header).unwrap();
+    drop(w);
+    let (ok, _, err) = output(bare(&["tune", file.to_str().unwrap()])).await;
+    assert!(!ok);
+    assert!(err.contains("empty.rec holds no complete poll"), "{err}");
+}
