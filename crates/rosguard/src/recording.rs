@@ -225,19 +225,26 @@ impl<W: Write> Writer<W> {
         )?;
         serde_json::to_writer(&mut buf, &obs.uptime)?;
         let changed = self.context.as_ref().is_none_or(|c| !c.same_as(obs, t));
-        if changed {
-            let c = PollContext::of(obs, t);
+        let context = changed.then(|| PollContext::of(obs, t));
+        if let Some(c) = &context {
             buf.extend_from_slice(b",\"context\":");
-            serde_json::to_writer(&mut buf, &c)?;
-            self.context = Some(c);
+            serde_json::to_writer(&mut buf, c)?;
         }
         buf.extend_from_slice(b",\"rows\":[");
+        // Taken: if anything below fails, the next poll refers to nothing.
         let mut prev = std::mem::take(&mut self.prev);
         encode_rows(&mut buf, &mut prev, &obs.candidates)?;
         buf.extend_from_slice(b"]}\n");
         let r = self.member(&buf);
         self.buf = buf;
+        if r.is_err() {
+            // Not in the file: the next poll carries its context whole.
+            self.context = None;
+        }
         r?;
+        if context.is_some() {
+            self.context = context;
+        }
         self.prev = prev;
         self.polls += 1;
         self.rows += obs.candidates.len() as u64;
@@ -1251,6 +1258,55 @@ mod tests {
         );
         let back = Recording::read(&bytes[..]).unwrap();
         assert_eq!(back.polls, polls);
+    }
+
+    /// Writes to a `Vec`, failing the writes of the one poll it is told to.
+    struct Flaky {
+        out: Vec<u8>,
+        fail: bool,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.fail {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.out.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A poll that failed to write is not one the next poll refers to, rows or context.
+    #[test]
+    fn after_a_failed_write_the_next_poll_stands_alone() {
+        let flaky = Flaky {
+            out: Vec::new(),
+            fail: false,
+        };
+        let mut w = Writer::new(flaky, &header()).unwrap();
+        let poll = |t: f64, rows: Vec<Connection>, own: u8| Poll {
+            t,
+            observation: Observation {
+                candidates: rows,
+                own: vec![IpAddr::from([192, 0, 2, own])],
+                ..Observation::default()
+            },
+        };
+        w.poll(&poll(1.0e9, vec![row(1, 5, 0)], 1)).unwrap();
+        w.out.fail = true;
+        let second = poll(1.0e9 + 2.0, vec![row(1, 5, 0), row(2, 4, 0)], 2);
+        assert!(w.poll(&second).is_err());
+        w.out.fail = false;
+        // The same context and rows as the poll that was lost.
+        let third = poll(1.0e9 + 4.0, vec![row(1, 5, 0), row(2, 4, 0)], 2);
+        w.poll(&third).unwrap();
+        let r = Recording::read(&w.into_inner().out[..]).unwrap();
+        assert!(r.cut.is_none(), "{:?}", r.cut);
+        assert_eq!(r.polls.len(), 2);
+        assert_eq!(r.polls[1], third);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! The replay drives the daemon's own cycle (`run_cycle`, so `decide()`) over a
 //! [`RecordingBackend`], on the recording's clock with an in-memory store: nothing sleeps, a
-//! day replays in seconds, and the same config gives the same decisions as it did live.
+//! day replays in a minute or two, and the same config gives the same decisions as it did live.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
