@@ -10,7 +10,7 @@
 //! It deliberately changes nothing and writes no config: the suggestion is printed, as TOML,
 //! for the operator to review.
 
-use std::cmp::Reverse;
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
@@ -108,17 +108,19 @@ impl Point {
         )
     }
 
-    /// How strict the point is: a larger key flags less. Ties of a suggestion go to the
-    /// strictest.
-    fn strictness(&self) -> (u32, u32, u64, Reverse<u64>, Reverse<u64>) {
-        (
-            self.min_observations,
-            self.min_flagged_connections,
-            self.min_orig_packets,
-            Reverse(self.max_repl_packets),
+    /// How this point compares with `other` in strictness (`Greater`: it flags less). Ties
+    /// of a suggestion go to the strictest.
+    fn strictness(&self, other: &Self) -> Ordering {
+        self.min_observations
+            .cmp(&other.min_observations)
+            .then(
+                self.min_flagged_connections
+                    .cmp(&other.min_flagged_connections),
+            )
+            .then(self.min_orig_packets.cmp(&other.min_orig_packets))
+            .then(other.max_repl_packets.cmp(&self.max_repl_packets))
             // A shorter window is harder to fill with `min_flagged_connections`.
-            Reverse(self.window),
-        )
+            .then(other.window.cmp(&self.window))
     }
 }
 
@@ -572,7 +574,7 @@ fn suggest(rows: &[Row], labelled: bool) -> (Option<usize>, String) {
                 .total_cmp(&f1(b))
                 .then(b.block_hours.total_cmp(&a.block_hours))
                 .then(near(b).cmp(&near(a)))
-                .then(a.setting.strictness().cmp(&b.setting.strictness()))
+                .then(a.setting.strictness(&b.setting))
         });
         match best {
             Some((i, r)) => (
@@ -590,7 +592,7 @@ fn suggest(rows: &[Row], labelled: bool) -> (Option<usize>, String) {
                 .cmp(&b.allowlist_caught)
                 .then(b.blocked.cmp(&a.blocked))
                 .then(near(a).cmp(&near(b)))
-                .then(b.setting.strictness().cmp(&a.setting.strictness()))
+                .then(b.setting.strictness(&a.setting))
         });
         match best {
             Some((i, r)) => (
@@ -904,6 +906,29 @@ mod tests {
         let mut other = current;
         other.min_orig_packets = 99;
         assert_eq!(g.points(other).len(), 4);
+    }
+
+    #[test]
+    fn strictness_orders_by_each_key_in_turn() {
+        let p = |orig, repl, obs, flagged, window| Point {
+            min_orig_packets: orig,
+            max_repl_packets: repl,
+            min_observations: obs,
+            min_flagged_connections: flagged,
+            window,
+        };
+        let base = p(3, 2, 1, 1, 60);
+        for (stricter, why) in [
+            (p(2, 9, 2, 1, 600), "more observations"),
+            (p(2, 9, 1, 2, 600), "more flagged connections"),
+            (p(5, 9, 1, 1, 600), "more packets out"),
+            (p(3, 1, 1, 1, 600), "fewer replies"),
+            (p(3, 2, 1, 1, 30), "a shorter window"),
+        ] {
+            assert_eq!(stricter.strictness(&base), Ordering::Greater, "{why}");
+            assert_eq!(base.strictness(&stricter), Ordering::Less, "{why}");
+        }
+        assert_eq!(base.strictness(&base), Ordering::Equal);
     }
 
     #[test]
