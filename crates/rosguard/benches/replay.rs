@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rosguard::admin::{replay_with, sweep, Grid, Point};
-use rosguard::recording::{Header, Poll, Prefilter, Reader, Recording, Writer, FORMAT, VERSION};
+use rosguard::recording::{Header, Poll, Prefilter, Reader, Recording, Writer};
 use rosguard_core::detect::is_candidate;
 use rosguard_core::model::{ConnId, Connection, Endpoint, Family, Protocol, TcpState};
 use rosguard_core::observation::Observation;
@@ -247,14 +247,11 @@ fn step(rng: &mut Rng, kind: Kind, age: u64) -> (u64, u64, Option<TcpState>) {
 }
 
 fn header() -> Header {
-    Header {
-        format: FORMAT.into(),
-        version: VERSION,
-        router: "bench".into(),
-        rosguard: env!("CARGO_PKG_VERSION").into(),
-        prefilter: Prefilter::for_settings(&Settings::default()),
-        started: 1.8e9,
-    }
+    Header::new(
+        "bench",
+        Prefilter::for_settings(&Settings::default()),
+        1.8e9,
+    )
 }
 
 /// Counts what is written.

@@ -277,19 +277,12 @@ impl RecordFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recording::{Prefilter, Recording, FORMAT, VERSION};
+    use crate::recording::{Prefilter, Recording};
     use rosguard_core::observation::Observation;
     use rosguard_core::settings::Settings;
 
     fn header() -> Header {
-        Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            router: "core".into(),
-            rosguard: "test".into(),
-            prefilter: Prefilter::for_settings(&Settings::default()),
-            started: 1.0e9,
-        }
+        Header::new("core", Prefilter::for_settings(&Settings::default()), 1.0e9)
     }
 
     /// A poll whose size (compressed) varies a little: the own addresses differ per `i`.

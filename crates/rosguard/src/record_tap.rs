@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::record_files::{FileSet, RecordFile, Wrote};
-use crate::recording::{Header, Poll, Prefilter, FORMAT, VERSION};
+use crate::recording::{Header, Poll, Prefilter};
 use crate::state::unix_now;
 
 /// The most polls waiting for the disk (each up to `daemon.max_candidates` rows): the memory
@@ -428,14 +428,7 @@ impl<B: Backend> Backend for RecordingTap<B> {
         let obs = self.inner.observe(&read_plan, &reading).await?;
         self.learn(&obs);
         let theirs = as_read_by(&obs, settings, plan.refresh_protected);
-        let header = Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            router: self.router.clone(),
-            rosguard: env!("CARGO_PKG_VERSION").into(),
-            prefilter,
-            started: t.as_secs_f64(),
-        };
+        let header = Header::new(&self.router, prefilter, t.as_secs_f64());
         let job = Job {
             set: target,
             header,

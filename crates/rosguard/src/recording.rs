@@ -155,6 +155,20 @@ pub struct Header {
     pub started: f64,
 }
 
+impl Header {
+    /// The header this build writes: the current format and version, this rosguard's version.
+    pub fn new(router: &str, prefilter: Prefilter, started: f64) -> Self {
+        Self {
+            format: FORMAT.into(),
+            version: VERSION,
+            router: router.to_owned(),
+            rosguard: env!("CARGO_PKG_VERSION").into(),
+            prefilter,
+            started,
+        }
+    }
+}
+
 /// One recorded poll.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Poll {
@@ -1099,14 +1113,7 @@ mod tests {
     use super::*;
 
     fn header() -> Header {
-        Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            router: "core".into(),
-            rosguard: "test".into(),
-            prefilter: Prefilter::for_settings(&Settings::default()),
-            started: 1.0e9,
-        }
+        Header::new("core", Prefilter::for_settings(&Settings::default()), 1.0e9)
     }
 
     #[test]

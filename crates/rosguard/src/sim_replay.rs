@@ -488,18 +488,11 @@ mod tests {
     use rosguard_core::model::{ConnId, Endpoint};
     use rosguard_core::observation::Observation;
 
-    use crate::recording::{Header, Prefilter, FORMAT, VERSION};
+    use crate::recording::{Header, Prefilter};
 
     fn recording(polls: Vec<Poll>) -> Recording {
         Recording {
-            header: Header {
-                format: FORMAT.into(),
-                version: VERSION,
-                router: "core".into(),
-                rosguard: "test".into(),
-                prefilter: Prefilter::for_settings(&Default::default()),
-                started: 0.0,
-            },
+            header: Header::new("core", Prefilter::for_settings(&Default::default()), 0.0),
             polls,
             cut: None,
         }

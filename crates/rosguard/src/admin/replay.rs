@@ -27,9 +27,7 @@ use crate::outln;
 use crate::output::printable;
 use crate::record_files::{FileSet, RecordFile};
 use crate::record_tap::RecordingTap;
-use crate::recording::{
-    Header, Poll, Prefilter, Reader, Recording, RecordingBackend, FORMAT, VERSION,
-};
+use crate::recording::{Header, Poll, Prefilter, Reader, Recording, RecordingBackend};
 use crate::state::{memory, unix_now};
 
 use super::common::connect;
@@ -53,14 +51,11 @@ pub async fn record(
                 .join(", ")
         );
     };
-    let header = Header {
-        format: FORMAT.into(),
-        version: VERSION,
-        router: router.name.clone(),
-        rosguard: env!("CARGO_PKG_VERSION").into(),
-        prefilter: Prefilter::for_settings(&router.settings),
-        started: unix_now().as_secs_f64(),
-    };
+    let header = Header::new(
+        &router.name,
+        Prefilter::for_settings(&router.settings),
+        unix_now().as_secs_f64(),
+    );
     // Opened before connecting: a file that cannot be written fails at once.
     let file = RecordFile::start(FileSet::single(out.to_path_buf()), header)?;
     let backend = connect(router, cfg.daemon.max_candidates)

@@ -337,6 +337,30 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row of `setting` with nothing counted yet.
+    fn new(setting: Point, current: bool) -> Self {
+        Self {
+            setting,
+            answered: true,
+            not_answered: Vec::new(),
+            blocked: 0,
+            blocks: 0,
+            block_hours: 0.0,
+            allowlist_caught: 0,
+            spared: 0,
+            caps_hit: 0,
+            true_positives: None,
+            false_positives: None,
+            missed: None,
+            unlabelled: None,
+            precision: None,
+            recall: None,
+            frontier: false,
+            current,
+            addresses: BTreeSet::new(),
+        }
+    }
+
     /// The chart's measures, both "higher is better": (caught, not wrongly caught).
     /// With labels: true positives and minus false positives; without: addresses blocked
     /// and minus the allowlist's catches.
@@ -382,30 +406,15 @@ pub fn sweep<R: std::io::Read>(
     let prefilter = reader.header.prefilter.clone();
     let mut rows: Vec<Row> = points
         .iter()
-        .map(|p| Row {
-            setting: *p,
-            answered: true,
-            not_answered: prefilter.blind_spots(&p.apply(base).detection),
-            blocked: 0,
-            blocks: 0,
-            block_hours: 0.0,
-            allowlist_caught: 0,
-            spared: 0,
-            caps_hit: 0,
-            true_positives: None,
-            false_positives: None,
-            missed: None,
-            unlabelled: None,
-            precision: None,
-            recall: None,
-            frontier: false,
-            current: *p == current,
-            addresses: BTreeSet::new(),
+        .map(|p| {
+            let not_answered = prefilter.blind_spots(&p.apply(base).detection);
+            Row {
+                answered: not_answered.is_empty(),
+                not_answered,
+                ..Row::new(*p, *p == current)
+            }
         })
         .collect();
-    for r in &mut rows {
-        r.answered = r.not_answered.is_empty();
-    }
     let todo: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].answered).collect();
     let threads = threads.clamp(1, todo.len().max(1));
     let mut first_poll: Option<Arc<Poll>> = None;
@@ -969,31 +978,19 @@ mod tests {
     }
 
     fn row(blocked: usize, allow: usize, min_obs: u32) -> Row {
+        let setting = Point {
+            min_orig_packets: 3,
+            max_repl_packets: 2,
+            min_observations: min_obs,
+            min_flagged_connections: 1,
+            window: 60,
+        };
         Row {
-            setting: Point {
-                min_orig_packets: 3,
-                max_repl_packets: 2,
-                min_observations: min_obs,
-                min_flagged_connections: 1,
-                window: 60,
-            },
-            answered: true,
-            not_answered: Vec::new(),
             blocked,
             blocks: blocked,
             block_hours: blocked as f64,
             allowlist_caught: allow,
-            spared: 0,
-            caps_hit: 0,
-            true_positives: None,
-            false_positives: None,
-            missed: None,
-            unlabelled: None,
-            precision: None,
-            recall: None,
-            frontier: false,
-            current: false,
-            addresses: BTreeSet::new(),
+            ..Row::new(setting, false)
         }
     }
 

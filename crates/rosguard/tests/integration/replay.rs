@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rosguard::admin::replay_with;
-use rosguard::recording::{Header, Poll, Prefilter, Recording, Writer, FORMAT, VERSION};
+use rosguard::recording::{Header, Poll, Prefilter, Recording, Writer};
 use rosguard_core::backend::Backend;
 use rosguard_core::observation::ObservePlan;
 use rosguard_core::settings::Settings;
@@ -29,14 +29,7 @@ impl Recorder {
         );
         backend.connect().await.expect("the recorder connects");
         let prefilter = Prefilter::for_settings(settings);
-        let header = Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            router: "core".into(),
-            rosguard: "test".into(),
-            prefilter: prefilter.clone(),
-            started: 0.0,
-        };
+        let header = Header::new("core", prefilter.clone(), 0.0);
         Self {
             backend,
             reading: prefilter.reading_settings(settings),

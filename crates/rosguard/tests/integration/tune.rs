@@ -247,14 +247,11 @@ async fn without_labels_the_suggestion_names_what_it_adds_to_the_current() {
 async fn a_recording_without_polls_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("empty.rec");
-    let header = rosguard::recording::Header {
-        format: rosguard::recording::FORMAT.into(),
-        version: rosguard::recording::VERSION,
-        router: "lab".into(),
-        rosguard: "test".into(),
-        prefilter: rosguard::recording::Prefilter::for_settings(&Settings::default()),
-        started: 1.0e9,
-    };
+    let header = rosguard::recording::Header::new(
+        "lab",
+        rosguard::recording::Prefilter::for_settings(&Settings::default()),
+        1.0e9,
+    );
     let w =
         rosguard::recording::Writer::new(std::fs::File::create(&file).unwrap(), &header).unwrap();
     drop(w);
