@@ -740,6 +740,7 @@ pub struct Reader<R: Read> {
     /// The recording's header.
     pub header: Header,
     max_line: u64,
+    max_rows: usize,
     prev: Vec<Connection>,
     context: PollContext,
     read: usize,
@@ -762,6 +763,10 @@ impl<R: Read> Reader<R> {
     }
 
     fn with_limit(r: R, max_line: u64) -> Result<Self> {
+        Self::with_limits(r, max_line, MAX_POLL_ROWS)
+    }
+
+    fn with_limits(r: R, max_line: u64, max_rows: usize) -> Result<Self> {
         let mut input = BufReader::new(MultiGzDecoder::new(r));
         let first = match next_line(&mut input, max_line) {
             Some(Ok(l)) => l,
@@ -783,6 +788,7 @@ impl<R: Read> Reader<R> {
             input,
             header,
             max_line,
+            max_rows,
             prev: Vec::new(),
             context: PollContext::default(),
             read: 0,
@@ -807,7 +813,8 @@ impl<R: Read> Reader<R> {
         if let Some(c) = l.context {
             self.context = c;
         }
-        let mut rows: Vec<Connection> = Vec::with_capacity(l.rows.len().min(MAX_POLL_ROWS));
+        let max = self.max_rows;
+        let mut rows: Vec<Connection> = Vec::with_capacity(l.rows.len().min(max));
         let prev = &self.prev;
         let bad = |what: String| format!("{what} (the previous poll had {} rows)", prev.len());
         for e in l.rows {
@@ -815,8 +822,8 @@ impl<R: Read> Reader<R> {
                 Element::Same { len, .. } => *len,
                 _ => 1,
             };
-            if rows.len().saturating_add(n) > MAX_POLL_ROWS {
-                return Err(format!("a poll of more than {MAX_POLL_ROWS} rows"));
+            if rows.len().saturating_add(n) > max {
+                return Err(format!("a poll of more than {max} rows"));
             }
             match e {
                 Element::Row(c) => rows.push(*c),
@@ -1243,6 +1250,10 @@ mod tests {
             observation: Observation {
                 candidates: candidates.to_vec(),
                 rows_read: candidates.len() as u64,
+                bad_rows: 2,
+                table_size: Some(9000 + candidates.len() as u64),
+                filtered: true,
+                truncated: t > 1.0e9,
                 block_list: vec![entry(1, Some(left)), entry(2, None)],
                 ..Observation::default()
             },
@@ -1359,10 +1370,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn references_cannot_multiply_a_poll_past_the_row_limit() {
+    /// Polls of references to the 10 rows before, read with a limit of 100 rows.
+    fn read_refs(elements: &[&str]) -> Recording {
         let mut w = Writer::new(Vec::new(), &header()).unwrap();
-        let rows: Vec<Connection> = (0..1000).map(|i| row(i, 5, 0)).collect();
+        let rows: Vec<Connection> = (0..10).map(|i| row(i, 5, 0)).collect();
         w.poll(&Poll {
             t: 1.0e9,
             observation: Observation {
@@ -1371,18 +1382,39 @@ mod tests {
             },
         })
         .unwrap();
-        let refs = vec!["[0,1000]"; MAX_POLL_ROWS / 1000 + 1].join(",");
         let line = format!(
-            "{{\"t\":1000000002.0,\"read\":0,\"bad\":0,\"size\":null,\"filtered\":false,\"truncated\":false,\"uptime\":null,\"rows\":[{refs}]}}\n"
+            "{{\"t\":1000000002.0,\"read\":0,\"bad\":0,\"size\":null,\"filtered\":false,\"truncated\":false,\"uptime\":null,\"rows\":[{}]}}\n",
+            elements.join(",")
         );
         w.member(line.as_bytes()).unwrap();
-        let r = Recording::read(&w.into_inner()[..]).unwrap();
-        assert_eq!(r.polls.len(), 1);
-        assert!(
-            r.cut.as_deref().unwrap().contains("more than"),
-            "{:?}",
-            r.cut
-        );
+        let bytes = w.into_inner();
+        let r = Reader::with_limits(&bytes[..], MAX_LINE_BYTES, 100).unwrap();
+        Recording::collect(r)
+    }
+
+    #[test]
+    fn references_cannot_multiply_a_poll_past_the_row_limit() {
+        // Exactly the limit reads.
+        let r = read_refs(&["[0,10]"; 10]);
+        assert!(r.cut.is_none(), "{:?}", r.cut);
+        assert_eq!(r.polls[1].observation.candidates.len(), 100);
+        // One row more does not, however the rows come: runs of 9 reach 101 on the 12th.
+        for over in [
+            vec!["[0,10]"; 10]
+                .into_iter()
+                .chain(["[0,1]"])
+                .collect::<Vec<_>>(),
+            vec!["[0,9]"; 12],
+        ] {
+            let r = read_refs(&over);
+            assert_eq!(r.polls.len(), 1, "{over:?}");
+            assert!(
+                r.cut.as_deref().unwrap().contains("more than 100 rows"),
+                "{:?}",
+                r.cut
+            );
+        }
+        assert_eq!(MAX_POLL_ROWS, 1_000_000);
     }
 
     #[test]
