@@ -259,9 +259,9 @@ impl Labels {
     fn resolve(&mut self, router: &[IpNet]) {
         let inside = |a: &IpAddr| router.iter().any(|n| n.contains(a));
         for (good, src, dst) in self.flows.drain(..) {
-            let remote = if inside(&src) && !inside(&dst) {
-                dst
-            } else if inside(&dst) && !inside(&src) {
+            // As `block_target = "remote"`: the source of a flow from outside to inside, else
+            // the destination.
+            let remote = if inside(&dst) && !inside(&src) {
                 src
             } else {
                 dst
@@ -954,6 +954,19 @@ mod tests {
         assert_eq!(at("198.51.100.7"), Some(false));
         assert_eq!(at("2001:db8::5"), Some(true));
         assert_eq!(at("198.51.100.8"), None);
+        // Both ends outside, or both inside: the destination.
+        let mut both =
+            Labels::parse("bad 198.51.100.1 -> 203.0.113.9\ngood 192.168.88.5 -> 192.168.88.6")
+                .unwrap();
+        both.resolve(&["192.168.88.1/24".parse().unwrap()]);
+        assert_eq!(both.label("203.0.113.9".parse().unwrap()), Some(false));
+        assert_eq!(both.label("198.51.100.1".parse().unwrap()), None);
+        assert_eq!(both.label("192.168.88.6".parse().unwrap()), Some(true));
+        assert_eq!(both.label("192.168.88.5".parse().unwrap()), None);
+        // A file of flows alone, or of the lab's spared addresses alone, labels something.
+        assert!(Labels::parse("good 192.168.88.5 -> 203.0.113.9").is_ok());
+        assert!(Labels::parse(r#"{"classes":[{"spare":["192.0.2.1"]}]}"#).is_ok());
+        assert!(Labels::parse(r#"{"classes":[{"block":["192.0.2.1"]}]}"#).is_ok());
         let j = Labels::parse(
             r#"{"always_spared":["192.168.88.1"],"classes":[{"block":["203.0.113.20"],"spare":["192.168.88.30"]}]}"#,
         )
@@ -1002,6 +1015,7 @@ mod tests {
             row(8, 0, 2),  // frontier too (equal), and stricter
             row(5, 0, 3),  // dominated by the 8/0 ones
             row(9, 3, 1),  // dominated by 10/2
+            row(8, 1, 1),  // dominated by 8/0 on the allowlist alone
         ];
         rows.push(Row {
             answered: false,
@@ -1009,7 +1023,7 @@ mod tests {
         });
         mark_frontier(&mut rows);
         let f: Vec<bool> = rows.iter().map(|r| r.frontier).collect();
-        assert_eq!(f, [true, true, true, false, false, false]);
+        assert_eq!(f, [true, true, true, false, false, false, false]);
         let (i, why) = suggest(&rows, false);
         assert_eq!(i, Some(2), "{why}");
         // Every setting flagging an allowlisted address: the one flagging the fewest.
@@ -1039,5 +1053,11 @@ mod tests {
         let (i, why) = suggest(&rows, true);
         assert_eq!(i, Some(1), "{why}");
         assert!(why.contains("F1 0.90"), "{why}");
+        // A setting with neither precision nor recall (nothing bad found, something good
+        // blocked) is never the best, even when nothing beats it on both counts.
+        let mut rows = vec![lab(0, 1, 10, 1), lab(1, 5, 10, 2)];
+        mark_frontier(&mut rows);
+        assert!(rows.iter().all(|r| r.frontier));
+        assert_eq!(suggest(&rows, true).0, Some(1));
     }
 }
