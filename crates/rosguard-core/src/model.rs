@@ -227,15 +227,16 @@ impl fmt::Display for Endpoint {
 }
 
 /// A backend's handle for one connection (RouterOS: the row's `.id`, such as `*1A2B`). Opaque
-/// to the core: it is only handed back to the backend to remove the connection.
+/// to the core: it is only handed back to the backend to remove the connection. Shared, not
+/// copied, when a row is cloned (a replay hands every poll's rows to many settings).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ConnId(String);
+pub struct ConnId(std::sync::Arc<str>);
 
 impl ConnId {
     /// Wraps a backend's handle.
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(id.into().into())
     }
 
     /// The handle as the backend gave it.
@@ -252,7 +253,7 @@ impl fmt::Display for ConnId {
 
 impl From<&str> for ConnId {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self(s.into())
     }
 }
 
