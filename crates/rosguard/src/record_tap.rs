@@ -823,13 +823,13 @@ mod tests {
         assert_eq!(Recording::open(&set.current).unwrap().polls.len(), 1);
     }
 
-    #[tokio::test]
-    async fn a_disk_that_falls_behind_loses_polls_not_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let set = FileSet::single(dir.path().join("core.rec"));
-        let mut tap = RecordingTap::new(rows(), "core", Source::Fixed(set.clone()), None);
-        let (plan, s) = (ObservePlan::default(), Settings::default());
-        tap.observe(&plan, &s).await.unwrap();
+    /// Records one poll, then holds the writer thread until the returned sender is sent to.
+    async fn held_after_one_poll<B: Backend>(
+        tap: &mut RecordingTap<B>,
+        plan: &ObservePlan,
+        s: &Settings,
+    ) -> std::sync::mpsc::Sender<()> {
+        tap.observe(plan, s).await.unwrap();
         tap.written().await;
         let (held_tx, held) = std::sync::mpsc::channel();
         let (go, go_rx) = std::sync::mpsc::channel();
@@ -837,6 +837,16 @@ mod tests {
         tx.send(Msg::Hold(held_tx, go_rx)).unwrap();
         drop(tx);
         held.recv().unwrap();
+        go
+    }
+
+    #[tokio::test]
+    async fn a_disk_that_falls_behind_loses_polls_not_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = FileSet::single(dir.path().join("core.rec"));
+        let mut tap = RecordingTap::new(rows(), "core", Source::Fixed(set.clone()), None);
+        let (plan, s) = (ObservePlan::default(), Settings::default());
+        let go = held_after_one_poll(&mut tap, &plan, &s).await;
         // The writer is stuck: the queue fills, then polls are left out, and every observe
         // returns at once.
         for _ in 0..QUEUED_POLLS + 3 {
@@ -858,14 +868,7 @@ mod tests {
         let set = FileSet::single(dir.path().join("core.rec"));
         let mut tap = RecordingTap::new(rows(), "core", Source::Fixed(set), None);
         let (plan, s) = (ObservePlan::default(), Settings::default());
-        tap.observe(&plan, &s).await.unwrap();
-        tap.written().await;
-        let (held_tx, held) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel();
-        let tx = tap.writer.as_ref().unwrap().tx.clone();
-        tx.send(Msg::Hold(held_tx, go_rx)).unwrap();
-        drop(tx);
-        held.recv().unwrap();
+        let go = held_after_one_poll(&mut tap, &plan, &s).await;
         tap.observe(&plan, &s).await.unwrap();
         let waited = tokio::time::Instant::now();
         let stats = tap.finish().await;

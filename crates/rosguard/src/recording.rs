@@ -367,6 +367,7 @@ impl Kept {
     }
 }
 
+/// A row's six counters in the format's order (see the module doc).
 fn counters(c: &Connection) -> [Option<u64>; 6] {
     [
         c.orig_packets,
@@ -376,6 +377,18 @@ fn counters(c: &Connection) -> [Option<u64>; 6] {
         c.orig_fasttrack_packets,
         c.repl_fasttrack_packets,
     ]
+}
+
+/// Sets a row's six counters, in [`counters`]' order.
+fn set_counters(c: &mut Connection, v: [Option<u64>; 6]) {
+    [
+        c.orig_packets,
+        c.repl_packets,
+        c.orig_bytes,
+        c.repl_bytes,
+        c.orig_fasttrack_packets,
+        c.repl_fasttrack_packets,
+    ] = v;
 }
 
 /// A `HashMap` hasher for keys that are hashes already.
@@ -838,14 +851,7 @@ impl<R: Read> Reader<R> {
                         .get(index)
                         .ok_or_else(|| bad(format!("row {index} does not exist")))?
                         .clone();
-                    [
-                        c.orig_packets,
-                        c.repl_packets,
-                        c.orig_bytes,
-                        c.repl_bytes,
-                        c.orig_fasttrack_packets,
-                        c.repl_fasttrack_packets,
-                    ] = counters;
+                    set_counters(&mut c, counters);
                     rows.push(c);
                 }
             }
