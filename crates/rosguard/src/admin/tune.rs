@@ -272,6 +272,11 @@ impl Labels {
                 self.bad.push(IpNet::from(remote));
             }
         }
+        // An address labelled twice counts once (in recall's denominator too).
+        for l in [&mut self.good, &mut self.bad] {
+            l.sort_unstable();
+            l.dedup();
+        }
     }
 
     /// `Some(true)` good, `Some(false)` bad (bad wins where both match: a labelled offender
@@ -963,6 +968,9 @@ mod tests {
         assert_eq!(both.label("198.51.100.1".parse().unwrap()), None);
         assert_eq!(both.label("192.168.88.6".parse().unwrap()), Some(true));
         assert_eq!(both.label("192.168.88.5".parse().unwrap()), None);
+        let mut twice = Labels::parse("bad 203.0.113.9\nbad 192.168.88.5 -> 203.0.113.9").unwrap();
+        twice.resolve(&["192.168.88.1/24".parse().unwrap()]);
+        assert_eq!(twice.bad.len(), 1);
         // A file of flows alone, or of the lab's spared addresses alone, labels something.
         assert!(Labels::parse("good 192.168.88.5 -> 203.0.113.9").is_ok());
         assert!(Labels::parse(r#"{"classes":[{"spare":["192.0.2.1"]}]}"#).is_ok());
