@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use rosguard_core::backend::Backend;
 use rosguard_core::decide::Decision;
-use rosguard_core::detect::is_candidate;
 use rosguard_core::observation::{Observation, ObservePlan};
 use rosguard_core::outcome::{Applied, BackendError};
 use rosguard_core::policy::Protected;
@@ -40,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::record_files::{FileSet, RecordFile, Wrote};
-use crate::recording::{Header, Poll, Prefilter};
+use crate::recording::{as_read_by, Header, Poll, Prefilter};
 use crate::state::unix_now;
 
 /// The most polls waiting for the disk (each up to `daemon.max_candidates` rows): the memory
@@ -343,58 +342,6 @@ fn reading_settings(prefilter: &Prefilter, settings: &Settings) -> Settings {
     r
 }
 
-/// `obs`, read under the loose pre-filter, as `settings` would have read it: rows cut down
-/// by their own candidate test (the test every backend applies), the staging list only with
-/// detection on, and no protected sets unless the caller asked for them.
-pub fn as_read_by(obs: &Observation, settings: &Settings, asked_protected: bool) -> Observation {
-    let d = &settings.detection;
-    // Every field named: a new one must be thought about here.
-    let Observation {
-        candidates,
-        rows_read,
-        bad_rows,
-        table_size,
-        filtered,
-        truncated,
-        addresses,
-        protected,
-        allowlist,
-        block_list,
-        staging,
-        uptime,
-        own,
-        shared,
-    } = obs;
-    Observation {
-        candidates: candidates
-            .iter()
-            .filter(|c| is_candidate(c, d))
-            .cloned()
-            .collect(),
-        rows_read: *rows_read,
-        bad_rows: *bad_rows,
-        table_size: *table_size,
-        filtered: *filtered,
-        truncated: *truncated,
-        addresses: addresses.clone(),
-        protected: if asked_protected {
-            protected.clone()
-        } else {
-            Vec::new()
-        },
-        allowlist: allowlist.clone(),
-        block_list: block_list.clone(),
-        staging: if d.enabled {
-            staging.clone()
-        } else {
-            Vec::new()
-        },
-        uptime: *uptime,
-        own: own.clone(),
-        shared: shared.clone(),
-    }
-}
-
 impl<B: Backend> Backend for RecordingTap<B> {
     async fn connect(&mut self) -> Result<(), BackendError> {
         self.inner.connect().await
@@ -427,7 +374,7 @@ impl<B: Backend> Backend for RecordingTap<B> {
         let t = unix_now();
         let obs = self.inner.observe(&read_plan, &reading).await?;
         self.learn(&obs);
-        let theirs = as_read_by(&obs, settings, plan.refresh_protected);
+        let theirs = as_read_by(&obs, settings, plan.refresh_protected, true);
         let header = Header::new(&self.router, prefilter, t.as_secs_f64());
         let job = Job {
             set: target,
@@ -630,6 +577,7 @@ impl Writing {
 mod tests {
     use super::*;
     use crate::recording::Recording;
+    use rosguard_core::detect::is_candidate;
     use rosguard_core::model::{ConnId, Connection, Endpoint, Family, Protocol, TcpState};
 
     /// A router of fixed rows, read the way a backend reads: every row counted, the rows its

@@ -47,6 +47,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -968,14 +969,77 @@ fn next_line(r: &mut impl BufRead, max: u64) -> Option<std::io::Result<Vec<u8>>>
     }
 }
 
-/// Plays a recording's polls as a router: each `observe` is the poll last [`fed`], cut down by
-/// the replayed settings' own candidate test; the block list is the recording's at the start
+/// `obs`, read under the loose pre-filter, as `settings` would have read it: rows cut down
+/// by their own candidate test (the test every backend applies), the staging list only with
+/// detection on, and no protected sets unless the caller asked for them. The daemon's
+/// recording tap hands the daemon this; a replay hands it to the replayed settings. Without
+/// `with_block_list` the block list is left empty (a replay keeps its own).
+pub fn as_read_by(
+    obs: &Observation,
+    settings: &Settings,
+    asked_protected: bool,
+    with_block_list: bool,
+) -> Observation {
+    let d = &settings.detection;
+    // Every field named: a new one must be thought about here.
+    let Observation {
+        candidates,
+        rows_read,
+        bad_rows,
+        table_size,
+        filtered,
+        truncated,
+        addresses,
+        protected,
+        allowlist,
+        block_list,
+        staging,
+        uptime,
+        own,
+        shared,
+    } = obs;
+    Observation {
+        candidates: candidates
+            .iter()
+            .filter(|c| is_candidate(c, d))
+            .cloned()
+            .collect(),
+        rows_read: *rows_read,
+        bad_rows: *bad_rows,
+        table_size: *table_size,
+        filtered: *filtered,
+        truncated: *truncated,
+        addresses: addresses.clone(),
+        protected: if asked_protected {
+            protected.clone()
+        } else {
+            Vec::new()
+        },
+        allowlist: allowlist.clone(),
+        block_list: if with_block_list {
+            block_list.clone()
+        } else {
+            Vec::new()
+        },
+        staging: if d.enabled {
+            staging.clone()
+        } else {
+            Vec::new()
+        },
+        uptime: *uptime,
+        own: own.clone(),
+        shared: shared.clone(),
+    }
+}
+
+/// Plays a recording's polls as a router: each `observe` is the poll last [`fed`], as the
+/// replayed settings would have read it ([`as_read_by`]); the block list is the recording's at the start
 /// plus what the replay added (expiring on the recording's clock), not what the live daemon did.
 ///
 /// [`fed`]: RecordingBackend::feed
 #[derive(Default)]
 pub struct RecordingBackend {
-    next: Option<(Duration, Observation)>,
+    next: Option<Arc<Poll>>,
     now: Duration,
     list: Vec<(ListEntry, Option<Duration>)>,
     next_id: u64,
@@ -991,37 +1055,9 @@ impl RecordingBackend {
         }
     }
 
-    /// Makes `poll` what the next `observe` returns, keeping only its rows `settings` would
-    /// read (so a replay of many settings clones only what each one looks at).
-    pub fn feed(&mut self, poll: &Poll, settings: &Settings) {
-        let o = &poll.observation;
-        let d = &settings.detection;
-        let obs = Observation {
-            candidates: o
-                .candidates
-                .iter()
-                .filter(|c| is_candidate(c, d))
-                .cloned()
-                .collect(),
-            rows_read: o.rows_read,
-            bad_rows: o.bad_rows,
-            table_size: o.table_size,
-            filtered: o.filtered,
-            truncated: o.truncated,
-            addresses: o.addresses.clone(),
-            protected: o.protected.clone(),
-            allowlist: o.allowlist.clone(),
-            block_list: if self.started {
-                Vec::new()
-            } else {
-                o.block_list.clone()
-            },
-            staging: o.staging.clone(),
-            uptime: o.uptime,
-            own: o.own.clone(),
-            shared: o.shared.clone(),
-        };
-        self.next = Some((poll.time(), obs));
+    /// Makes `poll` what the next `observe` returns.
+    pub fn feed(&mut self, poll: Arc<Poll>) {
+        self.next = Some(poll);
     }
 }
 
@@ -1040,15 +1076,20 @@ impl Backend for RecordingBackend {
 
     async fn observe(
         &mut self,
-        _plan: &ObservePlan,
-        _settings: &Settings,
+        plan: &ObservePlan,
+        settings: &Settings,
     ) -> Result<Observation, BackendError> {
-        let (now, mut obs) = self.next.take().ok_or_else(exhausted)?;
+        let poll = self.next.take().ok_or_else(exhausted)?;
+        let now = poll.time();
         self.now = now;
+        // What the live daemon was handed: the rows its settings read, the protected
+        // addresses when its plan asked for them.
+        let mut obs = as_read_by(&poll.observation, settings, plan.refresh_protected, false);
         if !self.started {
             // The list as it was when recording started; from here on, the replay's own.
             self.started = true;
-            self.list = obs
+            self.list = poll
+                .observation
                 .block_list
                 .iter()
                 .map(|e| (e.clone(), e.timeout.map(|t| now + t)))
@@ -1506,6 +1547,36 @@ mod tests {
                     proptest::prop_assert!(close, "{:?} {:?}", x, y);
                 }
             }
+        }
+    }
+
+    /// A replay is handed what the live daemon was: the rows its settings read, and the
+    /// protected addresses only in the polls its plan asked for them.
+    #[tokio::test]
+    async fn a_replayed_poll_is_what_the_settings_and_the_plan_would_have_read() {
+        let poll = Arc::new(Poll {
+            t: 1.0e9,
+            observation: Observation {
+                // Flagged by the defaults (orig > 3, repl <= 2), and not.
+                candidates: vec![row(1, 9, 0), row(2, 2, 1)],
+                protected: vec![(Protected::Dns, vec![IpAddr::from([198, 51, 100, 53])])],
+                block_list: vec![entry(1, Some(600))],
+                ..Observation::default()
+            },
+        });
+        let s = Settings::default();
+        let mut b = RecordingBackend::new();
+        for ask in [false, true] {
+            b.feed(poll.clone());
+            let plan = ObservePlan {
+                refresh_protected: ask,
+                ..ObservePlan::default()
+            };
+            let o = b.observe(&plan, &s).await.unwrap();
+            assert_eq!(o.candidates, vec![row(1, 9, 0)]);
+            assert_eq!(o.protected.is_empty(), !ask);
+            // The block list is the recording's at the start, counting down on its clock.
+            assert_eq!(o.block_list.len(), 1);
         }
     }
 

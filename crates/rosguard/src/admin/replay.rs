@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -208,13 +209,13 @@ impl Replayer {
     }
 
     /// Runs the daemon's cycle on `poll`, at the poll's time.
-    pub async fn step(&mut self, poll: &Poll) -> Result<()> {
+    pub async fn step(&mut self, poll: &Arc<Poll>) -> Result<()> {
         let now = poll.time();
         let first = *self.first.get_or_insert(now);
         self.out.polls += 1;
         self.out.rows += poll.observation.candidates.len() as u64;
         self.out.span = now.saturating_sub(first).as_secs();
-        self.backend.feed(poll, &self.settings);
+        self.backend.feed(poll.clone());
         let r = run_cycle(
             &mut self.backend,
             &self.router,
@@ -277,8 +278,8 @@ pub async fn replay_with(
     settings: &Settings,
 ) -> Result<ReplayOutcome> {
     let mut r = Replayer::new(router, settings, &recording.header.prefilter);
-    for p in &recording.polls {
-        r.step(p).await?;
+    for p in recording.polls {
+        r.step(&Arc::new(p)).await?;
     }
     Ok(r.finish(recording.cut.as_deref()))
 }
@@ -333,6 +334,7 @@ pub async fn replay(
     };
     // One pass over the file, however long: each poll is read once and dropped.
     for poll in reader.by_ref() {
+        let poll = Arc::new(poll);
         first.step(&poll).await?;
         if let Some(s) = &mut second {
             s.step(&poll).await?;

@@ -21,36 +21,6 @@ use routeros_sim::{SimConnection, SimHandle, TcpState};
 
 use crate::support::*;
 
-/// (address, timeout, level, comment) of a block.
-type Block = (String, String, u32, String);
-
-fn live_blocks(r: &CycleReport) -> Vec<Block> {
-    r.new_blocks()
-        .map(|b| {
-            (
-                b.address.to_string(),
-                routeros_proto::format_duration(b.timeout),
-                b.level,
-                b.comment.clone(),
-            )
-        })
-        .collect()
-}
-
-fn replayed_blocks(o: &rosguard::admin::ReplayOutcome) -> Vec<Block> {
-    o.blocks
-        .iter()
-        .map(|b| {
-            (
-                b.address.to_string(),
-                b.timeout.clone(),
-                b.level,
-                b.comment.clone(),
-            )
-        })
-        .collect()
-}
-
 fn recording_to(dir: &Path, max_bytes: u64, keep: usize) -> RecordSettings {
     RecordSettings {
         dir: Some(dir.to_path_buf()),

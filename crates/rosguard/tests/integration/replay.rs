@@ -61,21 +61,7 @@ impl Recorder {
     }
 }
 
-/// (address, timeout, level, comment) of every new block.
-type Blocks = Vec<(String, String, u32, String)>;
-
-fn live_blocks(r: &rosguard::report::CycleReport) -> Blocks {
-    r.new_blocks()
-        .map(|b| {
-            (
-                b.address.to_string(),
-                routeros_proto::format_duration(b.timeout),
-                b.level,
-                b.comment.clone(),
-            )
-        })
-        .collect()
-}
+type Blocks = Vec<Block>;
 
 #[tokio::test]
 async fn a_live_cycle_and_the_replay_of_its_poll_decide_the_same() {
@@ -102,18 +88,7 @@ async fn a_live_cycle_and_the_replay_of_its_poll_decide_the_same() {
     let replayed = replay_with(rec.recording(), "core", &router.settings)
         .await
         .unwrap();
-    let replayed: Blocks = replayed
-        .blocks
-        .iter()
-        .map(|b| {
-            (
-                b.address.to_string(),
-                b.timeout.clone(),
-                b.level,
-                b.comment.clone(),
-            )
-        })
-        .collect();
+    let replayed: Blocks = replayed.blocks.iter().map(replayed_block).collect();
     assert_eq!(replayed, live);
 }
 
@@ -168,17 +143,7 @@ async fn a_recorded_scenario_replays_to_the_blocks_the_daemon_made_with_streaks_
     let replayed: Vec<(usize, Blocks)> = replayed
         .blocks
         .iter()
-        .map(|b| {
-            (
-                (b.at / 2) as usize,
-                vec![(
-                    b.address.to_string(),
-                    b.timeout.clone(),
-                    b.level,
-                    b.comment.clone(),
-                )],
-            )
-        })
+        .map(|b| ((b.at / 2) as usize, vec![replayed_block(b)]))
         .collect();
     assert_eq!(replayed, live);
 }

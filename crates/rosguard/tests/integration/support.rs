@@ -308,3 +308,35 @@ impl Captured {
             .count()
     }
 }
+
+/// (address, timeout, level, comment) of a block, live or replayed, to compare the two.
+pub type Block = (String, String, u32, String);
+
+/// The new blocks of a live cycle.
+pub fn live_blocks(r: &rosguard::report::CycleReport) -> Vec<Block> {
+    r.new_blocks()
+        .map(|b| {
+            (
+                b.address.to_string(),
+                routeros_proto::format_duration(b.timeout),
+                b.level,
+                b.comment.clone(),
+            )
+        })
+        .collect()
+}
+
+/// One block of a replay.
+pub fn replayed_block(b: &rosguard::admin::ReplayBlock) -> Block {
+    (
+        b.address.to_string(),
+        b.timeout.clone(),
+        b.level,
+        b.comment.clone(),
+    )
+}
+
+/// The blocks of a replay.
+pub fn replayed_blocks(o: &rosguard::admin::ReplayOutcome) -> Vec<Block> {
+    o.blocks.iter().map(replayed_block).collect()
+}
