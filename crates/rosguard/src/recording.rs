@@ -936,6 +936,33 @@ impl Recording {
         Ok(Self::collect(Reader::with_limit(r, max)?))
     }
 
+    /// Reads a recording file whole, refusing one of more than `max_rows` rows in all (the
+    /// memory a whole read may take is the caller's to bound; [`Reader`] streams instead).
+    pub fn open_at_most(path: &Path, max_rows: u64) -> Result<Self> {
+        Self::read_at_most(Reader::open(path)?, max_rows)
+            .with_context(|| format!("{} is too long to read whole", path.display()))
+    }
+
+    fn read_at_most<R: Read>(mut r: Reader<R>, max_rows: u64) -> Result<Self> {
+        let mut polls = Vec::new();
+        let mut rows = 0u64;
+        for p in r.by_ref() {
+            rows += p.observation.candidates.len() as u64;
+            if rows > max_rows {
+                bail!(
+                    "it holds more than {max_rows} rows by poll {}; use a shorter recording (rosguard record --duration)",
+                    polls.len() + 1
+                );
+            }
+            polls.push(p);
+        }
+        Ok(Self {
+            header: r.header.clone(),
+            polls,
+            cut: r.cut.take(),
+        })
+    }
+
     fn collect<R: Read>(mut r: Reader<R>) -> Self {
         let polls = r.by_ref().collect();
         Self {
@@ -1462,6 +1489,24 @@ mod tests {
             );
         }
         assert_eq!(MAX_POLL_ROWS, 1_000_000);
+    }
+
+    #[test]
+    fn a_whole_read_is_refused_past_its_row_limit() {
+        let polls: Vec<Poll> = (0..3)
+            .map(|i| Poll {
+                t: 1.0e9 + i as f64,
+                observation: Observation {
+                    candidates: vec![row(1, 5, 0), row(2, 5, 0)],
+                    ..Observation::default()
+                },
+            })
+            .collect();
+        let (bytes, _) = write_all(&polls);
+        let r = Recording::read_at_most(Reader::new(&bytes[..]).unwrap(), 6).unwrap();
+        assert_eq!(r.polls, polls);
+        let e = Recording::read_at_most(Reader::new(&bytes[..]).unwrap(), 5).unwrap_err();
+        assert!(e.to_string().contains("more than 5 rows by poll 3"), "{e}");
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //! connection a client removes comes back at the next poll if the recording has it. The
 //! context is not followed after the first poll, a family with several default gateways or
 //! several session addresses gets the first (the rest is logged), and rosguard's own address
-//! on the API connection and the router's uptime are the simulator's.
+//! on the API connection and the router's uptime are the simulator's. It holds the whole
+//! recording in memory, so it takes at most [`MAX_SERVED_ROWS`] rows.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -45,6 +46,11 @@ use crate::recording::{Poll, Recording};
 /// timeout on the simulator). Every poll serves its rows afresh, and after the last poll the
 /// feed serves it again every half of this, so the last state never times out.
 pub const ROW_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// The most rows, over all its polls, a served recording may hold: the feed keeps every poll
+/// in memory (about 100 bytes a row, so about a gigabyte), and an hour of a router of 10,000
+/// connections is about 7 million rows.
+pub const MAX_SERVED_ROWS: u64 = 10_000_000;
 
 /// What the feed did, for an observer (a test); the simulator does not need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +94,9 @@ impl std::fmt::Debug for ReplayFeed {
 }
 
 impl ReplayFeed {
-    /// Reads the recording at `path`.
+    /// Reads the recording at `path`, at most [`MAX_SERVED_ROWS`] rows of it.
     pub fn open(path: &Path) -> Result<Self> {
-        let rec = Recording::open(path)?;
+        let rec = Recording::open_at_most(path, MAX_SERVED_ROWS)?;
         Self::new(rec, &path.display().to_string())
     }
 
