@@ -194,10 +194,9 @@ pub fn render(s: &Plot) -> Vec<u8> {
     } else {
         ("ALLOWLISTED ADDRESSES FLAGGED", "ADDRESSES BLOCKED")
     };
-    let point = |d: &Dot| (d.x, d.y);
-    let answered = &s.dots;
-    let xmax = answered.iter().map(|d| point(d).0).fold(1.0, f64::max);
-    let ymax = answered.iter().map(|d| point(d).1).fold(1.0, f64::max);
+    let dots = &s.dots;
+    let xmax = dots.iter().map(|d| d.x).fold(1.0, f64::max);
+    let ymax = dots.iter().map(|d| d.y).fold(1.0, f64::max);
     let (xstep, ystep) = (step(xmax), step(ymax));
     let (xmax, ymax) = ((xmax / xstep).ceil() * xstep, (ymax / ystep).ceil() * ystep);
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
@@ -258,11 +257,7 @@ pub fn render(s: &Plot) -> Vec<u8> {
         INK,
         true,
     );
-    let title = format!(
-        "ROSGUARD TUNE: {} SETTINGS, {} POLLS",
-        answered.len(),
-        s.polls
-    );
+    let title = format!("ROSGUARD TUNE: {} SETTINGS, {} POLLS", dots.len(), s.polls);
     c.text(LEFT as i64, 12, &title, 2, INK, false);
     // Legend.
     let mut lx = LEFT as i64;
@@ -293,8 +288,8 @@ pub fn render(s: &Plot) -> Vec<u8> {
     // same spot are spread a little so each shows.
     let mut seen = std::collections::BTreeMap::<(i64, i64), i64>::new();
     let mut placed = Vec::new();
-    for d in answered {
-        let (x, y) = point(d);
+    for d in dots {
+        let (x, y) = (d.x, d.y);
         let (px, py) = at(x, y);
         let k = seen.entry((px, py)).or_insert(0);
         let offset = (*k % 5 - 2) * 2;

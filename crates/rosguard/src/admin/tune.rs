@@ -366,13 +366,13 @@ impl Row {
         }
     }
 
-    /// The chart's measures, both "higher is better": (caught, not wrongly caught).
-    /// With labels: true positives and minus false positives; without: addresses blocked
-    /// and minus the allowlist's catches.
+    /// What it caught and what it caught wrongly, the frontier's and the chart's measures.
+    /// With labels: true and false positives; without: addresses blocked and the flagged
+    /// addresses the allowlist kept.
     fn measures(&self) -> (f64, f64) {
         match (self.true_positives, self.false_positives) {
-            (Some(tp), Some(fp)) => (tp as f64, -(fp as f64)),
-            _ => (self.blocked as f64, -(self.allowlist_caught as f64)),
+            (Some(tp), Some(fp)) => (tp as f64, fp as f64),
+            _ => (self.blocked as f64, self.allowlist_caught as f64),
         }
     }
 }
@@ -560,10 +560,11 @@ fn mark_frontier(rows: &mut [Row]) {
         .collect();
     for i in 0..rows.len() {
         let Some((a, b)) = m[i] else { continue };
+        // Dominated: another caught at least as much and no more wrongly, and beat it on one.
         rows[i].frontier = !m
             .iter()
             .flatten()
-            .any(|&(x, y)| x >= a && y >= b && (x > a || y > b));
+            .any(|&(x, y)| x >= a && y <= b && (x > a || y < b));
     }
 }
 
@@ -751,10 +752,7 @@ fn plot(s: &Sweep) -> Plot {
         .enumerate()
         .filter(|(_, r)| r.answered)
         .map(|(i, r)| {
-            let (x, y) = match (r.true_positives, r.false_positives) {
-                (Some(tp), Some(fp)) => (fp as f64, tp as f64),
-                _ => (r.allowlist_caught as f64, r.blocked as f64),
-            };
+            let (y, x) = r.measures();
             Dot {
                 x,
                 y,
