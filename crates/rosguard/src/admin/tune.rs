@@ -124,7 +124,28 @@ impl Point {
     }
 }
 
+/// The most settings one sweep replays: each holds a replay's state (a store, the trackers).
+pub const MAX_SETTINGS: usize = 5000;
+
 impl Grid {
+    /// How many settings the grid holds at most (the current one and repeats not counted).
+    pub fn size(&self) -> usize {
+        let flagged_one = self
+            .min_flagged_connections
+            .iter()
+            .filter(|&&f| f <= 1)
+            .count();
+        let flagged_more = self.min_flagged_connections.len() - flagged_one;
+        [
+            self.min_orig_packets.len(),
+            self.max_repl_packets.len(),
+            self.min_observations.len(),
+            flagged_one.saturating_add(flagged_more.saturating_mul(self.window.len())),
+        ]
+        .into_iter()
+        .fold(1usize, usize::saturating_mul)
+    }
+
     /// Every point of the grid, plus `current` (so the config in use is always compared).
     pub fn points(&self, current: Point) -> Vec<Point> {
         let mut out = BTreeSet::new();
@@ -674,6 +695,12 @@ pub fn tune(
     let reader = Reader::open(file)?;
     let (router, base) = settings_for(cfg, only, &reader.header.router)?;
     let labels = labels.map(Labels::read).transpose()?;
+    if grid.size() > MAX_SETTINGS {
+        bail!(
+            "the grid holds {} settings, more than the {MAX_SETTINGS} one sweep replays; give fewer values to --min-orig-packets, --max-repl-packets, --min-observations, --min-flagged-connections or --window",
+            grid.size()
+        );
+    }
     let points = grid.points(Point::of(&base));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let s = sweep(reader, &router, &base, &points, labels, threads)?;
@@ -918,6 +945,9 @@ mod tests {
         let mut other = current;
         other.min_orig_packets = 99;
         assert_eq!(g.points(other).len(), 4);
+        assert_eq!(g.size(), 3);
+        assert_eq!(Grid::default().size(), 240);
+        assert_eq!(Grid::default().points(current).len(), 240);
     }
 
     #[test]

@@ -259,3 +259,27 @@ async fn a_recording_without_polls_is_refused_by_name() {
     assert!(!ok);
     assert!(err.contains("empty.rec holds no complete poll"), "{err}");
 }
+
+/// A grid too large to sweep is refused before anything is replayed, with the flags to narrow.
+#[tokio::test]
+async fn a_grid_past_the_settings_limit_is_refused() {
+    let file = fixture("lab-default-traffic.rec");
+    let many: Vec<String> = (1..=40).map(|n| n.to_string()).collect();
+    let many = many.join(",");
+    let (ok, _, err) = output(bare(&[
+        "tune",
+        file.to_str().unwrap(),
+        "--min-orig-packets",
+        &many,
+        "--max-repl-packets",
+        &many,
+        "--min-observations",
+        "1,2,3,4",
+    ]))
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("holds 32000 settings, more than the 5000"),
+        "{err}"
+    );
+}
