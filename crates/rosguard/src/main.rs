@@ -135,7 +135,7 @@ enum Cmd {
     /// flagged addresses the allowlist caught; with --labels, true and false positives,
     /// precision and recall. It marks the frontier (settings no other beats on both) and
     /// suggests one, as TOML for [detection]. Settings looser than the recording kept are
-    /// NOT ANSWERED. Changes nothing.
+    /// NOT ANSWERED. A grid of more than 5000 settings is refused. Changes nothing.
     Tune {
         /// The recording (from `rosguard record` or the daemon's [record]).
         file: PathBuf,
